@@ -1,0 +1,242 @@
+"""Validated spec → immutable `CompiledChart`.
+
+A compiled chart holds two views of the same flow: a python-statemachine
+`StateChart` class (the kernel that sessions run) and a plain transition
+table (for rendering, introspection, error messages and tests). Guards are
+wrapped so the kernel can evaluate them while the runtime learns which
+transition fired and which guard said no.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from statemachine import StateChart
+from statemachine.exceptions import InvalidDefinition
+from statemachine.io import create_machine_class_from_definition
+
+from engine.errors import ChartError, ChartErrors
+from engine.registry import GuardInput, Registry
+from engine.spec import ChartSpec, EventSpec, GuardRef, parse_delay_ms
+from engine.validator import ValidatedChart, iter_states
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRow:
+    """One alternative of one `on` entry, in the order the chart gives."""
+
+    index: int
+    source: str
+    event: str
+    target: str | None
+    guards: tuple[GuardRef, ...]
+    do: tuple[str, ...]
+    order: int
+
+    @property
+    def internal(self) -> bool:
+        """A transition without a target: runs `do`, exits and enters nothing."""
+        return self.target is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "event": self.event, "target": self.target,
+                "guards": [str(g) for g in self.guards], "do": list(self.do), "order": self.order}
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    delay_ms: float
+    delay: str
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateInfo:
+    """A state with its inherited contract and what it owns."""
+
+    name: str
+    parent: str | None
+    children: tuple[str, ...]
+    initial: str | None
+    final: bool
+    contract: Mapping[str, str]
+    enter: tuple[str, ...]
+    exit: tuple[str, ...]
+    invoke: tuple[str, ...]
+    after: tuple[Timer, ...]
+    depth: int
+    description: str | None
+
+    @property
+    def compound(self) -> bool:
+        return bool(self.children)
+
+
+@dataclass
+class StepRecord:
+    """Filled by the kernel during one `send`: which row fired, which guards said no."""
+
+    guard_input: GuardInput
+    fired: int | None = None
+    failed_guards: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CompiledChart:
+    """Everything a session needs to run a chart; never mutated after compile."""
+
+    name: str
+    version: int
+    version_hash: str
+    path: str
+    spec: ChartSpec
+    initial: str
+    channels: Mapping[str, tuple[str, ...]]
+    states: Mapping[str, StateInfo]
+    events: Mapping[str, EventSpec]
+    transitions: tuple[TransitionRow, ...]
+    machine_class: type[StateChart]
+    warnings: tuple[ChartError, ...] = ()
+
+    def ancestors(self, name: str) -> tuple[str, ...]:
+        """Parent first, root last."""
+        out: list[str] = []
+        parent = self.states[name].parent
+        while parent is not None:
+            out.append(parent)
+            parent = self.states[parent].parent
+        return tuple(out)
+
+    def configuration_of(self, leaf: str) -> tuple[str, ...]:
+        """The full active configuration for a leaf: root first, leaf last."""
+        return (*reversed(self.ancestors(leaf)), leaf)
+
+    def initial_leaf(self, name: str) -> str:
+        info = self.states[name]
+        while info.initial is not None:
+            info = self.states[info.initial]
+        return info.name
+
+    def rows_from(self, leaf: str) -> tuple[TransitionRow, ...]:
+        """Transitions available in a leaf: its own first, then each ancestor's."""
+        owners = (leaf, *self.ancestors(leaf))
+        return tuple(r for owner in owners for r in self._by_source.get(owner, ()))
+
+    def valid_events(self, leaf: str) -> list[str]:
+        return sorted({r.event for r in self.rows_from(leaf)})
+
+    def valid_next_states(self, leaf: str) -> list[str]:
+        return sorted({r.target for r in self.rows_from(leaf) if r.target is not None})
+
+    @property
+    def _by_source(self) -> Mapping[str, tuple[TransitionRow, ...]]:
+        cache: dict[str, tuple[TransitionRow, ...]] | None = self.__dict__.get("_by_source_cache")
+        if cache is None:
+            grouped: dict[str, list[TransitionRow]] = {}
+            for row in self.transitions:
+                grouped.setdefault(row.source, []).append(row)
+            cache = {k: tuple(v) for k, v in grouped.items()}
+            object.__setattr__(self, "_by_source_cache", cache)
+        return cache
+
+    def table(self) -> list[dict[str, Any]]:
+        """The transition table as plain data (for JSON and tests)."""
+        return [r.as_dict() for r in self.transitions]
+
+
+def content_hash(spec: ChartSpec) -> str:
+    """Stable across key order, comments and formatting; changes with behaviour."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _guard_wrapper(ref: GuardRef, fn: Callable[[GuardInput], bool]) -> Callable[..., bool]:
+    def guard(step: StepRecord | None = None, **_: Any) -> bool:
+        if step is None:
+            return False
+        result = bool(fn(step.guard_input)) != ref.negated
+        if not result:
+            step.failed_guards.append(str(ref))
+        return result
+
+    guard.__name__ = f"guard_{ref.name}"
+    return guard
+
+
+def _recorder(index: int) -> Callable[..., None]:
+    def record(step: StepRecord | None = None, **_: Any) -> None:
+        if step is not None:
+            step.fired = index
+
+    record.__name__ = f"fired_{index}"
+    return record
+
+
+def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChart:
+    """Build the kernel class and the transition table from a validated chart."""
+    spec = validated.spec
+    rows: list[TransitionRow] = []
+    infos: dict[str, StateInfo] = {}
+    nodes = list(iter_states(spec.states))
+    parents = {n.name: n.parent for n in nodes}
+
+    def effective_contract(name: str) -> dict[str, str]:
+        chain = []
+        current: str | None = name
+        while current is not None:
+            chain.append(current)
+            current = parents[current]
+        merged: dict[str, str] = {}
+        for n in reversed(chain):
+            merged.update(by_name[n].contract)
+        return merged
+
+    by_name = {n.name: n.spec for n in nodes}
+    for node in nodes:
+        s = node.spec
+        infos[node.name] = StateInfo(
+            name=node.name, parent=node.parent, children=tuple(s.states), initial=s.initial,
+            final=s.final, contract=MappingProxyType(effective_contract(node.name)),
+            enter=s.enter, exit=s.exit, invoke=s.invoke,
+            after=tuple(Timer(parse_delay_ms(d), d, e) for d, e in s.after.items()),
+            depth=node.depth, description=s.description)
+        for event, alternatives in s.on.items():
+            for order, alt in enumerate(alternatives):
+                rows.append(TransitionRow(len(rows), node.name, event, alt.target, alt.guards,
+                                          alt.do, order))
+
+    def definition(states: Mapping[str, Any], initial: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, s in states.items():
+            on: dict[str, list[dict[str, Any]]] = {}
+            for row in (r for r in rows if r.source == name):
+                conds = [_guard_wrapper(g, registry.guard_fn(g.name)) for g in row.guards]
+                entry: dict[str, Any] = {"target": row.target, "on": [_recorder(row.index)]}
+                if conds:
+                    entry["cond"] = conds
+                on.setdefault(row.event, []).append(entry)
+            item: dict[str, Any] = {"initial": name == initial, "final": s.final, "on": on}
+            if s.states:
+                item["states"] = definition(s.states, s.initial)
+            out[name] = item
+        return out
+
+    try:
+        machine_class = create_machine_class_from_definition(
+            f"Chart_{spec.chart}", states=definition(spec.states, spec.initial),
+            allow_event_without_transition=False, catch_errors_as_events=False)
+    except (InvalidDefinition, KeyError, TypeError, ValueError) as exc:
+        smap = validated.source_map
+        raise ChartErrors([smap.error((), "E190", f"python-statemachine rejected the chart: "
+                                      f"{exc}")]) from None
+    return CompiledChart(
+        name=spec.chart, version=spec.version, version_hash=content_hash(spec),
+        path=validated.path, spec=spec, initial=spec.initial,
+        channels=MappingProxyType(dict(spec.contracts)), states=MappingProxyType(infos),
+        events=MappingProxyType(dict(spec.events)), transitions=tuple(rows),
+        machine_class=machine_class, warnings=tuple(validated.warnings))

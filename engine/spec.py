@@ -1,0 +1,180 @@
+"""Strict pydantic models of a chart: the shape of CHART_FORMAT.md §1.
+
+The models only accept what the format allows (`extra="forbid"`) and do the
+small normalisations a reader expects (a bare target string or a single
+mapping in `on` becomes a one-item list). Cross-references (targets, names
+in the registry, reachability) are the validator's job, where positions are
+known.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CHART_NAME_RE = re.compile(r"^[a-z0-9_]+$")
+_DELAY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
+PAYLOAD_TYPES: dict[str, type] = {
+    "str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
+}
+UnhandledPolicy = Literal["error", "warn", "ignore"]
+
+
+def parse_delay_ms(text: str) -> float:
+    """`'250ms'` → 250.0, `'1.5s'` → 1500.0; raises ValueError otherwise."""
+    match = _DELAY_RE.match(text)
+    if not match:
+        raise ValueError(f"bad delay {text!r}")
+    number, unit = float(match.group(1)), match.group(2)
+    return number * 1000.0 if unit == "s" else number
+
+
+def _check_delay(text: str) -> str:
+    try:
+        parse_delay_ms(text)
+    except ValueError:
+        raise PydanticCustomError(
+            "delay", "bad delay '{text}': write a number followed by ms or s, e.g. 250ms or 1.5s",
+            {"text": text}) from None
+    return text
+
+
+def parse_payload_type(text: str) -> tuple[type, bool]:
+    """`'str?'` → (str, optional=True); raises ValueError for unknown types."""
+    optional = text.endswith("?")
+    base = text[:-1] if optional else text
+    if base not in PAYLOAD_TYPES:
+        raise ValueError(text)
+    return PAYLOAD_TYPES[base], optional
+
+
+def _check_payload_type(text: str) -> str:
+    try:
+        parse_payload_type(text)
+    except ValueError:
+        raise PydanticCustomError(
+            "payload_type", "bad payload type '{text}': use one of {allowed}, optionally with ?",
+            {"text": text, "allowed": ", ".join(PAYLOAD_TYPES)}) from None
+    return text
+
+
+def _check_chart_name(text: str) -> str:
+    if not CHART_NAME_RE.match(text):
+        raise PydanticCustomError(
+            "chart_name", "bad chart name '{text}': use lower-case letters, digits and _",
+            {"text": text})
+    return text
+
+
+Delay = Annotated[str, AfterValidator(_check_delay)]
+PayloadType = Annotated[str, AfterValidator(_check_payload_type)]
+ChartName = Annotated[str, AfterValidator(_check_chart_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class EventSpec(_Strict):
+    payload: dict[str, PayloadType] = Field(default_factory=dict)
+    unhandled: UnhandledPolicy = "error"
+    description: str | None = None
+
+
+class GuardRef(_Strict):
+    """A guard name, possibly negated with `not name`."""
+
+    name: str
+    negated: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> GuardRef:
+        words = text.split()
+        if len(words) == 2 and words[0] == "not":
+            return cls(name=words[1], negated=True)
+        return cls(name=text.strip())
+
+    def __str__(self) -> str:
+        return f"not {self.name}" if self.negated else self.name
+
+
+class TransitionSpec(_Strict):
+    target: str | None = None
+    guard: tuple[str, ...] = ()
+    do: tuple[str, ...] = ()
+
+    @field_validator("guard", "do", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else (tuple(value) if isinstance(value, list) else value)
+
+    @property
+    def guards(self) -> tuple[GuardRef, ...]:
+        return tuple(GuardRef.parse(g) for g in self.guard)
+
+
+class StateSpec(_Strict):
+    description: str | None = None
+    contract: dict[str, str] = Field(default_factory=dict)
+    enter: tuple[str, ...] = ()
+    exit: tuple[str, ...] = ()
+    on: dict[str, tuple[TransitionSpec, ...]] = Field(default_factory=dict)
+    invoke: tuple[str, ...] = ()
+    after: dict[Delay, str] = Field(default_factory=dict)
+    initial: str | None = None
+    states: dict[str, StateSpec] = Field(default_factory=dict)
+    final: bool = False
+
+    @field_validator("enter", "exit", "invoke", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else (tuple(value) if isinstance(value, list) else value)
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _transitions(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[Any, Any] = {}
+        for event, spec in value.items():
+            if isinstance(spec, str):
+                out[event] = ({"target": spec},)
+            elif isinstance(spec, dict):
+                out[event] = (spec,)
+            elif isinstance(spec, list):
+                out[event] = tuple({"target": s} if isinstance(s, str) else s for s in spec)
+            else:
+                out[event] = spec
+        return out
+
+    @property
+    def is_compound(self) -> bool:
+        return bool(self.states)
+
+
+class ChartSpec(_Strict):
+    chart: ChartName
+    version: int
+    initial: str
+    description: str | None = None
+    contracts: dict[str, tuple[str, ...]]
+    events: dict[str, EventSpec]
+    states: dict[str, StateSpec]
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _empty_events(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @field_validator("contracts", mode="before")
+    @classmethod
+    def _channel_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+        return value

@@ -1,0 +1,439 @@
+"""Chart validation: every problem at once, each at its `file:line:col`.
+
+Two passes. The pydantic spec checks the shape (unknown keys, types, delays,
+payload types); its error locations are mapped back through the source map.
+Then the semantic pass checks what a shape cannot: names, targets, events,
+the registry, contracts, reachability, dead ends and ambiguity. A chart that
+passes both can be compiled and run.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from statemachine import StateChart
+
+from engine.errors import ChartError, ChartErrors, did_you_mean, sort_problems
+from engine.registry import Registry
+from engine.source import LoadedSource, PathKey, SourceMap
+from engine.spec import NAME_RE, ChartSpec, EventSpec, StateSpec, TransitionSpec
+
+# Names that clash with attributes of python-statemachine's StateChart: a state
+# or event called `send` silently hijacks `sm.send`, `model` crashes, etc.
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {n for n in dir(StateChart) if not n.startswith("__")}
+    | {"send", "model", "configuration", "state", "states", "events"}
+)
+
+_SHAPE_CODES = {
+    "extra_forbidden": "E102",
+    "missing": "E103",
+    "chart_name": "E110",
+    "payload_type": "E160",
+    "delay": "E161",
+}
+
+
+@dataclass(frozen=True)
+class StateNode:
+    """A state in the tree with what validation and compilation need to know."""
+
+    name: str
+    spec: StateSpec
+    parent: str | None
+    path: PathKey
+    depth: int
+
+
+@dataclass
+class ValidatedChart:
+    """A chart that passed validation, with where everything came from."""
+
+    spec: ChartSpec
+    source_map: SourceMap
+    warnings: list[ChartError] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return self.source_map.path
+
+
+def iter_states(states: dict[str, StateSpec], parent: str | None = None,
+                prefix: PathKey = (), depth: int = 0) -> Iterator[StateNode]:
+    """Depth-first over the state tree, parents before children."""
+    for name, spec in states.items():
+        path = (*prefix, "states", name)
+        yield StateNode(name, spec, parent, path, depth)
+        yield from iter_states(spec.states, name, path, depth + 1)
+
+
+def validate(loaded: LoadedSource, registry: Registry) -> ValidatedChart:
+    """Validate a loaded chart; raise `ChartErrors` with every problem found."""
+    smap = loaded.source_map
+    problems = list(loaded.problems)
+    data = loaded.data
+    if not isinstance(data, dict):
+        problems.append(smap.error((), "E104", "a chart must be a mapping with chart, version, "
+                                   "initial, contracts, events and states"))
+        raise ChartErrors(problems)
+    spec, shape_errors, only_unknown_keys = _check_shape(data, smap)
+    problems.extend(shape_errors)
+    warnings: list[ChartError] = []
+    if spec is not None and (not shape_errors or only_unknown_keys):
+        semantic = _Semantic(spec, smap, registry)
+        semantic.run()
+        problems.extend(semantic.errors)
+        warnings.extend(semantic.warnings)
+    if problems:
+        raise ChartErrors(problems, warnings)
+    assert spec is not None
+    return ValidatedChart(spec, smap, sort_problems(warnings))
+
+
+# ---------------------------------------------------------------- shape pass
+
+def _check_shape(data: dict[str, Any], smap: SourceMap
+                 ) -> tuple[ChartSpec | None, list[ChartError], bool]:
+    """Validate with pydantic; on unknown keys only, retry without them."""
+    try:
+        return ChartSpec.model_validate(data), [], True
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    problems = [_shape_error(e, smap, data) for e in errors]
+    only_unknown = all(e["type"] == "extra_forbidden" for e in errors)
+    if not only_unknown:
+        return None, problems, False
+    pruned = copy.deepcopy(data)
+    for e in errors:
+        _delete(pruned, smap, e["loc"])
+    try:
+        return ChartSpec.model_validate(pruned), problems, True
+    except ValidationError:
+        return None, problems, False
+
+
+def _source_loc(smap: SourceMap, loc: tuple[Any, ...]) -> tuple[PathKey, bool]:
+    """Map a pydantic error location onto the document path; True if it names a key."""
+    current: PathKey = ()
+    for part in loc:
+        if part == "[key]":
+            return current, True
+        candidate = (*current, part)
+        if candidate in smap.keys or candidate in smap.values:
+            current = candidate
+        elif isinstance(part, int):
+            continue  # a single transition mapping normalised to a one-item list
+        else:
+            current = candidate
+    return current, False
+
+
+def _delete(data: Any, smap: SourceMap, loc: tuple[Any, ...]) -> None:
+    path, _ = _source_loc(smap, loc)
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
+
+
+def _model_at(path: PathKey) -> type[BaseModel]:
+    """Which spec model a mapping at this document path is checked against."""
+    model: type[BaseModel] = ChartSpec
+    i = 0
+    while i < len(path):
+        part = path[i]
+        if model is ChartSpec and part == "events":
+            model, i = EventSpec, i + 2
+        elif model in (ChartSpec, StateSpec) and part == "states":
+            model, i = StateSpec, i + 2
+        elif model is StateSpec and part == "on":
+            model, i = TransitionSpec, i + 2
+            if i < len(path) and isinstance(path[i], int):
+                i += 1
+        else:
+            i += 1
+    return model
+
+
+def describe(path: PathKey) -> str:
+    """A human name for a place in the chart: "state 'IDLE'", "event 'x'", …"""
+    what = "the chart"
+    i = 0
+    while i < len(path):
+        part = path[i]
+        if part == "states" and i + 1 < len(path):
+            what, i = f"state '{path[i + 1]}'", i + 2
+        elif part == "events" and i + 1 < len(path):
+            what, i = f"event '{path[i + 1]}'", i + 2
+        elif part == "on" and i + 1 < len(path):
+            what, i = f"transition on '{path[i + 1]}' of {what}", i + 2
+        else:
+            i += 1
+    return what
+
+
+def _shape_error(err: Any, smap: SourceMap, data: Any) -> ChartError:
+    loc: tuple[Any, ...] = tuple(err["loc"])
+    kind: str = err["type"]
+    path, at_key = _source_loc(smap, loc)
+    code = _SHAPE_CODES.get(kind, "E104")
+    if kind == "extra_forbidden":
+        key = str(path[-1])
+        allowed = _model_at(path[:-1]).model_fields
+        msg = f"unknown key '{key}' in {describe(path[:-1])}{did_you_mean(key, allowed)}"
+        return smap.error(path, code, msg, at_key=True)
+    if kind == "missing":
+        key = str(loc[-1])
+        if path == ("initial",):
+            return smap.error((), "E120", "missing 'initial': name the state the chart starts in")
+        return smap.error(path[:-1], code, f"missing required key '{key}' in {describe(path[:-1])}",
+                          at_key=True)
+    if kind == "literal_error" and loc and loc[-1] == "unhandled":
+        return smap.error(path, "E162", f"bad unhandled policy {err.get('input')!r} in "
+                          f"{describe(path)}: use error, warn or ignore")
+    if code != "E104":
+        return smap.error(path, code, str(err["msg"]), at_key=at_key)
+    field_name = str(path[-1]) if path else "chart"
+    return smap.error(path, code, f"bad value for '{field_name}' in {describe(path[:-1])}: "
+                      f"{err['msg'].lower()}, got {_short(err.get('input'))}", at_key=at_key)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ------------------------------------------------------------- semantic pass
+
+class _Semantic:
+    """Cross-reference checks over a shape-valid spec."""
+
+    def __init__(self, spec: ChartSpec, smap: SourceMap, registry: Registry) -> None:
+        self.spec = spec
+        self.smap = smap
+        self.registry = registry
+        self.errors: list[ChartError] = []
+        self.warnings: list[ChartError] = []
+        self.nodes: dict[str, StateNode] = {}
+        self.used_events: set[str] = set()
+
+    def err(self, path: PathKey, code: str, msg: str, *, at_key: bool = False) -> None:
+        self.errors.append(self.smap.error(path, code, msg, at_key=at_key))
+
+    def warn(self, path: PathKey, code: str, msg: str, *, at_key: bool = False) -> None:
+        self.warnings.append(self.smap.error(path, code, msg, at_key=at_key, severity="warning"))
+
+    def run(self) -> None:
+        self._collect_states()
+        self._check_event_names()
+        self._check_initials()
+        for node in self.nodes.values():
+            self._check_state(node)
+        self._check_unused_events()
+        if not self.errors:
+            self._check_graph()
+
+    # names -----------------------------------------------------------------
+    def _name_problem(self, name: str) -> str | None:
+        if not NAME_RE.match(name) or name.startswith("_"):
+            return "must be a letter followed by letters, digits or _ (no spaces, dots or leading _)"
+        if name in RESERVED_NAMES:
+            return f"clashes with python-statemachine's StateChart.{name}"
+        return None
+
+    def _collect_states(self) -> None:
+        for node in iter_states(self.spec.states):
+            problem = self._name_problem(node.name)
+            if problem:
+                self.err(node.path, "E111", f"bad state name '{node.name}': {problem}", at_key=True)
+            if node.name in self.nodes:
+                first = self.smap.key(self.nodes[node.name].path)
+                self.err(node.path, "E112", f"state name '{node.name}' is used twice "
+                         f"(first at line {first.line}); state names are global", at_key=True)
+                continue
+            self.nodes[node.name] = node
+
+    def _check_event_names(self) -> None:
+        for name in self.spec.events:
+            path = ("events", name)
+            problem = self._name_problem(name)
+            if problem:
+                self.err(path, "E111", f"bad event name '{name}': {problem}", at_key=True)
+            elif name in self.nodes:
+                self.err(path, "E111", f"bad event name '{name}': a state has the same name",
+                         at_key=True)
+
+    def _check_initials(self) -> None:
+        if self.spec.initial not in self.spec.states:
+            self._unknown_initial(("initial",), self.spec.initial, list(self.spec.states), "chart")
+        for node in self.nodes.values():
+            spec = node.spec
+            if spec.states and spec.initial is None:
+                self.err(node.path, "E120", f"compound state '{node.name}' has no 'initial' "
+                         "child", at_key=True)
+            elif spec.initial is not None and not spec.states:
+                self.err((*node.path, "initial"), "E121", f"state '{node.name}' has 'initial' "
+                         "but no child states")
+            elif spec.initial is not None and spec.initial not in spec.states:
+                self._unknown_initial((*node.path, "initial"), spec.initial, list(spec.states),
+                                      f"state '{node.name}'")
+
+    def _unknown_initial(self, path: PathKey, name: str, options: list[str], owner: str) -> None:
+        where = "a top-level state" if owner == "chart" else f"a child of {owner}"
+        self.err(path, "E121", f"unknown initial state '{name}': it must be {where}"
+                 f"{did_you_mean(name, options)}")
+
+    # one state ---------------------------------------------------------------
+    def _check_state(self, node: StateNode) -> None:
+        spec, path = node.spec, node.path
+        if spec.final and (spec.on or spec.after or spec.invoke or spec.states):
+            self.err(path, "E173", f"final state '{node.name}' must have no on, after, invoke or "
+                     "child states", at_key=True)
+        self._check_contract(node)
+        for slot in ("enter", "exit"):
+            for i, name in enumerate(getattr(spec, slot)):
+                self._check_registered("effect", "E141", name, (*path, slot, i))
+        for i, name in enumerate(spec.invoke):
+            loc = (*path, "invoke", i) if len(spec.invoke) > 1 or (*path, "invoke", 0) in \
+                self.smap.values else (*path, "invoke")
+            self._check_registered("activity", "E142", name, loc)
+        for delay, event in spec.after.items():
+            self._check_event((*path, "after", delay), event, at_key=False)
+        for event, alternatives in spec.on.items():
+            self._check_event((*path, "on", event), event, at_key=True)
+            self._check_alternatives(node, event, alternatives)
+
+    def _check_registered(self, kind: str, code: str, name: str, path: PathKey) -> None:
+        known = self.registry.names(kind)  # type: ignore[arg-type]
+        if name not in known:
+            self.err(path, code, f"unregistered {kind} '{name}'{did_you_mean(name, known)}")
+
+    def _check_event(self, path: PathKey, event: str, *, at_key: bool) -> None:
+        self.used_events.add(event)
+        if event not in self.spec.events:
+            self.err(path, "E131", f"event '{event}' is not declared in events"
+                     f"{did_you_mean(event, self.spec.events)}", at_key=at_key)
+
+    def _alt_path(self, node: StateNode, event: str, index: int) -> PathKey:
+        listed = (*node.path, "on", event, index)
+        return listed if listed in self.smap.values else (*node.path, "on", event)
+
+    def _check_alternatives(self, node: StateNode, event: str,
+                            alternatives: tuple[TransitionSpec, ...]) -> None:
+        unguarded_at: int | None = None
+        for i, alt in enumerate(alternatives):
+            base = self._alt_path(node, event, i)
+            if alt.target is not None and alt.target not in self.nodes:
+                where = (*base, "target") if (*base, "target") in self.smap.values else base
+                self.err(where, "E130", f"unknown target state '{alt.target}'"
+                         f"{did_you_mean(alt.target, self.nodes)}")
+            for j, text in enumerate(alt.guard):
+                gpath = (*base, "guard", j) if (*base, "guard", j) in self.smap.values \
+                    else (*base, "guard")
+                words = text.split()
+                if not (len(words) == 1 or (len(words) == 2 and words[0] == "not")) or \
+                        not words[-1].isidentifier():
+                    self.err(gpath, "E143", f"bad guard '{text}': write a guard name or "
+                             "'not name'; use a list for 'all of'")
+                    continue
+                self._check_registered("guard", "E140", words[-1], gpath)
+            for j, name in enumerate(alt.do):
+                self._check_registered("effect", "E141", name, (*base, "do", j))
+            if unguarded_at is not None:
+                first = self.smap.value(self._alt_path(node, event, unguarded_at))
+                self.err(base, "E172", f"ambiguous transitions on '{event}' in state "
+                         f"'{node.name}': the unguarded one at line {first.line} always wins, "
+                         "so this one can never fire")
+            elif not alt.guard:
+                unguarded_at = i
+
+    def _check_contract(self, node: StateNode) -> None:
+        channels = self.spec.contracts
+        for channel, value in node.spec.contract.items():
+            cpath = (*node.path, "contract", channel)
+            if channel not in channels:
+                self.err(cpath, "E152", f"unknown contract channel '{channel}'"
+                         f"{did_you_mean(channel, channels)}", at_key=True)
+            elif value not in channels[channel]:
+                self.err(cpath, "E151", f"contract value '{value}' is not allowed for "
+                         f"'{channel}': use one of {', '.join(channels[channel])}"
+                         f"{did_you_mean(value, channels[channel])}")
+        if node.spec.states:
+            return  # only leaf states are ever current; parents may set part of it
+        effective = self.effective_contract(node.name)
+        missing = [c for c in channels if c not in effective]
+        if missing:
+            self.err(node.path, "E150", f"state '{node.name}' has no contract value for "
+                     f"{', '.join(repr(m) for m in missing)} (not set on it or a parent)",
+                     at_key=True)
+
+    def effective_contract(self, name: str) -> dict[str, str]:
+        chain: list[StateNode] = []
+        current: str | None = name
+        while current is not None:
+            chain.append(self.nodes[current])
+            current = self.nodes[current].parent
+        merged: dict[str, str] = {}
+        for n in reversed(chain):
+            merged.update(n.spec.contract)
+        return merged
+
+    def _check_unused_events(self) -> None:
+        for name, event in self.spec.events.items():
+            if name not in self.used_events and event.unhandled != "ignore":
+                self.warn(("events", name), "W200", f"event '{name}' is declared but no state "
+                          "handles it (set unhandled: ignore if that is on purpose)", at_key=True)
+
+    # graph -------------------------------------------------------------------
+    def _ancestors(self, name: str) -> list[str]:
+        out: list[str] = []
+        current = self.nodes[name].parent
+        while current is not None:
+            out.append(current)
+            current = self.nodes[current].parent
+        return out
+
+    def _initial_leaf_chain(self, name: str) -> list[str]:
+        chain = [name]
+        spec = self.nodes[name].spec
+        while spec.states and spec.initial in spec.states:
+            chain.append(spec.initial)
+            spec = spec.states[spec.initial]
+        return chain
+
+    def _check_graph(self) -> None:
+        reached: set[str] = set()
+        entered: set[str] = set()
+        todo = [self.spec.initial]
+        while todo:
+            target = todo.pop()
+            if target in entered:
+                continue
+            entered.add(target)
+            chain = self._initial_leaf_chain(target)
+            reached.update(chain, self._ancestors(target))
+            for owner in (chain[-1], *self._ancestors(chain[-1])):
+                for alternatives in self.nodes[owner].spec.on.values():
+                    todo.extend(a.target for a in alternatives if a.target is not None)
+        for name, node in self.nodes.items():
+            if name not in reached:
+                self.err(node.path, "E170", f"state '{name}' is unreachable from the initial "
+                         f"state '{self.spec.initial}'", at_key=True)
+        for name, node in self.nodes.items():
+            if node.spec.states or node.spec.final:
+                continue
+            owners = (name, *self._ancestors(name))
+            if not any(a.target is not None for o in owners
+                       for alts in self.nodes[o].spec.on.values() for a in alts):
+                self.err(node.path, "E171", f"state '{name}' is a dead end: no transition leaves "
+                         "it (add one, or mark it final: true)", at_key=True)
+        for name, node in self.nodes.items():
+            for delay, event in node.spec.after.items():
+                if not any(event in self.nodes[o].spec.on for o in (name, *self._ancestors(name))):
+                    self.warn((*node.path, "after", delay), "W201", f"timer event '{event}' of "
+                              f"state '{name}' is not handled there; it will be rejected")
