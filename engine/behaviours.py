@@ -1,7 +1,12 @@
-"""The default registry: the guards, effects and activities the shipped chart names."""
+"""The default registry: the guards, effects and activities the shipped chart names.
+
+Each behaviour talks to the world only through the ports in `ctx.ports`, so
+the same code runs live (FastRTC, offline TTS) and in simulation (fakes).
+"""
 
 from __future__ import annotations
 
+from engine.context import ActivityContext, EffectContext
 from engine.registry import GuardInput, Registry
 
 
@@ -16,20 +21,63 @@ def has_final_text(event: GuardInput) -> bool:
     return has_text(event) and event.payload.get("is_final", True) is True
 
 
+async def cancel_tts(ctx: EffectContext) -> None:
+    """Silence the answer: drop every queued audio chunk of this session."""
+    dropped = await ctx.ports.playback.clear(ctx.session_id)
+    since = ctx.since_event_ms("barge_in")
+    ctx.log("INFO", "playback_cleared",
+            f"🔇 playback cleared in {ctx.state}" + (f", {since:.1f} ms after barge-in"
+                                                    if since is not None else ""),
+            {"state": ctx.state, "ms_since_barge_in": None if since is None else round(since, 3),
+             "dropped_chunks": dropped})
+
+
+async def cancel_filler(ctx: EffectContext) -> None:
+    """Stop a filler clip that may still be playing."""
+    await ctx.ports.filler.cancel(ctx.session_id)
+
+
+async def cancel_previous_filler(ctx: EffectContext) -> None:
+    """On a new turn, make sure no filler of the previous turn is still playing."""
+    await ctx.ports.filler.cancel(ctx.session_id)
+
+
+async def play_immediate_filler(ctx: EffectContext) -> None:
+    """A short "hmm" while the answer is slow (the filler channel, not the answer's playback)."""
+    await ctx.ports.filler.play(ctx.session_id)
+
+
+async def respond(ctx: ActivityContext) -> None:
+    """Ask the responder about the user's words; post `response_ready` or `error`."""
+    text = str(ctx.payload.get("text", ""))
+    try:
+        pieces = [piece async for piece in ctx.ports.responder.answer(text, ctx.session_id)]
+    except Exception as exc:  # the responder's failure is the chart's business
+        ctx.post("error", {"message": f"responder failed: {type(exc).__name__}: {exc}"})
+        return
+    ctx.post("response_ready", {"text": "".join(pieces).strip()})
+
+
+async def speak(ctx: ActivityContext) -> None:
+    """Stream the answer's audio while playback is `streaming`; post `playback_done`."""
+    text = str(ctx.payload.get("text", ""))
+    await ctx.ports.playback.start(ctx.session_id)
+    audio_ms = 0.0
+    async for chunk in ctx.ports.speech.synthesize(text):
+        if not await ctx.emit_audio(chunk):
+            break
+        audio_ms += chunk.duration_ms
+    await ctx.ports.playback.drain(ctx.session_id)
+    ctx.post("playback_done", {"duration_ms": round(audio_ms, 3)})
+
+
 def default_registry() -> Registry:
+    """A fresh registry with the shipped behaviours; extend it with your own."""
     reg = Registry()
     reg.guard("has_text")(has_text)
     reg.guard("has_final_text")(has_final_text)
-    _declare(reg)
+    for effect in (cancel_tts, cancel_filler, cancel_previous_filler, play_immediate_filler):
+        reg.effect()(effect)
+    reg.activity()(respond)
+    reg.activity()(speak)
     return reg
-
-
-def _declare(reg: Registry) -> None:
-    """Names whose behaviour arrives with the session runtime (Step 2)."""
-    async def pending(ctx: object) -> None:
-        raise NotImplementedError("behaviour arrives with the session runtime")
-
-    for name in ("cancel_previous_filler", "play_immediate_filler", "cancel_filler", "cancel_tts"):
-        reg.effect(name)(pending)
-    for name in ("respond", "speak"):
-        reg.activity(name)(pending)

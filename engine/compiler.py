@@ -100,7 +100,7 @@ class CompiledChart:
     states: Mapping[str, StateInfo]
     events: Mapping[str, EventSpec]
     transitions: tuple[TransitionRow, ...]
-    machine_class: type[StateChart]
+    machine_class: type[StateChart[Any]]
     warnings: tuple[ChartError, ...] = ()
 
     def ancestors(self, name: str) -> tuple[str, ...]:
@@ -210,11 +210,15 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
                 rows.append(TransitionRow(len(rows), node.name, event, alt.target, alt.guards,
                                           alt.do, order))
 
+    rows_by_source: dict[str, list[TransitionRow]] = {}
+    for row in rows:
+        rows_by_source.setdefault(row.source, []).append(row)
+
     def definition(states: Mapping[str, Any], initial: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, s in states.items():
             on: dict[str, list[dict[str, Any]]] = {}
-            for row in (r for r in rows if r.source == name):
+            for row in rows_by_source.get(name, ()):
                 conds = [_guard_wrapper(g, registry.guard_fn(g.name)) for g in row.guards]
                 entry: dict[str, Any] = {"target": row.target, "on": [_recorder(row.index)]}
                 if conds:

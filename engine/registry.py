@@ -105,7 +105,7 @@ class Registry:
 
     def __iter__(self) -> Iterator[Registered]:
         for kind in ("guard", "effect", "activity"):
-            yield from self._items[kind].values()  # type: ignore[index]
+            yield from self._items[kind].values()
 
     def copy(self) -> Registry:
         other = Registry()

@@ -1,0 +1,211 @@
+"""`turnchart` command line: validate | render | serve | simulate | bench.
+
+Exit codes: 0 success, 1 the chart (or scenario) is invalid, 2 usage or I/O
+error. Diagnostics go to stdout in `PATH:LINE:COL: CODE message` form so
+editors and CI can parse them; `--format json` gives the same as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.behaviours import default_registry
+from engine.chart import load_chart
+from engine.errors import ChartErrors
+from engine.registry import Registry
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _registry(spec: str | None) -> Registry:
+    """`--registry pkg.module:factory` → that factory's Registry; default otherwise."""
+    if not spec:
+        return default_registry()
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    factory = getattr(module, attr or "registry")
+    registry = factory() if callable(factory) else factory
+    if not isinstance(registry, Registry):
+        raise TypeError(f"{spec} did not give an engine.registry.Registry")
+    return registry
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    registry = _registry(args.registry)
+    results: list[dict[str, Any]] = []
+    code = EXIT_OK
+    for path in args.paths:
+        result: dict[str, Any] = {"path": path, "valid": True, "errors": [], "warnings": []}
+        try:
+            chart = load_chart(path, registry)
+            result["warnings"] = [w.to_dict() for w in chart.warnings]
+            result["version_hash"] = chart.version_hash
+        except ChartErrors as exc:
+            result.update(valid=False, errors=[e.to_dict() for e in exc.errors],
+                          warnings=[w.to_dict() for w in exc.warnings])
+            code = max(code, EXIT_INVALID)
+        except (OSError, UnicodeDecodeError) as exc:
+            result.update(valid=False, io_error=f"cannot read {path}: {exc}")
+            code = EXIT_USAGE
+        results.append(result)
+    if args.format == "json":
+        print(json.dumps({"valid": code == EXIT_OK, "files": results}, indent=2))
+        return code
+    for r in results:
+        if "io_error" in r:
+            print(f"turnchart: {r['io_error']}", file=sys.stderr)
+            continue
+        for e in [*r["errors"], *r["warnings"]]:
+            print(f"{e['path']}:{e['line']}:{e['col']}: {e['code']} {e['message']}")
+        state = "ok" if r["valid"] else f"{len(r['errors'])} error(s)"
+        warn = f", {len(r['warnings'])} warning(s)" if r["warnings"] else ""
+        print(f"{r['path']}: {state}{warn}", file=sys.stderr)
+    return code
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from engine.render import RenderUnavailable, render
+    try:
+        chart = load_chart(args.path, _registry(args.registry))
+    except ChartErrors as exc:
+        for e in exc.errors:
+            print(e)
+        return EXIT_INVALID
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"turnchart: cannot read {args.path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        text = render(chart, args.format)
+    except RenderUnavailable as exc:
+        print(f"turnchart: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from adapters.config import ConfigError, load_settings
+    from adapters.server.run import serve
+    config = args.config
+    if config is None and Path("config.yaml").is_file():
+        config = "config.yaml"
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        print(f"turnchart: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.host:
+        settings.server.host = args.host
+    if args.port:
+        settings.server.port = args.port
+    return serve(settings)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from engine.logs import JsonLinesSink
+    from engine.simulator import ScenarioError, simulate_file
+    out = None
+    try:
+        if args.out:
+            out = open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        sink = JsonLinesSink(out or sys.stdout)
+        trace = simulate_file(args.scenario, args.chart, _registry(args.registry), sink)
+    except ScenarioError as exc:
+        print(f"turnchart: bad scenario:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ChartErrors as exc:
+        print(f"turnchart: bad chart:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"turnchart: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        if out is not None:
+            out.close()
+    errors = sum(1 for r in trace if r["level"] == "ERROR")
+    moves = sum(1 for r in trace if r["event_type"] == "state_transition")
+    print(f"simulated {args.scenario}: {moves} transition(s), {errors} ERROR line(s)"
+          + (f", trace in {args.out}" if args.out else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "compile":
+        from benchmarks.compile_bench import run as run_compile
+        result = run_compile()
+    else:
+        from benchmarks.engine_bench import run as run_engine
+        result = run_engine(events=args.events, sessions=args.sessions, profile=args.profile)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turnchart", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check chart files; print every problem with its position")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--registry", metavar="MODULE:FACTORY",
+                   help="a Registry factory for charts with your own guards/effects/activities")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("render", help="draw a chart as Mermaid, DOT, SVG or JSON")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--format", choices=["mermaid", "dot", "svg", "json"], default="mermaid")
+    p.add_argument("-o", "--output", metavar="FILE")
+    p.add_argument("--registry", metavar="MODULE:FACTORY")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("simulate", help="run a scenario on a virtual clock; print the trace")
+    p.add_argument("scenario", metavar="SCENARIO.yaml")
+    p.add_argument("--chart", metavar="PATH", help="use this chart instead of the scenario's")
+    p.add_argument("--out", metavar="FILE", help="write the JSON-lines trace here (default stdout)")
+    p.add_argument("--registry", metavar="MODULE:FACTORY")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("bench", help="benchmarks with JSON output (compile | engine)")
+    p.add_argument("suite", choices=["compile", "engine"])
+    p.add_argument("--events", type=int, default=3000, help="engine: events per measurement")
+    p.add_argument("--sessions", type=int, default=10_000, help="engine: sessions to create")
+    p.add_argument("--profile", action="store_true", help="engine: add a cProfile top list")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON here")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("serve", help="run the HTTP server (charts, health; live voice later)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--config", metavar="PATH", help="config.yaml (default: ./config.yaml if present)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except (ImportError, AttributeError, TypeError) as exc:
+        if getattr(args, "registry", None):
+            print(f"turnchart: cannot use --registry {args.registry}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""`config.yaml`: what `turnchart serve` runs with. Every key has an embedded default,
+so the server starts with no config file at all (in-memory bus, offline speech)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_CHART = Path(__file__).resolve().parent.parent / "charts" / "voice_turn.yaml"
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(5204, ge=1, le=65535)
+
+
+class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    server: ServerSettings = ServerSettings()
+    charts: list[str] = Field(default_factory=lambda: [str(DEFAULT_CHART)])
+    bus: str = "memory"
+    speech: Literal["offline"] = "offline"
+    log: LogSettings = LogSettings()
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message says where and why."""
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """Read `path` (chart paths resolved against its folder); None → embedded defaults."""
+    if path is None:
+        return Settings()
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the config must be a mapping")
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{p}: {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+    settings.charts = [str((p.parent / c).resolve()) if not Path(c).is_absolute() else c
+                       for c in settings.charts]
+    return settings

@@ -1,0 +1,78 @@
+"""The Starlette application: the composition root of the HTTP side."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from adapters.config import Settings
+from adapters.server import chart_pages
+from engine.behaviours import default_registry
+from engine.catalog import ChartCatalog
+from engine.registry import Registry
+from engine.render import RenderUnavailable, to_json, to_mermaid, to_svg
+
+_SUFFIXES = {".svg", ".mmd", ".json"}
+
+
+def build_catalog(settings: Settings, registry: Registry | None = None) -> ChartCatalog:
+    catalog = ChartCatalog(registry or default_registry())
+    for path in settings.charts:
+        catalog.load(path)
+    return catalog
+
+
+def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = None) -> Starlette:
+    settings = settings or Settings()
+    catalog = catalog or build_catalog(settings)
+
+    async def health(request: Request) -> JSONResponse:
+        charts = {e.name: ("ok" if not e.errors else "errors") for e in catalog.entries.values()}
+        ok = bool(catalog.charts())
+        return JSONResponse({"status": "ok" if ok else "degraded", "charts": charts,
+                             "bus": settings.bus}, status_code=200 if ok else 503)
+
+    async def charts_index(request: Request) -> Response:
+        entries = list(catalog.entries.values())
+        if "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(chart_pages.index_page(entries))
+        return JSONResponse({"charts": [
+            {"name": e.name, "path": e.path, "version": e.chart.version if e.chart else None,
+             "version_hash": e.chart.version_hash if e.chart else None,
+             "errors": [str(x) for x in e.errors]} for e in entries]})
+
+    async def chart(request: Request) -> Response:
+        ref: str = request.path_params["ref"]
+        name, dot, suffix = ref.rpartition(".")
+        if not dot or f".{suffix}" not in _SUFFIXES:
+            name, suffix = ref, ""
+        entry = catalog.by_name(name)
+        if entry is None:
+            known = ", ".join(sorted(e.name for e in catalog.entries.values())) or "none"
+            return JSONResponse({"error": f"no chart named '{name}'", "charts": known},
+                                status_code=404)
+        if suffix == "":
+            return HTMLResponse(chart_pages.chart_page(entry))
+        if entry.chart is None:
+            return JSONResponse({"error": f"chart '{name}' has errors",
+                                 "errors": [str(e) for e in entry.errors]}, status_code=409)
+        if suffix == "json":
+            return JSONResponse(to_json(entry.chart))
+        if suffix == "mmd":
+            return PlainTextResponse(to_mermaid(entry.chart), media_type="text/vnd.mermaid")
+        try:
+            return Response(to_svg(entry.chart), media_type="image/svg+xml")
+        except RenderUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=501)
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/charts", charts_index, methods=["GET"]),
+        Route("/charts/{ref}", chart, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.catalog = catalog
+    app.state.settings = settings
+    return app

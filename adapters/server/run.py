@@ -1,0 +1,24 @@
+"""Start the app under uvicorn with the settings' host and port."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from adapters.config import Settings
+from adapters.server.app import create_app
+
+
+def serve(settings: Settings) -> int:
+    app = create_app(settings)
+    for entry in app.state.catalog.entries.values():
+        for err in entry.errors:
+            print(str(err), file=sys.stderr)
+    if not app.state.catalog.charts():
+        print("turnchart: no chart could be loaded; fix the errors above", file=sys.stderr)
+        return 1
+    host, port = settings.server.host, settings.server.port
+    print(f"turnchart serving on http://{host}:{port}/charts", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log.level.lower())
+    return 0

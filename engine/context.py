@@ -1,0 +1,44 @@
+"""What effects and activities see of their session: enough to act, nothing to break.
+
+They never get the session itself: an effect cannot change state, an activity
+can only post events (stamped with the epoch that started it, so a late one is
+dropped as stale) and emit audio (checked against the current contract).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.clock import Clock
+from engine.ports import AudioChunk, Ports
+
+LogFn = Callable[[str, str, str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class EffectContext:
+    session_id: str
+    state: str
+    event: str
+    payload: Mapping[str, Any]
+    ports: Ports
+    clock: Clock
+    log: LogFn
+    since_event_ms: Callable[[str], float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityContext:
+    session_id: str
+    activity: str
+    state: str
+    epoch: int
+    correlation_id: str
+    payload: Mapping[str, Any]
+    ports: Ports
+    clock: Clock
+    log: LogFn
+    post: Callable[[str, dict[str, Any]], None]
+    emit_audio: Callable[[AudioChunk], Awaitable[bool]]

@@ -1,0 +1,116 @@
+"""`VoiceEvent`, the one event shape on the wire (CHART_FORMAT.md §2).
+
+Parsing happens in two steps: the envelope (`VoiceEvent.model_validate`) and
+then the payload against the running chart's declared fields
+(`check_payload`). Anything wrong becomes an `EventProblem` naming the field;
+it never reaches the chart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.spec import EventSpec, parse_payload_type
+
+RAW_LIMIT = 300
+
+
+class VoiceEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: str = Field(min_length=1, max_length=128)
+    session_id: str = Field(min_length=1, max_length=256)
+    source: str = Field(default="unknown", max_length=128)
+    timestamp: float
+    correlation_id: str | None = Field(default=None, max_length=256)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _finite_time(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("timestamp must be a finite number of seconds since the epoch")
+        return value
+
+    @field_validator("session_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("session_id must not be blank")
+        return value
+
+
+class EventProblem(Exception):
+    """Why an input is not a usable event; `field` names where."""
+
+    def __init__(self, field: str, error: str, raw: Any) -> None:
+        self.field = field
+        self.error = error
+        self.raw = truncate_raw(raw)
+        super().__init__(f"{field}: {error}")
+
+
+def truncate_raw(raw: Any, limit: int = RAW_LIMIT) -> str:
+    try:
+        text = raw if isinstance(raw, str) else json.dumps(raw, default=repr, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(raw)
+    return text if len(text) <= limit else text[:limit] + f"…(+{len(text) - limit} chars)"
+
+
+def parse_event(raw: Any) -> VoiceEvent:
+    """Validate the envelope of a raw mapping or JSON string; raise `EventProblem`."""
+    if isinstance(raw, VoiceEvent):
+        return raw
+    if isinstance(raw, str | bytes):
+        try:
+            raw_obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EventProblem("(json)", f"not valid JSON: {exc}", raw) from None
+    else:
+        raw_obj = raw
+    if not isinstance(raw_obj, Mapping):
+        raise EventProblem("(event)", "an event must be a JSON object", raw)
+    try:
+        return VoiceEvent.model_validate(dict(raw_obj))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(event)"
+        raise EventProblem(field, str(first["msg"]), raw) from None
+
+
+def check_payload(event: VoiceEvent, events: Mapping[str, EventSpec]) -> None:
+    """Check `event` against the chart: known type, declared payload fields and types."""
+    spec = events.get(event.event_type)
+    if spec is None:
+        known = ", ".join(sorted(events))
+        raise EventProblem("event_type", f"unknown event '{event.event_type}' for this chart "
+                           f"(known: {known})", event.model_dump(mode="json"))
+    for name, value in event.payload.items():
+        if name not in spec.payload:
+            raise EventProblem(f"payload.{name}", f"undeclared payload field for "
+                               f"'{event.event_type}' (declared: {', '.join(spec.payload) or 'none'})",
+                               event.model_dump(mode="json"))
+    for name, type_text in spec.payload.items():
+        expected, optional = parse_payload_type(type_text)
+        if name not in event.payload or event.payload[name] is None:
+            if not optional:
+                raise EventProblem(f"payload.{name}", f"missing required {type_text} field",
+                                   event.model_dump(mode="json"))
+            continue
+        value = event.payload[name]
+        ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if expected is float and ok and not math.isfinite(float(value)):
+            ok = False
+        if not ok:
+            raise EventProblem(f"payload.{name}", f"expected {type_text}, got "
+                               f"{type(value).__name__} {truncate_raw(value, 40)}",
+                               event.model_dump(mode="json"))

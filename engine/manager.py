@@ -1,0 +1,138 @@
+"""Creates, finds, routes to and closes sessions; owns their tasks.
+
+Use it as an async context manager: every session runs in the manager's task
+group, so leaving the block (or `close`) leaves no task of any session alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from engine.clock import Clock
+from engine.compiler import CompiledChart
+from engine.events import EventProblem, VoiceEvent, parse_event
+from engine.kernel import Kernel
+from engine.logs import EventLog
+from engine.ports import Ports
+from engine.registry import Registry
+from engine.session import Ack, Envelope, Session
+from engine.snapshot import SnapshotStore
+
+NO_SESSION = "-"
+
+
+class SessionManager:
+    def __init__(self, chart: CompiledChart, registry: Registry, ports: Ports, clock: Clock,
+                 log: EventLog, store: SnapshotStore | None = None, *,
+                 cancel_timeout_s: float = 2.0) -> None:
+        self.chart = chart
+        self.registry = registry
+        self.ports = ports
+        self.clock = clock
+        self.log = log
+        self.store = store
+        self.cancel_timeout_s = cancel_timeout_s
+        self.sessions: dict[str, Session] = {}
+        self._kernels: dict[str, Kernel] = {chart.version_hash: Kernel(chart)}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    async def __aenter__(self) -> SessionManager:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close_all()
+        assert self._tg is not None
+        await self._tg.__aexit__(*exc)
+        self._tg = None
+
+    # --------------------------------------------------------------- sessions
+    async def open(self, session_id: str, *, chart: CompiledChart | None = None,
+                   resume: bool = False) -> Session:
+        """Create a session (or return the live one). With `resume`, restore its
+        snapshot from the store when there is one."""
+        if self._tg is None:
+            raise RuntimeError("use the SessionManager as `async with manager:`")
+        if not session_id or not session_id.strip():
+            raise ValueError("session_id must be non-empty")
+        existing = self.sessions.get(session_id)
+        if existing is not None and not existing.closed:
+            return existing
+        chart = chart or self.chart
+        snapshot = await self.store.load(session_id) if (resume and self.store) else None
+        kernel = self._kernels.setdefault(chart.version_hash, Kernel(chart))
+        session = Session(session_id, chart, kernel, self.registry, self.ports, self.clock,
+                          self.log, self.store, snapshot=snapshot,
+                          cancel_timeout_s=self.cancel_timeout_s)
+        self.sessions[session_id] = session
+        self._tasks[session_id] = self._tg.create_task(self._run(session), name=f"session:{session_id}")
+        await asyncio.sleep(0)  # let it enter its initial state before events arrive
+        return session
+
+    async def _run(self, session: Session) -> None:
+        try:
+            await session.run()
+        finally:
+            if self.sessions.get(session.id) is session:
+                del self.sessions[session.id]
+                self._tasks.pop(session.id, None)
+
+    def get(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    async def close(self, session_id: str) -> bool:
+        """Close a session and wait until nothing of it runs any more."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        task = self._tasks.get(session_id)
+        session.close()
+        await session.finished.wait()
+        if task is not None:
+            await asyncio.wait([task])
+        if self.store is not None:
+            await self.store.delete(session_id)
+        return True
+
+    async def close_all(self) -> None:
+        for session_id in list(self.sessions):
+            await self.close(session_id)
+
+    # ---------------------------------------------------------------- routing
+    def deliver(self, raw: Any, *, ack: Ack | None = None, entry_id: str | None = None) -> bool:
+        """Route a raw input (mapping, JSON text or VoiceEvent) to its session by
+        `session_id`. Invalid input or an unknown session is logged and dropped."""
+        try:
+            event = parse_event(raw)
+        except EventProblem as problem:
+            sid = raw.get("session_id") if isinstance(raw, Mapping) else None
+            sid = sid if isinstance(sid, str) and sid.strip() else NO_SESSION
+            self.log.emit("WARNING", sid, "event_invalid",
+                          f"❌ invalid event: {problem.field}: {problem.error}",
+                          {"error": f"{problem.field}: {problem.error}", "field": problem.field,
+                           "raw": problem.raw})
+            return False
+        return self.route(event, ack=ack, entry_id=entry_id)
+
+    def route(self, event: VoiceEvent, *, ack: Ack | None = None,
+              entry_id: str | None = None) -> bool:
+        session = self.sessions.get(event.session_id)
+        if session is None or session.closed:
+            active = sorted(self.sessions)
+            shown = active[:20] + ([f"…(+{len(active) - 20})"] if len(active) > 20 else [])
+            self.log.emit("WARNING", event.session_id, "session_unknown",
+                          f"❓ {event.event_type} for unknown session '{event.session_id}'",
+                          {"event": event.event_type, "active_sessions": shown,
+                           "active_count": len(active)})
+            return False
+        session.post(Envelope(event=event, entry_id=entry_id, ack=ack))
+        return True
+
+    def live_tasks(self) -> int:
+        """Session consumers plus their activities still running (0 after close_all)."""
+        return (sum(1 for t in self._tasks.values() if not t.done())
+                + sum(s.live_tasks() for s in self.sessions.values()))

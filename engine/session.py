@@ -1,0 +1,468 @@
+"""One session: one inbox, one consumer, run-to-completion steps.
+
+A step is: receive → validate → stale check → find the transition (guards in
+order) → exit (cancel the state's timers and activities first, then its exit
+effects) → `do` effects → enter effects (in order; one failing is logged and
+the rest still run) → apply the contract → start the new states' activities
+and timers → log → save the snapshot → acknowledge. Nothing else runs on the
+session between those phases, so no locks are needed in user code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from statemachine.exceptions import TransitionNotAllowed
+
+from engine.clock import Clock, TimerHandle
+from engine.compiler import CompiledChart, StepRecord, Timer, TransitionRow
+from engine.context import ActivityContext, EffectContext
+from engine.events import EventProblem, VoiceEvent, check_payload, parse_event
+from engine.kernel import Kernel
+from engine.latency import LatencyStats
+from engine.logs import EventLog
+from engine.ports import AudioChunk, Ports
+from engine.registry import GuardInput, Registry
+from engine.snapshot import Snapshot, SnapshotStore
+
+Ack = Callable[[], Awaitable[None]]
+_INTERNAL_SOURCES = ("activity:", "timer", "internal")
+_UNHANDLED_LEVEL = {"error": "ERROR", "warn": "WARNING", "ignore": "DEBUG"}
+
+
+@dataclass(slots=True)
+class Envelope:
+    """An inbox item: a parsed event or raw input, plus delivery bookkeeping."""
+
+    event: VoiceEvent | None = None
+    raw: Any = None
+    epoch: int | None = None          # set for events posted by activities and timers
+    entry_id: str | None = None       # bus entry id, for de-duplication (Redis)
+    ack: Ack | None = None
+
+
+@dataclass
+class _Owned:
+    task: asyncio.Task[None]
+    state: str
+    activity: str
+    reason: list[str] = field(default_factory=list)
+
+
+_CLOSE = Envelope()
+
+
+class Session:
+    """Runs one session of a chart. Create it, `await run()` in a task group, `post()` to it."""
+
+    def __init__(self, session_id: str, chart: CompiledChart, kernel: Kernel, registry: Registry,
+                 ports: Ports, clock: Clock, log: EventLog, store: SnapshotStore | None = None,
+                 *, snapshot: Snapshot | None = None, cancel_timeout_s: float = 2.0,
+                 effect_timeout_s: float = 5.0) -> None:
+        self.id = session_id
+        self.chart = chart
+        self.kernel = kernel
+        self.registry = registry
+        self.ports = ports
+        self.clock = clock
+        self.log_ = log
+        self.store = store
+        self.cancel_timeout_s = cancel_timeout_s
+        self.effect_timeout_s = effect_timeout_s
+        self.latency = LatencyStats()
+        self.context: dict[str, Any] = {}
+        self.trigger: dict[str, Any] = {}
+        self.epoch = 0
+        self.turn = 0
+        self.last_event_id: str | None = None
+        self.contract: Mapping[str, str] = {}
+        self.contract_violations = 0
+        self.closed = False
+        self.finished = asyncio.Event()
+        self._restored = snapshot
+        leaf = chart.initial_leaf(chart.initial)
+        if snapshot is not None:
+            self._check_snapshot(snapshot)
+            leaf = snapshot.configuration[-1]
+            self.epoch, self.turn = snapshot.epoch, snapshot.turn
+            self.context = dict(snapshot.context.get("data", {}))
+            self.trigger = dict(snapshot.context.get("trigger", {}))
+            self.last_event_id = snapshot.last_event_id
+        self.configuration: tuple[str, ...] = chart.configuration_of(leaf)
+        self.entered_at = clock.now_ms()
+        self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._internal: deque[Envelope] = deque()
+        self._slots: dict[str, _Owned] = {}
+        self._timers: dict[str, list[TimerHandle]] = {}
+        self._last_seen: dict[str, float] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    # ------------------------------------------------------------------ API
+    @property
+    def state(self) -> str:
+        """The current leaf state."""
+        return self.configuration[-1]
+
+    @property
+    def correlation_id(self) -> str:
+        return f"turn-{self.turn}"
+
+    def post(self, envelope: Envelope) -> None:
+        """Queue an external event (or raw input); it is processed in arrival order."""
+        if not self.closed:
+            self._inbox.put_nowait(envelope)
+
+    def raise_internal(self, event: VoiceEvent) -> None:
+        """Queue an internal event: processed before any external event waiting."""
+        self._internal.append(Envelope(event=event, epoch=self.epoch))
+
+    def close(self) -> None:
+        """Stop after the current step; everything the session owns is cancelled."""
+        if not self.closed:
+            self.closed = True
+            self._internal.appendleft(_CLOSE)
+            self._inbox.put_nowait(_CLOSE)
+
+    def live_tasks(self) -> int:
+        return sum(1 for o in self._slots.values() if not o.task.done())
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(chart=self.chart.name, version_hash=self.chart.version_hash,
+                        session_id=self.id, configuration=self.configuration, epoch=self.epoch,
+                        turn=self.turn, context={"data": self.context, "trigger": self.trigger},
+                        last_event_id=self.last_event_id)
+
+    async def run(self) -> None:
+        """The consumer: owns every task of the session and cancels them all on exit."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                try:
+                    if self._restored is not None:
+                        await self._resume()
+                    else:
+                        await self._start()
+                    while True:
+                        env = self._internal.popleft() if self._internal else await self._inbox.get()
+                        if env is _CLOSE:
+                            break
+                        await self._step(env)
+                finally:
+                    await self._stop_all("session_closed")
+        finally:
+            self.closed = True
+            self._log("INFO", "session_closed", f"🔴 session closed in {self.state}",
+                      {"chart": self.chart.name, "version": self.chart.version,
+                       "version_hash": self.chart.version_hash, "state": self.state})
+            self.finished.set()
+
+    # ------------------------------------------------------------ lifecycle
+    def _check_snapshot(self, snap: Snapshot) -> None:
+        unknown = [s for s in snap.configuration if s not in self.chart.states]
+        if snap.chart != self.chart.name or unknown or not snap.configuration:
+            raise ValueError(f"snapshot of session {snap.session_id} does not fit chart "
+                             f"{self.chart.name}: chart={snap.chart}, unknown states={unknown}")
+
+    async def _start(self) -> None:
+        self._log("INFO", "session_started", f"🟢 session started in {self.state}",
+                  {"chart": self.chart.name, "version": self.chart.version,
+                   "version_hash": self.chart.version_hash, "state": self.state})
+        self.epoch += 1
+        for name in self.configuration:
+            await self._run_effects(self.chart.states[name].enter, name, "(start)", {})
+        self._apply_contract()
+        for name in self.configuration:
+            self._start_owned(name)
+        await self._save()
+
+    async def _resume(self) -> None:
+        """Restore: no enter effects run again; the current states' activities and
+        timers restart under a new epoch (anything in flight from before is stale)."""
+        self._log("INFO", "session_resumed", f"♻️ session resumed in {self.state}",
+                  {"chart": self.chart.name, "version": self.chart.version,
+                   "version_hash": self.chart.version_hash, "state": self.state,
+                   "epoch": self.epoch})
+        self.epoch += 1
+        self._apply_contract()
+        for name in self.configuration:
+            self._start_owned(name)
+        await self._save()
+
+    # ----------------------------------------------------------------- step
+    async def _step(self, env: Envelope) -> None:
+        event = self._accept(env)
+        if event is None:
+            await self._ack(env)
+            return
+        name = event.event_type
+        self._last_seen[name] = self.clock.now_ms()
+        self._log("INFO", "event_received", f"📨 {name} from {event.source}",
+                  {"event": name, "correlation_id": event.correlation_id, "source": event.source})
+        if env.epoch is not None and env.epoch != self.epoch:
+            self._log("INFO", "event_stale", f"🕰️ stale {name} (epoch {env.epoch}, now "
+                      f"{self.epoch}) dropped",
+                      {"event": name, "correlation_id": event.correlation_id,
+                       "current_epoch": self.epoch, "event_epoch": env.epoch})
+            await self._ack(env)
+            return
+        leaf = self.state
+        if not any(r.event == name for r in self.chart.rows_from(leaf)):
+            level = _UNHANDLED_LEVEL[self.chart.events[name].unhandled]
+            self._reject(level, name, "no_transition")
+            await self._ack(env)
+            return
+        record = StepRecord(GuardInput(name, event.payload, self.context))
+        try:
+            new_configuration = self.kernel.fire(self.configuration, name, record)
+        except TransitionNotAllowed:
+            failed = record.failed_guards[0] if record.failed_guards else "?"
+            self._reject("INFO", name, f"guard_failed:{failed}",
+                         {"failed_guards": record.failed_guards})
+            await self._ack(env)
+            return
+        except Exception as exc:  # a guard raised: the event is not applied
+            self._reject("ERROR", name, f"guard_error:{type(exc).__name__}",
+                         {"error": f"{type(exc).__name__}: {exc}"})
+            await self._ack(env)
+            return
+        assert record.fired is not None
+        row = self.chart.transitions[record.fired]
+        if row.internal:
+            await self._run_effects(row.do, leaf, name, event.payload)
+            self._log("INFO", "internal_transition", f"↩️ {name} handled in {leaf}",
+                      {"state": leaf, "event": name, "correlation_id": event.correlation_id})
+        else:
+            await self._transition(row, event, new_configuration)
+        self.last_event_id = env.entry_id or self.last_event_id
+        await self._save()
+        await self._ack(env)
+
+    def _accept(self, env: Envelope) -> VoiceEvent | None:
+        """Parse and check an inbox item against the chart; log and drop what is invalid."""
+        try:
+            event = env.event if env.event is not None else parse_event(env.raw)
+            check_payload(event, self.chart.events)
+            if event.session_id != self.id:
+                raise EventProblem("session_id", f"event for session '{event.session_id}' "
+                                   f"reached session '{self.id}'", event.model_dump(mode="json"))
+        except EventProblem as problem:
+            self._log("WARNING", "event_invalid", f"❌ invalid event: {problem.field}: "
+                      f"{problem.error}", {"error": f"{problem.field}: {problem.error}",
+                                           "field": problem.field, "raw": problem.raw})
+            return None
+        return event
+
+    def _reject(self, level: str, event: str, reason: str,
+                extra: dict[str, Any] | None = None) -> None:
+        leaf = self.state
+        data = {"state": leaf, "event": event, "valid_events": self.chart.valid_events(leaf),
+                "valid_next_states": self.chart.valid_next_states(leaf), "reason": reason}
+        data.update(extra or {})
+        self._log(level, "transition_rejected", f"🚫 {event} rejected in {leaf}: {reason}", data)
+
+    async def _transition(self, row: TransitionRow, event: VoiceEvent,
+                          new_configuration: tuple[str, ...]) -> None:
+        chart, old_configuration = self.chart, self.configuration
+        assert row.target is not None
+        domain = self._domain(row.source, row.target)
+        exited = [s for s in reversed(old_configuration) if self._below(s, domain)]
+        entered = [s for s in new_configuration if self._below(s, domain)]
+        now = self.clock.now_ms()
+        dwell_ms = now - self.entered_at
+        source_leaf = old_configuration[-1]
+        for name in exited:
+            await self._stop_owned_by(name, "state_exit")
+            await self._run_effects(chart.states[name].exit, name, event.event_type, event.payload)
+        await self._run_effects(row.do, source_leaf, event.event_type, event.payload)
+        self.epoch += 1
+        if not event.source.startswith(_INTERNAL_SOURCES):
+            self.turn += 1
+        self.configuration = new_configuration
+        self.entered_at = self.clock.now_ms()
+        self.trigger = dict(event.payload)
+        for name in entered:
+            await self._run_effects(chart.states[name].enter, name, event.event_type,
+                                    event.payload)
+        self._apply_contract()
+        for name in entered:
+            self._start_owned(name)
+        target_leaf = self.state
+        latency_ms = max(0.0, (self.clock.wall() - event.timestamp) * 1000.0)
+        self._log("INFO", "state_transition",
+                  f"🔄 {source_leaf} → {target_leaf} ({event.event_type})",
+                  {"from": source_leaf, "to": target_leaf, "event": event.event_type,
+                   "correlation_id": event.correlation_id, "latency_ms": round(latency_ms, 3)})
+        self.latency.record(source_leaf, target_leaf, latency_ms, dwell_ms)
+        self._log("DEBUG", "latency_recorded",
+                  f"⏱️ {source_leaf} → {target_leaf} {latency_ms:.1f} ms (dwell {dwell_ms:.0f} ms)",
+                  {"from": source_leaf, "to": target_leaf, "latency_ms": round(latency_ms, 3),
+                   "dwell_ms": round(dwell_ms, 3)})
+
+    def _domain(self, source: str, target: str) -> str | None:
+        """SCXML transition domain: the deepest proper ancestor of the source that
+        is also a proper ancestor of the target (None: the whole chart)."""
+        target_ancestors = self.chart.ancestors(target)
+        for ancestor in self.chart.ancestors(source):
+            if ancestor in target_ancestors:
+                return ancestor
+        return None
+
+    def _below(self, state: str, domain: str | None) -> bool:
+        return domain is None or domain in self.chart.ancestors(state)
+
+    # ------------------------------------------------------ effects & contract
+    async def _run_effects(self, names: tuple[str, ...], state: str, event: str,
+                           payload: Mapping[str, Any]) -> None:
+        for name in names:
+            fn = self.registry.effect_fn(name)
+            ctx = EffectContext(self.id, state, event, payload, self.ports, self.clock,
+                                self._log, self._since_event_ms)
+            try:
+                async with asyncio.timeout(self.effect_timeout_s):
+                    await fn(ctx)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self._log("ERROR", "effect_failed", f"💥 effect {name} failed in {state}: {error}",
+                          {"effect": name, "state": state, "error": error})
+            else:
+                self._log("DEBUG", "effect_done", f"✅ {name} in {state}",
+                          {"effect": name, "state": state, "error": None})
+
+    def _apply_contract(self) -> None:
+        info = self.chart.states[self.state]
+        self.contract = info.contract
+        mic, playback = info.contract.get("microphone", "-"), info.contract.get("playback", "-")
+        data: dict[str, Any] = {"state": self.state, **info.contract}
+        self._log("INFO", "contract_applied", f"🎛️ {self.state}: 🎤 {mic} · 🔈 {playback}", data)
+
+    def _since_event_ms(self, event: str) -> float | None:
+        seen = self._last_seen.get(event)
+        return None if seen is None else self.clock.now_ms() - seen
+
+    # ------------------------------------------------- activities and timers
+    def _start_owned(self, state: str) -> None:
+        info = self.chart.states[state]
+        for activity in info.invoke:
+            self._start_activity(activity, state)
+        if info.after:
+            self._timers[state] = [self._start_timer(t, state) for t in info.after]
+
+    def _start_timer(self, timer: Timer, state: str) -> TimerHandle:
+        epoch, cid = self.epoch, self.correlation_id
+
+        def fire() -> None:
+            if self.closed or epoch != self.epoch:
+                return
+            self._log("INFO", "timer_fired", f"⏰ {timer.event} after {timer.delay} in {state}",
+                      {"event": timer.event, "state": state, "delay_ms": timer.delay_ms})
+            self.post(Envelope(event=self._make_event(timer.event, {}, "timer", cid), epoch=epoch))
+
+        return self.clock.call_later(timer.delay_ms / 1000.0, fire)
+
+    def _make_event(self, name: str, payload: dict[str, Any], source: str,
+                    correlation_id: str) -> VoiceEvent:
+        return VoiceEvent.model_construct(
+            event_type=name, session_id=self.id, source=source, timestamp=self.clock.wall(),
+            correlation_id=correlation_id, payload=payload, metadata={})
+
+    def _start_activity(self, activity: str, state: str) -> None:
+        assert self._tg is not None
+        previous = self._slots.get(activity)
+        if previous is not None and not previous.task.done():
+            previous.reason.append("superseded")
+            previous.task.cancel()
+        fn = self.registry.activity_fn(activity)
+        epoch, cid = self.epoch, self.correlation_id
+
+        def post(name: str, payload: dict[str, Any]) -> None:
+            self.post(Envelope(event=self._make_event(name, payload, f"activity:{activity}", cid),
+                               epoch=epoch))
+
+        ctx = ActivityContext(self.id, activity, state, epoch, cid, dict(self.trigger), self.ports,
+                              self.clock, self._log, post, self._emit_audio)
+        reasons: list[str] = []
+        task = self._tg.create_task(self._activity(fn, ctx, reasons), name=f"{self.id}:{activity}")
+        self._slots[activity] = _Owned(task, state, activity, reasons)
+
+    async def _activity(self, fn: Callable[[ActivityContext], Awaitable[None]],
+                        ctx: ActivityContext, reasons: list[str]) -> None:
+        data = {"activity": ctx.activity, "state": ctx.state}
+        self._log("INFO", "activity_started", f"▶️ {ctx.activity} started in {ctx.state}",
+                  {**data, "reason": None})
+        try:
+            await fn(ctx)
+        except asyncio.CancelledError:
+            reason = reasons[0] if reasons else "cancelled"
+            self._log("INFO", "activity_cancelled", f"⏹️ {ctx.activity} cancelled ({reason})",
+                      {**data, "reason": reason})
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._log("ERROR", "activity_failed", f"💥 {ctx.activity} failed: {error}",
+                      {**data, "reason": error})
+            if "error" in self.chart.events and ctx.epoch == self.epoch:
+                ctx.post("error", {"message": f"{ctx.activity} failed: {error}"})
+        else:
+            self._log("INFO", "activity_done", f"🏁 {ctx.activity} done",
+                      {**data, "reason": None})
+
+    async def _stop_owned_by(self, state: str, reason: str) -> None:
+        for handle in self._timers.pop(state, []):
+            handle.cancel()
+        stopping = [o for o in self._slots.values() if o.state == state and not o.task.done()]
+        await self._cancel(stopping, reason)
+        for owned in stopping:
+            self._slots.pop(owned.activity, None)
+
+    async def _stop_all(self, reason: str) -> None:
+        for handles in self._timers.values():
+            for handle in handles:
+                handle.cancel()
+        self._timers.clear()
+        await self._cancel([o for o in self._slots.values() if not o.task.done()], reason)
+        self._slots.clear()
+
+    async def _cancel(self, owned: list[_Owned], reason: str) -> None:
+        if not owned:
+            return
+        for o in owned:
+            o.reason.append(reason)
+            o.task.cancel()
+        _, pending = await asyncio.wait([o.task for o in owned], timeout=self.cancel_timeout_s)
+        for task in pending:
+            self._log("ERROR", "activity_failed", f"💥 {task.get_name()} ignored cancellation",
+                      {"activity": task.get_name(), "state": self.state,
+                       "reason": f"did not stop within {self.cancel_timeout_s}s"})
+
+    async def _emit_audio(self, chunk: AudioChunk) -> bool:
+        """Activities send audio here; it only flows while playback is `streaming`."""
+        if self.contract.get("playback") != "streaming":
+            self.contract_violations += 1
+            self._log("ERROR", "contract_violation",
+                      f"⛔ audio emitted in {self.state} while playback is "
+                      f"{self.contract.get('playback')}",
+                      {"state": self.state, "channel": "playback",
+                       "detail": f"{len(chunk.data)} bytes dropped: playback is "
+                                 f"{self.contract.get('playback')}"})
+            return False
+        await self.ports.playback.write(self.id, chunk)
+        self._log("DEBUG", "audio_out", f"🔊 {len(chunk.data)} bytes",
+                  {"bytes": len(chunk.data), "state": self.state})
+        return True
+
+    # --------------------------------------------------------------- helpers
+    def _log(self, level: str, event_type: str, message: str, data: dict[str, Any]) -> None:
+        self.log_.emit(level, self.id, event_type, message, data)
+
+    async def _save(self) -> None:
+        if self.store is not None:
+            await self.store.save(self.snapshot())
+
+    async def _ack(self, env: Envelope) -> None:
+        if env.ack is not None:
+            await env.ack()
+

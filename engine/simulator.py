@@ -1,0 +1,163 @@
+"""`turnchart simulate`: run a scenario (CHART_FORMAT.md §4) on a virtual clock.
+
+The scenario file is loaded with the chart loader, so a bad scenario gets the
+same `file:line:col` errors as a bad chart. Fake responder, speech, playback
+and filler follow the scenario's `fakes`. The trace is the §3 log lines, all
+levels, in order; the same scenario always gives the same trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from engine.chart import load_chart
+from engine.clock import VirtualClock
+from engine.compiler import CompiledChart
+from engine.errors import ChartErrors
+from engine.fakes import FakeSettings, fake_ports
+from engine.logs import EventLog, FanOutSink, ListSink, LogSink, Record
+from engine.manager import SessionManager
+from engine.registry import Registry
+from engine.snapshot import MemorySnapshotStore
+from engine.source import load_yaml
+
+
+class Fakes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    respond_ms: float = Field(300.0, ge=0)
+    response_text: str = "Hi there!"
+    respond_error: bool = False
+    speak_ms: float = Field(1200.0, ge=0)
+    tts_chunk_ms: float = Field(40.0, gt=0)
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: float = Field(ge=0)
+    event: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    session: str | None = None
+    correlation_id: str | None = None
+    raw: Any = None
+
+    @model_validator(mode="after")
+    def _event_or_raw(self) -> Step:
+        if (self.event is None) == (self.raw is None):
+            raise ValueError("a step needs exactly one of 'event' or 'raw'")
+        return self
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chart: str = "charts/voice_turn.yaml"
+    sessions: list[str] = Field(default_factory=lambda: ["s1"], min_length=1)
+    fakes: Fakes = Field(default_factory=Fakes)
+    steps: list[Step] = Field(default_factory=list)
+    until_ms: float | None = Field(None, ge=0)
+    description: str | None = None
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot run; the message says where and why."""
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read scenario: {exc}") from None
+    try:
+        loaded = load_yaml(text, str(path))
+    except ChartErrors as exc:
+        raise ScenarioError(str(exc)) from None
+    try:
+        return Scenario.model_validate(loaded.data if loaded.data is not None else {})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            pos = loaded.source_map.key(loc) if err["type"] == "extra_forbidden" else \
+                loaded.source_map.value(loc)
+            where = ".".join(str(x) for x in loc) or "(scenario)"
+            lines.append(f"{path}:{pos.line}:{pos.col}: {where}: {err['msg']}")
+        raise ScenarioError("\n".join(lines)) from None
+
+
+def resolve_chart_path(scenario: Scenario, scenario_path: str | Path,
+                       override: str | None = None) -> Path:
+    """`--chart` wins; else the scenario's chart, relative to the scenario file, then cwd."""
+    if override:
+        return Path(override)
+    candidate = Path(scenario.chart)
+    if candidate.is_absolute():
+        return candidate
+    beside = Path(scenario_path).resolve().parent / candidate
+    return beside if beside.exists() else Path.cwd() / candidate
+
+
+async def run_scenario(scenario: Scenario, chart: CompiledChart, registry: Registry,
+                       sink: LogSink | None = None) -> list[Record]:
+    """Run on a fresh virtual clock; return the trace (also written to `sink`)."""
+    clock = VirtualClock()
+    trace = ListSink()
+    log = EventLog(trace if sink is None else FanOutSink(trace, sink), clock, level="DEBUG")
+    settings = FakeSettings(**scenario.fakes.model_dump())
+    ports = fake_ports(clock, settings)
+    steps = sorted(enumerate(scenario.steps), key=lambda p: (p[1].at, p[0]))
+    last = max((s.at for s in scenario.steps), default=0.0)
+    until = scenario.until_ms if scenario.until_ms is not None else last + 10_000.0
+    async with SessionManager(chart, registry, ports, clock, log, MemorySnapshotStore()) as mgr:
+        for sid in scenario.sessions:
+            await mgr.open(sid)
+        for _, step in steps:
+            if step.at > until:
+                break
+            await clock.advance_to(step.at)
+            _deliver(mgr, clock, step, scenario.sessions[0])
+        await clock.advance_to(until)
+    return trace.records
+
+
+def _deliver(mgr: SessionManager, clock: VirtualClock, step: Step, default_session: str) -> None:
+    if step.raw is not None:
+        mgr.deliver(step.raw)
+        return
+    sid = step.session or default_session
+    session = mgr.get(sid)
+    cid = step.correlation_id or (session.correlation_id if session else None)
+    mgr.deliver({"event_type": step.event, "session_id": sid, "source": "simulate",
+                 "timestamp": clock.wall(), "correlation_id": cid, "payload": step.payload,
+                 "metadata": {}})
+
+
+def simulate_file(scenario_path: str | Path, chart_path: str | None = None,
+                  registry: Registry | None = None, sink: LogSink | None = None
+                  ) -> list[Record]:
+    """Load, run, return the trace. Raises ScenarioError / ChartErrors / OSError."""
+    import asyncio
+
+    from engine.behaviours import default_registry
+    scenario = load_scenario(scenario_path)
+    registry = registry or default_registry()
+    path = resolve_chart_path(scenario, scenario_path, chart_path)
+    try:
+        chart = load_chart(path, registry)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{scenario_path}: cannot read chart {path}: {exc}") from None
+    return asyncio.run(run_scenario(scenario, chart, registry, sink))
+
+
+def transitions(trace: Sequence[Record], session_id: str | None = None) -> list[str]:
+    """`["IDLE → LISTENING (client_connected)", …]`: the seed-log view of a trace."""
+    return [f"{r['data']['from']} → {r['data']['to']} ({r['data']['event']})" for r in trace
+            if r["event_type"] == "state_transition"
+            and (session_id is None or r["session_id"] == session_id)]
+
+
+__all__ = ["Scenario", "ScenarioError", "load_scenario", "run_scenario",
+           "simulate_file", "transitions"]
