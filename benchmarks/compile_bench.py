@@ -6,6 +6,7 @@ growing linearly. Run: `turnchart bench compile` (JSON on stdout).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,13 @@ def run(sizes: tuple[int, ...] = (50, 100, 250, 500), repeat: int = 5) -> dict[s
     shipped = (ROOT / "charts" / "voice_turn.yaml").read_text(encoding="utf-8")
     results: dict[str, Any] = {
         "benchmark": "compile", "machine": machine(),
-        "voice_turn_ms": round(best_of(lambda: compile_text(shipped, "voice_turn.yaml", registry),
+        "voice_turn_ms": round(best_of(partial(compile_text, shipped, "voice_turn.yaml", registry),
                                        repeat) * 1000, 3),
         "generated": []}
     for n in sizes:
         text = generated_chart(n)
-        ms = best_of(lambda text=text: compile_text(text, "generated.yaml", registry), repeat) * 1000
+        seconds = best_of(partial(compile_text, text, "generated.yaml", registry), repeat)
+        ms = seconds * 1000
         results["generated"].append({"states": n, "ms": round(ms, 2),
                                      "us_per_state": round(ms * 1000 / n, 1)})
     per_state = [g["us_per_state"] for g in results["generated"]]

@@ -30,7 +30,7 @@ from engine.fakes import fake_ports
 from engine.logs import EventLog, NullSink
 from engine.manager import SessionManager
 from engine.registry import GuardInput
-from engine.session import Envelope, Session
+from engine.session import Envelope
 from engine.snapshot import MemorySnapshotStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP server (charts, health; live voice later)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--config", metavar="PATH", help="config.yaml (default: ./config.yaml if present)")
+    p.add_argument("--config", metavar="PATH",
+                   help="config.yaml (default: ./config.yaml if present)")
     p.set_defaults(func=cmd_serve)
     return parser
 

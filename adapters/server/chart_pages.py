@@ -60,18 +60,18 @@ def chart_page(entry: ChartEntry) -> str:
     chart = entry.chart
     if chart is None:
         return _page(entry.name, f"<h1>{escape(entry.name)}</h1>{_errors(entry)}")
-    states = []
+    states: list[str] = []
     for info in chart.states.values():
         contract = " · ".join(f"{k}: {v}" for k, v in info.contract.items())
         timers = ", ".join(f"{t.delay} → {t.event}" for t in info.after)
         rows = chart.rows_from(info.name) if not info.compound else ()
-        events = ", ".join(sorted({r.event for r in rows}))
+        handled = ", ".join(sorted({r.event for r in rows}))
         states.append(
             f"<tr><td>{'&nbsp;' * 4 * info.depth}<b>{escape(info.name)}</b></td>"
             f"<td>{escape(contract)}</td><td>{escape(', '.join(info.enter))}</td>"
             f"<td>{escape(', '.join(info.invoke))}</td><td>{escape(timers)}</td>"
-            f"<td>{escape(events)}</td><td>{escape(info.description or '')}</td></tr>")
-    events = []
+            f"<td>{escape(handled)}</td><td>{escape(info.description or '')}</td></tr>")
+    events: list[str] = []
     for name, ev in chart.events.items():
         payload = ", ".join(f"{k}: {v}" for k, v in ev.payload.items())
         events.append(f"<tr><td><code>{escape(name)}</code></td><td>{escape(payload)}</td>"

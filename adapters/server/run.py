@@ -8,6 +8,7 @@ import uvicorn
 
 from adapters.config import Settings
 from adapters.server.app import create_app
+from adapters.server.json_logging import uvicorn_log_config
 
 
 def serve(settings: Settings) -> int:
@@ -20,5 +21,6 @@ def serve(settings: Settings) -> int:
         return 1
     host, port = settings.server.host, settings.server.port
     print(f"turnchart serving on http://{host}:{port}/charts", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log.level.lower())
+    uvicorn.run(app, host=host, port=port, log_level=settings.log.level.lower(),
+                log_config=uvicorn_log_config(settings.log.level))
     return 0
