@@ -53,6 +53,9 @@ class RealClock:
         return asyncio.get_running_loop().call_later(max(0.0, seconds), callback)
 
 
+_DUE_DIGITS = 6  # virtual time resolution: 1e-6 ms
+
+
 class _VirtualTimer:
     __slots__ = ("callback", "cancelled", "due")
 
@@ -81,7 +84,12 @@ class VirtualClock:
         return self._wall_start + self._now / 1000.0
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
-        timer = _VirtualTimer(self._now + max(0.0, seconds) * 1000.0, callback)
+        # Rounded to a nanosecond so that `sleep(ms / 1000)` lands exactly on `ms`
+        # (2007 / 1000 * 1000 is 2007.0000000000002 in floating point): a timer
+        # due "at 2007 ms" must fire in `advance_to(2007)`, and timers meant for
+        # the same instant must compare equal to keep their FIFO order.
+        due = round(self._now + max(0.0, seconds) * 1000.0, _DUE_DIGITS)
+        timer = _VirtualTimer(due, callback)
         heapq.heappush(self._heap, (timer.due, next(self._seq), timer))
         return timer
 

@@ -26,7 +26,7 @@ class VoiceEvent(BaseModel):
     event_type: str = Field(min_length=1, max_length=128)
     session_id: str = Field(min_length=1, max_length=256)
     source: str = Field(default="unknown", max_length=128)
-    timestamp: float
+    timestamp: float = Field(strict=True)   # a JSON number: not a string, not a bool
     correlation_id: str | None = Field(default=None, max_length=256)
     payload: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -92,10 +92,11 @@ def check_payload(event: VoiceEvent, events: Mapping[str, EventSpec]) -> None:
         known = ", ".join(sorted(events))
         raise EventProblem("event_type", f"unknown event '{event.event_type}' for this chart "
                            f"(known: {known})", event.model_dump(mode="json"))
-    for name, value in event.payload.items():
+    for name in event.payload:
         if name not in spec.payload:
+            declared = ", ".join(spec.payload) or "none"
             raise EventProblem(f"payload.{name}", f"undeclared payload field for "
-                               f"'{event.event_type}' (declared: {', '.join(spec.payload) or 'none'})",
+                               f"'{event.event_type}' (declared: {declared})",
                                event.model_dump(mode="json"))
     for name, type_text in spec.payload.items():
         expected, optional = parse_payload_type(type_text)

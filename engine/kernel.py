@@ -40,8 +40,24 @@ class Kernel:
         is enabled (every guard said no), and whatever a guard raises.
         """
         self._model.state = OrderedSet(configuration)
+        self._rearm()
         self.machine.send(event, step=step)
         values = self._model.state
         current = [values] if isinstance(values, str) else list(values)
         leaf = max(current, key=lambda s: self.chart.states[s].depth)
         return self.chart.configuration_of(leaf)
+
+    def _rearm(self) -> None:
+        """Undo python-statemachine's "the machine has terminated" flag.
+
+        Entering a top-level `final` state stops the machine's engine
+        (`running = False`), after which every `send` raises
+        `TransitionNotAllowed`. The kernel is shared by every session of the
+        chart, so one session reaching its final state would freeze all the
+        others; each session's configuration is loaded afresh anyway.
+        """
+        engine = getattr(self.machine, "_engine", None)
+        if engine is not None and not getattr(engine, "running", True):
+            engine.running = True
+            if hasattr(engine, "_root_parallel_final_pending"):
+                engine._root_parallel_final_pending = None

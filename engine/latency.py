@@ -6,6 +6,7 @@ timestamps); each `from→to` pair keeps its most recent `window` samples.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -14,7 +15,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values (q in 0..100)."""
     if not sorted_values:
         return 0.0
-    rank = max(1, min(len(sorted_values), round(q / 100.0 * len(sorted_values) + 0.5)))
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100.0 * len(sorted_values))))
     return sorted_values[rank - 1]
 
 

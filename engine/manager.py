@@ -69,13 +69,19 @@ class SessionManager:
                           self.log, self.store, snapshot=snapshot,
                           cancel_timeout_s=self.cancel_timeout_s)
         self.sessions[session_id] = session
-        self._tasks[session_id] = self._tg.create_task(self._run(session), name=f"session:{session_id}")
+        self._tasks[session_id] = self._tg.create_task(self._run(session),
+                                                       name=f"session:{session_id}")
         await asyncio.sleep(0)  # let it enter its initial state before events arrive
         return session
 
     async def _run(self, session: Session) -> None:
         try:
             await session.run()
+        except Exception:
+            # Already logged as session_failed. One broken session must not take
+            # the manager's task group, and with it every other session, down;
+            # its last snapshot stays in the store for `open(..., resume=True)`.
+            pass
         finally:
             if self.sessions.get(session.id) is session:
                 del self.sessions[session.id]

@@ -56,6 +56,13 @@ class _Owned:
 _CLOSE = Envelope()
 
 
+def _describe(exc: BaseException) -> str:
+    """`Type: message` of the first real error inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class Session:
     """Runs one session of a chart. Create it, `await run()` in a task group, `post()` to it."""
 
@@ -78,6 +85,7 @@ class Session:
         self.trigger: dict[str, Any] = {}
         self.epoch = 0
         self.turn = 0
+        self._correlation_id: str | None = None
         self.last_event_id: str | None = None
         self.contract: Mapping[str, str] = {}
         self.contract_violations = 0
@@ -89,6 +97,7 @@ class Session:
             self._check_snapshot(snapshot)
             leaf = snapshot.configuration[-1]
             self.epoch, self.turn = snapshot.epoch, snapshot.turn
+            self._correlation_id = snapshot.context.get("correlation_id")
             self.context = dict(snapshot.context.get("data", {}))
             self.trigger = dict(snapshot.context.get("trigger", {}))
             self.last_event_id = snapshot.last_event_id
@@ -109,7 +118,12 @@ class Session:
 
     @property
     def correlation_id(self) -> str:
-        return f"turn-{self.turn}"
+        """The current turn's id: carried by everything activities and timers post."""
+        return self._correlation_id or f"turn-{self.turn}"
+
+    def next_correlation_id(self) -> str:
+        """What a producer stamps on an outside event: the turn that event would open."""
+        return f"turn-{self.turn + 1}"
 
     def post(self, envelope: Envelope) -> None:
         """Queue an external event (or raw input); it is processed in arrival order."""
@@ -133,7 +147,8 @@ class Session:
     def snapshot(self) -> Snapshot:
         return Snapshot(chart=self.chart.name, version_hash=self.chart.version_hash,
                         session_id=self.id, configuration=self.configuration, epoch=self.epoch,
-                        turn=self.turn, context={"data": self.context, "trigger": self.trigger},
+                        turn=self.turn, context={"data": self.context, "trigger": self.trigger,
+                                              "correlation_id": self._correlation_id},
                         last_event_id=self.last_event_id)
 
     async def run(self) -> None:
@@ -147,12 +162,21 @@ class Session:
                     else:
                         await self._start()
                     while True:
-                        env = self._internal.popleft() if self._internal else await self._inbox.get()
+                        env = (self._internal.popleft() if self._internal
+                               else await self._inbox.get())
                         if env is _CLOSE:
                             break
                         await self._step(env)
                 finally:
                     await self._stop_all("session_closed")
+        except Exception as exc:
+            # Something outside the chart's reach broke (the snapshot store, an
+            # ack): say so before the session_closed line, then let the owner know.
+            error = _describe(exc)
+            self._log("ERROR", "session_failed", f"💥 session failed in {self.state}: {error}",
+                      {"chart": self.chart.name, "version": self.chart.version,
+                       "state": self.state, "error": error})
+            raise
         finally:
             self.closed = True
             self._log("INFO", "session_closed", f"🔴 session closed in {self.state}",
@@ -281,6 +305,7 @@ class Session:
         self.epoch += 1
         if not event.source.startswith(_INTERNAL_SOURCES):
             self.turn += 1
+            self._correlation_id = event.correlation_id
         self.configuration = new_configuration
         self.entered_at = self.clock.now_ms()
         self.trigger = dict(event.payload)
@@ -385,27 +410,38 @@ class Session:
         ctx = ActivityContext(self.id, activity, state, epoch, cid, dict(self.trigger), self.ports,
                               self.clock, self._log, post, self._emit_audio)
         reasons: list[str] = []
-        task = self._tg.create_task(self._activity(fn, ctx, reasons), name=f"{self.id}:{activity}")
+        # Logged here, not in the task: a task cancelled before its first step
+        # never runs its coroutine, and its start and cancellation must still show.
+        self._log("INFO", "activity_started", f"▶️ {activity} started in {state}",
+                  {"activity": activity, "state": state, "reason": None})
+        task = self._tg.create_task(self._activity(fn, ctx), name=f"{self.id}:{activity}")
+
+        def cancelled(done: asyncio.Task[None]) -> None:
+            if done.cancelled():
+                reason = reasons[0] if reasons else "cancelled"
+                self._log("INFO", "activity_cancelled", f"⏹️ {activity} cancelled ({reason})",
+                          {"activity": activity, "state": state, "reason": reason})
+
+        # Runs before whoever awaits the task (`_cancel`) resumes, so the line
+        # comes before the exit effects and the next state's lines.
+        task.add_done_callback(cancelled)
         self._slots[activity] = _Owned(task, state, activity, reasons)
 
     async def _activity(self, fn: Callable[[ActivityContext], Awaitable[None]],
-                        ctx: ActivityContext, reasons: list[str]) -> None:
+                        ctx: ActivityContext) -> None:
         data = {"activity": ctx.activity, "state": ctx.state}
-        self._log("INFO", "activity_started", f"▶️ {ctx.activity} started in {ctx.state}",
-                  {**data, "reason": None})
         try:
             await fn(ctx)
-        except asyncio.CancelledError:
-            reason = reasons[0] if reasons else "cancelled"
-            self._log("INFO", "activity_cancelled", f"⏹️ {ctx.activity} cancelled ({reason})",
-                      {**data, "reason": reason})
-            raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._log("ERROR", "activity_failed", f"💥 {ctx.activity} failed: {error}",
                       {**data, "reason": error})
-            if "error" in self.chart.events and ctx.epoch == self.epoch:
-                ctx.post("error", {"message": f"{ctx.activity} failed: {error}"})
+            error_spec = self.chart.events.get("error")
+            if error_spec is not None and ctx.epoch == self.epoch:
+                # Only the fields the chart declares: `error: {}` must not turn a
+                # failure into an invalid event that nothing handles.
+                message = f"{ctx.activity} failed: {error}"
+                ctx.post("error", {"message": message} if "message" in error_spec.payload else {})
         else:
             self._log("INFO", "activity_done", f"🏁 {ctx.activity} done",
                       {**data, "reason": None})

@@ -129,7 +129,7 @@ def _deliver(mgr: SessionManager, clock: VirtualClock, step: Step, default_sessi
         return
     sid = step.session or default_session
     session = mgr.get(sid)
-    cid = step.correlation_id or (session.correlation_id if session else None)
+    cid = step.correlation_id or (session.next_correlation_id() if session else None)
     mgr.deliver({"event_type": step.event, "session_id": sid, "source": "simulate",
                  "timestamp": clock.wall(), "correlation_id": cid, "payload": step.payload,
                  "metadata": {}})

@@ -9,11 +9,14 @@ known.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
+
+from engine.errors import did_you_mean
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CHART_NAME_RE = re.compile(r"^[a-z0-9_]+$")
@@ -30,7 +33,10 @@ def parse_delay_ms(text: str) -> float:
     if not match:
         raise ValueError(f"bad delay {text!r}")
     number, unit = float(match.group(1)), match.group(2)
-    return number * 1000.0 if unit == "s" else number
+    ms = number * 1000.0 if unit == "s" else number
+    if not math.isfinite(ms):
+        raise ValueError(f"delay {text!r} is too long")
+    return ms
 
 
 def _check_delay(text: str) -> str:
@@ -56,9 +62,15 @@ def _check_payload_type(text: str) -> str:
     try:
         parse_payload_type(text)
     except ValueError:
+        optional = text.endswith("?")
+        base = (text[:-1] if optional else text).strip().lower()
+        hint = did_you_mean(base, PAYLOAD_TYPES)
+        if hint and optional:
+            hint = hint.replace("'?)", "?'?)")
         raise PydanticCustomError(
-            "payload_type", "bad payload type '{text}': use one of {allowed}, optionally with ?",
-            {"text": text, "allowed": ", ".join(PAYLOAD_TYPES)}) from None
+            "payload_type",
+            "bad payload type '{text}': use one of {allowed}, optionally with ?{hint}",
+            {"text": text, "allowed": ", ".join(PAYLOAD_TYPES), "hint": hint}) from None
     return text
 
 
@@ -68,6 +80,13 @@ def _check_chart_name(text: str) -> str:
             "chart_name", "bad chart name '{text}': use lower-case letters, digits and _",
             {"text": text})
     return text
+
+
+def _one_or_many(value: Any) -> Any:
+    """A single name stands for a one-item list; a list becomes a tuple."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value) if isinstance(value, list) else value
 
 
 Delay = Annotated[str, AfterValidator(_check_delay)]
@@ -110,7 +129,7 @@ class TransitionSpec(_Strict):
     @field_validator("guard", "do", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else (tuple(value) if isinstance(value, list) else value)
+        return _one_or_many(value)
 
     @property
     def guards(self) -> tuple[GuardRef, ...]:
@@ -132,7 +151,7 @@ class StateSpec(_Strict):
     @field_validator("enter", "exit", "invoke", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else (tuple(value) if isinstance(value, list) else value)
+        return _one_or_many(value)
 
     @field_validator("on", mode="before")
     @classmethod

@@ -24,10 +24,32 @@ from engine.spec import NAME_RE, ChartSpec, EventSpec, StateSpec, TransitionSpec
 
 # Names that clash with attributes of python-statemachine's StateChart: a state
 # or event called `send` silently hijacks `sm.send`, `model` crashes, etc.
+# The metaclass also reads `listeners` and a few flags from the class body, so a
+# state with one of those names breaks the class before our checks could help.
 RESERVED_NAMES: frozenset[str] = frozenset(
     {n for n in dir(StateChart) if not n.startswith("__")}
     | {"send", "model", "configuration", "state", "states", "events"}
+    | {"listeners", "listeners_inherit", "validate_disconnected_states",
+       "validate_trap_states", "validate_final_reachability", "state_field", "start_value"}
 )
+UNHANDLED_POLICIES = ("error", "warn", "ignore")
+
+# What a YAML author should have written, by pydantic error type.
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "int_parsing": "an integer",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "tuple_type": "a list",
+    "list_type": "a list",
+}
+_TRANSITION_SHAPE = "a target state name, a mapping {target, guard, do}, or a list of them"
+_TRANSITION_ITEM = "a target state name or a mapping {target, guard, do}"
 
 _SHAPE_CODES = {
     "extra_forbidden": "E102",
@@ -170,6 +192,8 @@ def describe(path: PathKey) -> str:
             what, i = f"state '{path[i + 1]}'", i + 2
         elif part == "events" and i + 1 < len(path):
             what, i = f"event '{path[i + 1]}'", i + 2
+        elif part == "contracts" and i == 0:
+            what, i = "contracts", i + 1
         elif part == "on" and i + 1 < len(path):
             what, i = f"transition on '{path[i + 1]}' of {what}", i + 2
         else:
@@ -194,13 +218,40 @@ def _shape_error(err: Any, smap: SourceMap, data: Any) -> ChartError:
         return smap.error(path[:-1], code, f"missing required key '{key}' in {describe(path[:-1])}",
                           at_key=True)
     if kind == "literal_error" and loc and loc[-1] == "unhandled":
-        return smap.error(path, "E162", f"bad unhandled policy {err.get('input')!r} in "
-                          f"{describe(path)}: use error, warn or ignore")
+        value = err.get("input")
+        hint = did_you_mean(value, UNHANDLED_POLICIES) if isinstance(value, str) else ""
+        return smap.error(path, "E162", f"bad unhandled policy {_short(value)} in "
+                          f"{describe(path)}: use error, warn or ignore{hint}")
     if code != "E104":
         return smap.error(path, code, str(err["msg"]), at_key=at_key)
-    field_name = str(path[-1]) if path else "chart"
-    return smap.error(path, code, f"bad value for '{field_name}' in {describe(path[:-1])}: "
-                      f"{err['msg'].lower()}, got {_short(err.get('input'))}", at_key=at_key)
+    return smap.error(path, code, _bad_value_message(path, kind, err), at_key=at_key)
+
+
+def _bad_value_message(path: PathKey, kind: str, err: Any) -> str:
+    """`bad value for 'version' in the chart: expected an integer, got 'one'`."""
+    expected = _EXPECTED.get(kind)
+    item = bool(path) and isinstance(path[-1], int)
+    owner = path[:-1] if item else path
+    if len(owner) >= 2 and owner[-2] == "on" and kind in ("tuple_type", "model_type",
+                                                            "dict_type"):
+        expected = _TRANSITION_ITEM if item else _TRANSITION_SHAPE
+    elif path and path[-1] == "on" and kind == "dict_type":
+        expected = "a mapping from event names to transitions"
+    elif len(path) >= 2 and path[-2] == "after" and kind == "string_type":
+        expected = "an event name"
+    wanted = f"expected {expected}" if expected else str(err["msg"]).lower()
+    got = _short(err.get("input"))
+    if item:
+        return f"bad item {int(path[-1]) + 1} of {_what(owner)}: {wanted}, got {got}"
+    return f"bad value for {_what(path)}: {wanted}, got {got}"
+
+
+def _what(path: PathKey) -> str:
+    """"state 'IDLE'" when the path names a thing, else "'field' in state 'IDLE'"."""
+    if not path:
+        return "the chart"
+    own, owner = describe(path), describe(path[:-1])
+    return own if own != owner else f"'{path[-1]}' in {owner}"
 
 
 def _short(value: Any) -> str:
@@ -241,7 +292,8 @@ class _Semantic:
     # names -----------------------------------------------------------------
     def _name_problem(self, name: str) -> str | None:
         if not NAME_RE.match(name) or name.startswith("_"):
-            return "must be a letter followed by letters, digits or _ (no spaces, dots or leading _)"
+            return ("must be a letter followed by letters, digits or _ "
+                    "(no spaces, dots or leading _)")
         if name in RESERVED_NAMES:
             return f"clashes with python-statemachine's StateChart.{name}"
         return None
@@ -265,7 +317,9 @@ class _Semantic:
             if problem:
                 self.err(path, "E111", f"bad event name '{name}': {problem}", at_key=True)
             elif name in self.nodes:
-                self.err(path, "E111", f"bad event name '{name}': a state has the same name",
+                where = self.smap.key(self.nodes[name].path)
+                self.err(path, "E111", f"bad event name '{name}': the state at line {where.line} "
+                         "has the same name (events and states share one namespace)",
                          at_key=True)
 
     def _check_initials(self) -> None:
@@ -337,7 +391,7 @@ class _Semantic:
                     else (*base, "guard")
                 words = text.split()
                 if not (len(words) == 1 or (len(words) == 2 and words[0] == "not")) or \
-                        not words[-1].isidentifier():
+                        not words[-1].isidentifier() or words == ["not"]:
                     self.err(gpath, "E143", f"bad guard '{text}': write a guard name or "
                              "'not name'; use a list for 'all of'")
                     continue
@@ -432,8 +486,45 @@ class _Semantic:
                        for alts in self.nodes[o].spec.on.values() for a in alts):
                 self.err(node.path, "E171", f"state '{name}' is a dead end: no transition leaves "
                          "it (add one, or mark it final: true)", at_key=True)
+        self._check_final_reachability()
         for name, node in self.nodes.items():
             for delay, event in node.spec.after.items():
                 if not any(event in self.nodes[o].spec.on for o in (name, *self._ancestors(name))):
                     self.warn((*node.path, "after", delay), "W201", f"timer event '{event}' of "
                               f"state '{name}' is not handled there; it will be rejected")
+
+    def _check_final_reachability(self) -> None:
+        """Once a chart has a top-level final state, every top-level state needs a path to a
+        final state (python-statemachine refuses the chart otherwise)."""
+        tops = [n for n in self.nodes.values() if n.parent is None]
+        finals = [n.name for n in tops if n.spec.final]
+        if not finals:
+            return
+        for node in tops:
+            if node.spec.final or self._reaches_final(node.name):
+                continue
+            names = ", ".join(f"'{f}'" for f in finals)
+            self.err(node.path, "E174", f"state '{node.name}' can never reach a final state "
+                     f"({names}): once a chart has a final state, every top-level state needs "
+                     "a path to one", at_key=True)
+
+    def _reaches_final(self, start: str) -> bool:
+        """Walk what python-statemachine walks: targets, initial children and parents."""
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            spec = self.nodes[name].spec
+            if spec.final:
+                return True
+            todo.extend(a.target for alts in spec.on.values() for a in alts
+                        if a.target is not None)
+            if spec.initial is not None:
+                todo.append(spec.initial)
+            parent = self.nodes[name].parent
+            if parent is not None:
+                todo.append(parent)
+        return False
