@@ -23,6 +23,17 @@ class LogSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class VoiceSettings(BaseModel):
+    """The live audio side (FastRTC)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    chart: str = "voice_turn"                 # which loaded chart live sessions run
+    concurrency_limit: int = Field(50, ge=1, le=10_000)
+    false_interruption_ms: float = Field(0.0, ge=0, le=5_000)   # 0 = off
+    output_rate: int = Field(24_000, ge=8_000, le=48_000)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     server: ServerSettings = ServerSettings()
@@ -30,6 +41,7 @@ class Settings(BaseModel):
     bus: str = "memory"
     speech: Literal["offline"] = "offline"
     log: LogSettings = LogSettings()
+    voice: VoiceSettings = VoiceSettings()
 
 
 class ConfigError(Exception):

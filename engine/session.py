@@ -54,6 +54,13 @@ class _Owned:
 
 
 _CLOSE = Envelope()
+_PAYLOAD_TEXT_LIMIT = 200
+
+
+def _loggable(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload as logged: long strings cut, so a line stays a line (replay reads it)."""
+    return {k: (v[:_PAYLOAD_TEXT_LIMIT] + "…" if isinstance(v, str) and len(v) > _PAYLOAD_TEXT_LIMIT
+                else v) for k, v in payload.items()}
 
 
 def _describe(exc: BaseException) -> str:
@@ -225,7 +232,8 @@ class Session:
         name = event.event_type
         self._last_seen[name] = self.clock.now_ms()
         self._log("INFO", "event_received", f"📨 {name} from {event.source}",
-                  {"event": name, "correlation_id": event.correlation_id, "source": event.source})
+                  {"event": name, "correlation_id": event.correlation_id, "source": event.source,
+                   "payload": _loggable(event.payload)})
         if env.epoch is not None and env.epoch != self.epoch:
             self._log("INFO", "event_stale", f"🕰️ stale {name} (epoch {env.epoch}, now "
                       f"{self.epoch}) dropped",

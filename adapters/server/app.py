@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from adapters.config import Settings
+from adapters.fastrtc.transport import TurnRTC
 from adapters.server import chart_pages
+from adapters.server.loghub import LogHub
+from adapters.server.metrics import Metrics
+from adapters.server.voice import VoiceService
+from adapters.server.voice_routes import VoiceState, voice_routes
 from engine.behaviours import default_registry
 from engine.catalog import ChartCatalog
+from engine.clock import RealClock
+from engine.compiler import CompiledChart
+from engine.logs import EventLog, FanOutSink, JsonLinesSink, LogSink
 from engine.registry import Registry
 from engine.render import RenderUnavailable, to_json, to_mermaid, to_svg
+
+VoiceFactory = Callable[[Settings, CompiledChart, Registry, EventLog, Metrics], VoiceService]
 
 _SUFFIXES = {".svg", ".mmd", ".json"}
 
@@ -24,15 +38,44 @@ def build_catalog(settings: Settings, registry: Registry | None = None) -> Chart
     return catalog
 
 
-def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = None, *,
+               voice_factory: VoiceFactory | None = None,
+               log_sink: LogSink | None = None) -> Starlette:
+    """The whole server. Live voice starts in the lifespan (speech models load
+    once there) when `settings.voice.enabled` and a voice factory is given."""
     settings = settings or Settings()
     catalog = catalog or build_catalog(settings)
+    hub = LogHub()
+    voice = VoiceState(hub, Metrics(lambda: len(voice.service.manager.sessions)
+                                    if voice.service else 0))
+    clock = RealClock()
+    sink = log_sink or JsonLinesSink(sys.stdout)
+    log = EventLog(FanOutSink(sink, hub, voice.metrics), clock, level=settings.log.level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        charts = catalog.charts()
+        if settings.voice.enabled and voice_factory is not None and charts:
+            chart = next((c for c in charts if c.name == settings.voice.chart), charts[0])
+            service = voice_factory(settings, chart, catalog.registry, log, voice.metrics)
+            await service.start()
+            voice.service = service
+            voice.rtc = _rtc(service, settings.voice.concurrency_limit)
+        try:
+            yield
+        finally:
+            if voice.service is not None:
+                await voice.service.stop()  # graceful: every session closes cleanly
+                voice.service, voice.rtc = None, None
 
     async def health(request: Request) -> JSONResponse:
         charts = {e.name: ("ok" if not e.errors else "errors") for e in catalog.entries.values()}
         ok = bool(catalog.charts())
         return JSONResponse({"status": "ok" if ok else "degraded", "charts": charts,
-                             "bus": settings.bus}, status_code=200 if ok else 503)
+                             "bus": settings.bus,
+                             "voice": "running" if voice.service is not None else "off",
+                             "sessions": len(voice.service.manager.sessions)
+                             if voice.service else 0}, status_code=200 if ok else 503)
 
     async def charts_index(request: Request) -> Response:
         entries = list(catalog.entries.values())
@@ -71,8 +114,15 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
         Route("/health", health, methods=["GET"]),
         Route("/charts", charts_index, methods=["GET"]),
         Route("/charts/{ref}", chart, methods=["GET"]),
+        *voice_routes(voice),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.catalog = catalog
     app.state.settings = settings
+    app.state.voice = voice
+    app.state.log = log
     return app
+
+
+def _rtc(service: VoiceService, concurrency_limit: int) -> TurnRTC:
+    return TurnRTC(service.new_handler(), concurrency_limit)

@@ -1,0 +1,74 @@
+"""Prometheus metrics, fed by the same structured log lines the engine writes.
+
+A `LogSink` that turns each record into counter/histogram updates, so what
+`/metrics` shows can never disagree with the log. Each app gets its own
+`CollectorRegistry` (tests start several apps in one process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from engine.logs import Record
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_TURN_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, active_sessions: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.transitions = Counter("turnchart_transitions", "State transitions applied",
+                                   ["source", "target"], registry=r)
+        self.rejections = Counter("turnchart_rejections", "Events rejected by the chart",
+                                  ["reason"], registry=r)
+        self.invalid = Counter("turnchart_invalid_events", "Events dropped as invalid",
+                               registry=r)
+        self.stale = Counter("turnchart_stale_events", "Events dropped as stale", registry=r)
+        self.effect_failures = Counter("turnchart_effect_failures", "Effects that raised",
+                                       ["effect"], registry=r)
+        self.activity_failures = Counter("turnchart_activity_failures", "Activities that raised",
+                                         ["activity"], registry=r)
+        self.violations = Counter("turnchart_contract_violations", "Contract violations",
+                                  ["channel"], registry=r)
+        self.barge_ins = Counter("turnchart_barge_ins", "Barge-ins decided by the audio adapter",
+                                 registry=r)
+        self.false_interruptions = Counter("turnchart_false_interruptions",
+                                           "Tentative barge-ins that resumed playback", registry=r)
+        self.transition_latency = Histogram(
+            "turnchart_transition_latency_seconds", "Event timestamp → transition done",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.turn_latency = Histogram(
+            "turnchart_turn_latency_seconds", "End of user speech → first answer audio",
+            buckets=_TURN_BUCKETS, registry=r)
+        self.time_to_silence = Histogram(
+            "turnchart_time_to_silence_seconds", "Barge-in → playback cleared",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        gauge = Gauge("turnchart_active_sessions", "Sessions alive in this process", registry=r)
+        gauge.set_function(lambda: float(active_sessions()))
+
+    def write(self, record: Record) -> None:
+        kind, data = record["event_type"], record["data"]
+        if kind == "state_transition":
+            self.transitions.labels(data["from"], data["to"]).inc()
+            self.transition_latency.observe(float(data.get("latency_ms") or 0.0) / 1000.0)
+        elif kind == "transition_rejected":
+            self.rejections.labels(str(data.get("reason", "")).split(":")[0]).inc()
+        elif kind in ("event_invalid", "session_unknown", "routing_rejected"):
+            self.invalid.inc()
+        elif kind == "event_stale":
+            self.stale.inc()
+        elif kind == "effect_failed":
+            self.effect_failures.labels(data.get("effect", "?")).inc()
+        elif kind == "activity_failed":
+            self.activity_failures.labels(data.get("activity", "?")).inc()
+        elif kind == "contract_violation":
+            self.violations.labels(data.get("channel", "?")).inc()
+        elif kind == "playback_cleared" and data.get("ms_since_barge_in") is not None:
+            self.time_to_silence.observe(float(data["ms_since_barge_in"]) / 1000.0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

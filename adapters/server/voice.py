@@ -1,0 +1,171 @@
+"""The live voice service: sessions, speech, responder and connections, wired.
+
+This is composition, so it lives with the server (the composition root): it
+joins the engine's SessionManager to the FastRTC handlers (through their
+`VoiceBackend` protocol), the offline speech models and the responder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from adapters.fastrtc.handler import Detector, Transcriber, TurnStreamHandler
+from adapters.fastrtc.output import OutputRouter
+from adapters.fastrtc.registry import ConnectionRegistry
+from adapters.server.metrics import Metrics
+from engine.clock import RealClock
+from engine.compiler import CompiledChart
+from engine.events import VoiceEvent
+from engine.logs import EventLog
+from engine.manager import SessionManager
+from engine.ports import AudioChunk, Ports, Responder, Speech
+from engine.registry import Registry
+from engine.snapshot import MemorySnapshotStore
+
+_CLOSED: Mapping[str, str] = MappingProxyType({"microphone": "closed", "playback": "stopped"})
+
+
+@dataclass
+class VoiceStats:
+    """Raw measurements for /metrics and `turnchart bench voice`."""
+
+    barge_in_decided: dict[str, float] = field(default_factory=dict)
+    time_to_silence_ms: list[float] = field(default_factory=list)
+    turn_latency_ms: list[float] = field(default_factory=list)
+
+
+class VoiceService:
+    """Implements `adapters.fastrtc.handler.VoiceBackend` for the live server."""
+
+    def __init__(self, chart: CompiledChart, registry: Registry, log: EventLog,
+                 metrics: Metrics, *, stt: Transcriber, detector_factory: Any,
+                 speech: Speech, responder: Responder, filler: AudioChunk | None = None,
+                 false_interruption_ms: float = 0.0, output_rate: int = 24_000) -> None:
+        self.chart = chart
+        self.log = log
+        self.metrics = metrics
+        self.stt = stt
+        self.detector_factory = detector_factory
+        self.false_interruption_ms = false_interruption_ms
+        self.output_rate = output_rate
+        self.clock = RealClock()
+        self.router = OutputRouter(lambda: filler)
+        ports = Ports(playback=self.router, filler=self.router, responder=responder,
+                      speech=speech)
+        self.manager = SessionManager(chart, registry, ports, self.clock, log,
+                                      MemorySnapshotStore())
+        self.connections = ConnectionRegistry(log, lambda: list(self.manager.sessions))
+        self.handlers: dict[str, TurnStreamHandler] = {}
+        self.stats = VoiceStats()
+        self._started = False
+
+    # lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if not self._started:
+            await self.manager.__aenter__()
+            self._started = True
+
+    async def stop(self) -> None:
+        """Graceful: every session gets client_disconnected, then everything closes."""
+        if not self._started:
+            return
+        for connection_id in list(self.handlers):
+            await self.disconnect(connection_id)
+        await self.manager.__aexit__(None, None, None)
+        self._started = False
+
+    def new_handler(self) -> TurnStreamHandler:
+        return TurnStreamHandler(self, output_rate=self.output_rate)
+
+    def new_detector(self) -> Detector:
+        detector: Detector = self.detector_factory()
+        return detector
+
+    # connections -------------------------------------------------------------------
+    async def connect(self, connection_id: str, handler: TurnStreamHandler) -> str:
+        session_id = connection_id
+        self.handlers[connection_id] = handler
+        self.router.attach(session_id, handler.output)
+        await self.manager.open(session_id)
+        self.connections.register(connection_id, session_id)
+        self.post(session_id, "client_connected", {})
+        return session_id
+
+    async def disconnect(self, connection_id: str) -> None:
+        handler = self.handlers.pop(connection_id, None)
+        session_id = handler.session_id if handler else None
+        if session_id is None or self.manager.get(session_id) is None:
+            self.connections.unregister(connection_id)
+            return
+        done = asyncio.Event()
+
+        async def ack() -> None:
+            done.set()
+
+        if "client_disconnected" in self.chart.events:
+            self.post(session_id, "client_disconnected", {}, ack=ack)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 5.0)
+        await self.manager.close(session_id)
+        self.router.detach(session_id)
+        self.connections.unregister(connection_id)
+
+    # events ------------------------------------------------------------------------
+    def contract(self, session_id: str) -> Mapping[str, str]:
+        session = self.manager.get(session_id)
+        return session.contract if session is not None else _CLOSED
+
+    def post(self, session_id: str, event_type: str, payload: dict[str, Any],
+             *, ack: Any = None, source: str = "fastrtc") -> bool:
+        session = self.manager.get(session_id)
+        cid = session.next_correlation_id() if session is not None else None
+        event = VoiceEvent.model_construct(
+            event_type=event_type, session_id=session_id, source=source,
+            timestamp=time.time(), correlation_id=cid, payload=payload, metadata={})
+        return self.manager.route(event, ack=ack)
+
+    def post_transcript(self, connection_id: str, text: str, *, final: bool,
+                        source: str) -> bool:
+        """The one transcript path: local STT, a WebSocket message or a bus entry all
+        become the same `stt_partial` / `stt_final` VoiceEvent here."""
+        session_id = self.connections.resolve(connection_id)
+        if session_id is None:
+            return False
+        text = text.strip()
+        if final and not text:
+            return False  # empty transcripts never start a turn
+        if final:
+            return self.post(session_id, "stt_final", {"text": text, "is_final": True},
+                             source=source)
+        return self.post(session_id, "stt_partial", {"text": text}, source=source)
+
+    # measurements --------------------------------------------------------------------
+    def record_barge_in(self, session_id: str, decided_at: float, dropped: int) -> None:
+        self.stats.barge_in_decided[session_id] = decided_at
+        self.metrics.barge_ins.inc()
+        handler = next((h for h in self.handlers.values() if h.session_id == session_id), None)
+        if handler is not None:
+            silence_ms = (time.monotonic() - decided_at) * 1000.0
+            self.stats.time_to_silence_ms.append(silence_ms)
+            self.log.emit("INFO", session_id, "barge_in_detected",
+                          f"✋ barge-in: {dropped} queued frame(s) dropped in "
+                          f"{silence_ms:.2f} ms", {"dropped_frames": dropped,
+                                                   "time_to_silence_ms": round(silence_ms, 3)})
+
+    def record_first_audio(self, session_id: str, turn_latency_s: float) -> None:
+        self.stats.turn_latency_ms.append(turn_latency_s * 1000.0)
+        self.metrics.turn_latency.observe(turn_latency_s)
+        self.log.emit("INFO", session_id, "turn_latency",
+                      f"⏱️ end of speech → first answer audio {turn_latency_s * 1000:.0f} ms",
+                      {"turn_latency_ms": round(turn_latency_s * 1000.0, 3)})
+
+    def note_false_interruption(self, session_id: str) -> None:
+        self.metrics.false_interruptions.inc()
+        self.log.emit("INFO", session_id, "false_interruption",
+                      "🤧 speech too short to interrupt: playback resumed", {})

@@ -1,0 +1,136 @@
+"""HTTP and WebSocket routes of the live voice side.
+
+`/webrtc/offer` and `/websocket/offer` (FastRTC transports), `/fastrtc` (the
+browser page), `/sessions`, `/sessions/{id}`, `/sessions/{id}/events`
+(server-sent log lines for the page), `/latency/{id}` and `/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from adapters.fastrtc.handler import TurnStreamHandler
+from adapters.fastrtc.transport import TurnRTC, bad_request, serve_websocket
+from adapters.server.loghub import LogHub
+from adapters.server.metrics import Metrics
+from adapters.server.voice import VoiceService
+
+PAGE = Path(__file__).with_name("static") / "fastrtc.html"
+
+
+class VoiceState:
+    """What the routes share: set by the app's lifespan once the service runs."""
+
+    def __init__(self, hub: LogHub, metrics: Metrics) -> None:
+        self.hub = hub
+        self.metrics = metrics
+        self.service: VoiceService | None = None
+        self.rtc: TurnRTC | None = None
+
+
+def voice_routes(state: VoiceState) -> list[BaseRoute]:
+    def unavailable() -> JSONResponse:
+        return bad_request("live voice is not running on this server", 503)
+
+    async def offer(request: Request) -> Response:
+        if state.rtc is None:
+            return unavailable()
+        return await state.rtc.offer_endpoint(request)
+
+    async def websocket_offer(websocket: WebSocket) -> None:
+        service = state.service
+        if service is None:
+            await websocket.close(code=1013)
+            return
+
+        async def on_transcript(connection_id: str | None, text: str, final: bool) -> bool:
+            if connection_id is None:
+                return False
+            return service.post_transcript(connection_id, text, final=final, source="websocket")
+
+        async def on_closed(handler: TurnStreamHandler) -> None:
+            await handler.detach()
+
+        await serve_websocket(websocket, service.new_handler(), on_transcript, on_closed)
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    async def sessions(request: Request) -> JSONResponse:
+        service = state.service
+        if service is None:
+            return JSONResponse({"sessions": []})
+        return JSONResponse({"sessions": [
+            {"session_id": sid, "state": s.state, "contract": dict(s.contract), "turn": s.turn,
+             "chart": s.chart.name, "version_hash": s.chart.version_hash}
+            for sid, s in sorted(service.manager.sessions.items())]})
+
+    def unknown_session(session_id: str) -> JSONResponse:
+        active = sorted(state.service.manager.sessions) if state.service else []
+        return JSONResponse({"error": f"no session '{session_id}'", "active_sessions": active[:50]},
+                            status_code=404)
+
+    async def session_detail(request: Request) -> JSONResponse:
+        sid = request.path_params["session_id"]
+        session = state.service.manager.get(sid) if state.service else None
+        if session is None:
+            return unknown_session(sid)
+        return JSONResponse({"session_id": sid, "state": session.state,
+                             "configuration": list(session.configuration),
+                             "contract": dict(session.contract), "turn": session.turn,
+                             "epoch": session.epoch})
+
+    async def latency(request: Request) -> JSONResponse:
+        sid = request.path_params["session_id"]
+        session = state.service.manager.get(sid) if state.service else None
+        if session is None:
+            return unknown_session(sid)
+        return JSONResponse({"session_id": sid, "transitions": session.latency.as_dict()})
+
+    async def events(request: Request) -> Response:
+        sid = request.path_params["session_id"]
+        queue = state.hub.subscribe(sid)
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield "retry: 1000\n\n"
+                while True:
+                    try:
+                        record = await asyncio.wait_for(queue.get(), 15.0)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"data: {json.dumps(record, ensure_ascii=False, default=str)}\n\n"
+            finally:
+                state.hub.unsubscribe(sid, queue)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(state.metrics.exposition(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return [
+        Route("/webrtc/offer", offer, methods=["POST"]),
+        WebSocketRoute("/websocket/offer", websocket_offer),
+        Route("/fastrtc", page, methods=["GET"]),
+        Route("/sessions", sessions, methods=["GET"]),
+        Route("/sessions/{session_id}", session_detail, methods=["GET"]),
+        Route("/sessions/{session_id}/events", events, methods=["GET"]),
+        Route("/latency/{session_id}", latency, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
