@@ -21,7 +21,8 @@ def client() -> TestClient:
 def test_health_reports_loaded_charts(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "charts": {"voice_turn": "ok"}, "bus": "memory"}
+    assert response.json() == {"status": "ok", "charts": {"voice_turn": "ok"}, "bus": "memory",
+                               "voice": "off", "sessions": 0}
 
 
 def test_charts_lists_the_shipped_chart(client: TestClient) -> None:
