@@ -9,6 +9,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adapters.responder.settings import ResponderSettings
+from adapters.speech.models import SpeechSettings
+
 DEFAULT_CHART = Path(__file__).resolve().parent.parent / "charts" / "voice_turn.yaml"
 
 
@@ -39,7 +42,8 @@ class Settings(BaseModel):
     server: ServerSettings = ServerSettings()
     charts: list[str] = Field(default_factory=lambda: [str(DEFAULT_CHART)])
     bus: str = "memory"
-    speech: Literal["offline"] = "offline"
+    speech: SpeechSettings = SpeechSettings()
+    responder: ResponderSettings = ResponderSettings()
     log: LogSettings = LogSettings()
     voice: VoiceSettings = VoiceSettings()
 
@@ -68,4 +72,31 @@ def load_settings(path: str | Path | None) -> Settings:
         raise ConfigError("\n".join(lines)) from None
     settings.charts = [str((p.parent / c).resolve()) if not Path(c).is_absolute() else c
                        for c in settings.charts]
+    knowledge = settings.responder.knowledge_path
+    if knowledge and not Path(knowledge).is_absolute():
+        settings.responder = settings.responder.model_copy(
+            update={"knowledge_path": str((p.parent / knowledge).resolve())})
     return settings
+
+
+ENV_OVERRIDES = {
+    "TURNCHART_HOST": ("server", "host"),
+    "TURNCHART_PORT": ("server", "port"),
+    "TURNCHART_LOG_LEVEL": ("log", "level"),
+    "TURNCHART_BUS": (None, "bus"),
+}
+
+
+def apply_env(settings: Settings, environ: dict[str, str]) -> Settings:
+    """`TURNCHART_HOST`, `TURNCHART_PORT`, `TURNCHART_LOG_LEVEL`, `TURNCHART_BUS` win over
+    the file (CLI flags win over both); a bad value is a ConfigError naming the variable."""
+    data = settings.model_dump()
+    for variable, (section, key) in ENV_OVERRIDES.items():
+        if variable in environ:
+            (data[section] if section else data)[key] = environ[variable]
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"environment override for {where}: {first['msg']}") from None

@@ -94,13 +94,15 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from adapters.config import ConfigError, load_settings
+    import os
+
+    from adapters.config import ConfigError, apply_env, load_settings
     from adapters.server.run import serve
     config = args.config
     if config is None and Path("config.yaml").is_file():
         config = "config.yaml"
     try:
-        settings = load_settings(config)
+        settings = apply_env(load_settings(config), dict(os.environ))
     except ConfigError as exc:
         print(f"turnchart: {exc}", file=sys.stderr)
         return EXIT_USAGE

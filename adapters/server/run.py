@@ -12,7 +12,14 @@ from adapters.server.json_logging import uvicorn_log_config
 
 
 def serve(settings: Settings) -> int:
-    app = create_app(settings)
+    from adapters.fastrtc.ice import is_loopback_host, restrict_to_loopback
+    from adapters.server.voice_factory import build_voice
+    if is_loopback_host(settings.server.host):
+        restrict_to_loopback()  # WebRTC media stays on loopback like the HTTP side
+    else:
+        print(f"turnchart: WARNING: serving on {settings.server.host}, reachable from other "
+              "machines; put an authenticating proxy in front", file=sys.stderr)
+    app = create_app(settings, voice_factory=build_voice)
     for entry in app.state.catalog.entries.values():
         for err in entry.errors:
             print(str(err), file=sys.stderr)

@@ -1,0 +1,44 @@
+"""Build the live `VoiceService` from settings: offline speech models (loaded once
+per process), the configured responder, and a filler clip synthesised at start-up."""
+
+from __future__ import annotations
+
+import logging
+
+from adapters.config import Settings
+from adapters.responder.intents import grammar_phrases
+from adapters.responder.settings import build_responder
+from adapters.server.metrics import Metrics
+from adapters.server.voice import VoiceService
+from adapters.speech.models import SpeechModels
+from engine.compiler import CompiledChart
+from engine.logs import EventLog
+from engine.ports import AudioChunk
+from engine.registry import Registry
+
+log = logging.getLogger("turnchart.voice")
+FILLER_TEXT = "Hmm, let me think."
+_models: SpeechModels | None = None
+
+
+def shared_models(settings: Settings) -> SpeechModels:
+    """Load the speech models once per process (about half a second cold)."""
+    global _models
+    speech = settings.speech.model_copy(update={"output_rate": settings.voice.output_rate})
+    if _models is None or _models.settings != speech:
+        _models = SpeechModels.load(speech, grammar_phrases())
+    return _models
+
+
+def build_voice(settings: Settings, chart: CompiledChart, registry: Registry, event_log: EventLog,
+                metrics: Metrics) -> VoiceService:
+    models = shared_models(settings)
+    responder = build_responder(settings.responder,
+                                on_problem=lambda problem: log.error("%s", problem))
+    rate, pcm = models.tts.synthesize_all(FILLER_TEXT)
+    filler = AudioChunk(pcm.tobytes(), len(pcm) / rate * 1000.0)
+    return VoiceService(chart, registry, event_log, metrics, stt=models.stt,
+                        detector_factory=models.detector, speech=models.tts,
+                        responder=responder, filler=filler,
+                        false_interruption_ms=settings.voice.false_interruption_ms,
+                        output_rate=settings.voice.output_rate)

@@ -1,0 +1,102 @@
+"""Offline text-to-speech: espeak-ng behind the engine's `Speech` port.
+
+Chunks are streamed as espeak produces them (60 ms each at 22.05 kHz), resampled to the
+output rate by one `StreamResampler` per call so chunk edges stay continuous. Calls from
+any number of sessions queue on the engine's single worker thread: espeak is process
+global and not re-entrant, and a sentence takes only a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncGenerator
+
+import numpy as np
+import numpy.typing as npt
+
+from adapters.speech.audio import StreamResampler
+from adapters.speech.espeak import EspeakEngine
+from engine.ports import AudioChunk
+
+_DONE = object()
+
+
+class EspeakTTS:
+    """`engine.ports.Speech` with espeak-ng: int16 little-endian mono at `sample_rate`."""
+
+    def __init__(
+        self,
+        *,
+        voice: str = "en-us",
+        wpm: int = 175,
+        output_rate: int = 24000,
+        engine: EspeakEngine | None = None,
+    ) -> None:
+        if output_rate <= 0:
+            raise ValueError(f"output_rate must be positive, got {output_rate}")
+        self._engine = engine or EspeakEngine.shared()
+        self._engine.configure(voice, wpm)  # fail at start-up, not on the first answer
+        self.voice = voice
+        self.wpm = wpm
+        self.sample_rate = output_rate
+
+    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+        """Yield audio chunks as they are synthesised; closing the iterator stops espeak."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+        resampler = StreamResampler(self._engine.sample_rate, self.sample_rate)
+
+        def put(item: object) -> None:  # worker thread → event loop
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                stop.set()
+
+        def sink(pcm: npt.NDArray[np.int16]) -> bool:
+            if stop.is_set():
+                return False
+            out = resampler.push(pcm)
+            if len(out):
+                put(self._chunk(out))
+            return True
+
+        def work() -> None:
+            try:
+                self._engine.synthesize(text, self.voice, self.wpm, sink)
+                if not stop.is_set():
+                    tail = resampler.flush()
+                    if len(tail):
+                        put(self._chunk(tail))
+                put(_DONE)
+            except BaseException as exc:
+                put(exc)
+
+        job = loop.run_in_executor(self._engine.executor, work)
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, AudioChunk)
+                yield item
+        finally:
+            stop.set()
+            await asyncio.shield(job)  # the worker is done with our queue before we return
+
+    def synthesize_all(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
+        """(rate, whole clip) synchronously: for filler clips at start-up and for tests."""
+        resampler = StreamResampler(self._engine.sample_rate, self.sample_rate)
+        parts: list[npt.NDArray[np.int16]] = []
+
+        def sink(pcm: npt.NDArray[np.int16]) -> bool:
+            parts.append(np.asarray(resampler.push(pcm), dtype=np.int16))
+            return True
+
+        self._engine.synthesize(text, self.voice, self.wpm, sink)
+        parts.append(np.asarray(resampler.flush(), dtype=np.int16))
+        return self.sample_rate, np.concatenate(parts)
+
+    def _chunk(self, pcm: npt.NDArray[np.generic]) -> AudioChunk:
+        data = np.asarray(pcm, dtype="<i2").tobytes()
+        return AudioChunk(data=data, duration_ms=1000.0 * len(pcm) / self.sample_rate)
