@@ -145,6 +145,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.suite == "compile":
         from benchmarks.compile_bench import run as run_compile
         result = run_compile()
+    elif args.suite == "voice":
+        from benchmarks.voice_bench import run as run_voice
+        result = run_voice(turns=args.turns)
     else:
         from benchmarks.engine_bench import run as run_engine
         result = run_engine(events=args.events, sessions=args.sessions, profile=args.profile)
@@ -180,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", metavar="MODULE:FACTORY")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("bench", help="benchmarks with JSON output (compile | engine)")
-    p.add_argument("suite", choices=["compile", "engine"])
+    p = sub.add_parser("bench", help="benchmarks with JSON output (compile | engine | voice)")
+    p.add_argument("suite", choices=["compile", "engine", "voice"])
+    p.add_argument("--turns", type=int, default=20, help="voice: turns to measure")
     p.add_argument("--events", type=int, default=3000, help="engine: events per measurement")
     p.add_argument("--sessions", type=int, default=10_000, help="engine: sessions to create")
     p.add_argument("--profile", action="store_true", help="engine: add a cProfile top list")
