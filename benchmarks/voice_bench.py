@@ -100,7 +100,8 @@ class TimedSpeech:
 def _summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {"n": len(ordered), "p50": round(percentile(ordered, 50), 3),
-            "p99": round(percentile(ordered, 99), 3), "max": round(ordered[-1], 3) if ordered else 0}
+            "p99": round(percentile(ordered, 99), 3),
+            "max": round(ordered[-1], 3) if ordered else 0.0}
 
 
 async def _run(turns: int) -> dict[str, Any]:
