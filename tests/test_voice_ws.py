@@ -240,3 +240,35 @@ def test_without_voice_the_transports_say_so(sink: ListSink) -> None:
         with pytest.raises(WebSocketDisconnect), \
                 client.websocket_connect("/websocket/offer") as ws:
             ws.receive_json()
+
+
+def test_false_interruptions_resume_the_answer_when_enabled(sink: ListSink) -> None:
+    with make_client(sink, ["tell me a story"], false_interruption_ms=300) as client, \
+            client.websocket_connect("/websocket/offer") as ws:
+        ws.send_json({"event": "start", "websocket_id": "ws-cough"})
+        assert wait_for(lambda: transitions(sink, "ws-cough"))
+        send_audio(ws, np.concatenate([tone(500), silence(400)]))
+        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
+                        in transitions(sink, "ws-cough"), 10)
+        send_audio(ws, np.concatenate([tone(260), silence(600)]), realtime=True)  # a cough
+        assert wait_for(lambda: sink.of_type("false_interruption", "ws-cough"), 5)
+        assert "SPEAKING → INTERRUPT (barge_in)" not in transitions(sink, "ws-cough")
+        send_audio(ws, tone(900), realtime=True)  # real speech: goes on past the pause
+        assert wait_for(lambda: "SPEAKING → INTERRUPT (barge_in)"
+                        in transitions(sink, "ws-cough"), 5)
+        ws.send_json({"event": "stop"})
+
+
+def test_false_interruption_handling_is_off_by_default(sink: ListSink) -> None:
+    with make_client(sink, ["tell me a story"]) as client, \
+            client.websocket_connect("/websocket/offer") as ws:
+        ws.send_json({"event": "start", "websocket_id": "ws-cough2"})
+        assert wait_for(lambda: transitions(sink, "ws-cough2"))
+        send_audio(ws, np.concatenate([tone(500), silence(400)]))
+        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
+                        in transitions(sink, "ws-cough2"), 10)
+        send_audio(ws, np.concatenate([tone(260), silence(100)]), realtime=True)
+        assert wait_for(lambda: "SPEAKING → INTERRUPT (barge_in)"
+                        in transitions(sink, "ws-cough2"), 5)
+        assert sink.of_type("false_interruption", "ws-cough2") == []
+        ws.send_json({"event": "stop"})
