@@ -56,6 +56,9 @@ class TimedUtterance:
         result: str | None = await self.inner.feed(pcm)
         return result
 
+    async def cancel(self) -> None:
+        await self.inner.cancel()
+
     async def finish(self) -> str:
         start = time.perf_counter()
         text: str = await self.inner.finish()

@@ -52,6 +52,10 @@ class Utterance(Protocol):
 
     async def finish(self) -> str: ...
 
+    async def cancel(self) -> None:
+        """Throw the utterance away without decoding it (the floor was taken away)."""
+        ...
+
 
 class Transcriber(Protocol):
     def open_utterance(self) -> Utterance: ...
@@ -124,7 +128,7 @@ class TurnStreamHandler(AsyncStreamHandler):
             return
         self._closed = True
         if self.utterance is not None:
-            await self.utterance.finish()
+            await self.utterance.cancel()
             self.utterance = None
         if self.connection_id is not None:
             await self.service.disconnect(self.connection_id)
@@ -174,7 +178,7 @@ class TurnStreamHandler(AsyncStreamHandler):
     async def _guard_barge_in(self, kinds: list[str]) -> None:
         assert self.session_id is not None
         if self.utterance is not None:  # the floor was taken away mid-utterance
-            await self.utterance.finish()
+            await self.utterance.cancel()
             self.utterance = None
         if "speech_confirmed" not in kinds:
             if "speech_end" in kinds and self.barge_pending is not None:

@@ -148,6 +148,16 @@ def resample(pcm: PcmArray, from_rate: int, to_rate: int) -> PcmArray:
     return np.concatenate([head, stream.flush()]) if from_rate != to_rate else head
 
 
+def pcm_bytes(pcm: Int16Array | bytes) -> bytes:
+    """Little-endian int16 bytes of a frame given as bytes or a 1-D int16 array."""
+    if isinstance(pcm, bytes):
+        return pcm
+    arr = np.asarray(pcm)
+    if arr.ndim != 1 or arr.dtype != np.int16:
+        raise TypeError(f"expected 1-D int16 PCM, got {arr.dtype} {arr.shape}")
+    return arr.astype("<i2").tobytes()
+
+
 def wav_bytes(pcm: Int16Array, rate: int) -> bytes:
     """Mono 16-bit WAV file contents, for tests, benchmarks and debugging dumps."""
     data = np.asarray(pcm)

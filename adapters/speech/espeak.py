@@ -5,7 +5,7 @@ parameter set, and two threads inside `espeak_Synth` at once segfault the proces
 library is initialised once (`EspeakEngine.shared()`), every call runs under one lock, and
 async callers go through its one worker thread. It runs in SYNCHRONOUS mode, where the
 audio callback fires on the synthesising thread: a 10-word sentence takes about 5 ms and
-the first 60 ms chunk arrives after about 0.3 ms. Loading takes 20-35 ms and about 14 MB.
+the first 60 ms chunk arrives after about 0.3 ms. Loading takes 5-35 ms and about 14 MB.
 """
 
 from __future__ import annotations

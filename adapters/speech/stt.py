@@ -14,14 +14,15 @@ the language model as a short word ('if'), so callers should only finish utteran
 VAD confirmed as speech and `cancel()` the others.
 
 Measured on 2 cores (pocketsphinx 5.1.1, en-us model, RSS): a command decoder with only
-the grammar's words loads in about 10 ms and costs about 5.5 MB; the language-model
-decoder (full dictionary + LM) about 0.3 s and 91 MB, once per process; a stock
-`Decoder()` per lane would cost 91 MB each. Grammar decoding of a 1-2 s command takes
-20-35 ms of feeding plus about 1 ms to finish; the language-model fallback 200-600 ms.
+the grammar's words loads in 10-15 ms and costs 3.5-5.5 MB; the language-model decoder
+(full dictionary + LM) 0.3-0.45 s and about 91 MB, once per process; a stock `Decoder()`
+per lane would cost 91 MB and 0.3 s each. Feeding a 1-2 s command in 20 ms frames takes
+25-45 ms in all, `finish()` about 1 ms; the language-model fallback 200-850 ms.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from adapters.speech.audio import pcm_bytes
 from adapters.speech.errors import SpeechConfigError
 from adapters.speech.grammar import Grammar, normalize_phrase, pronunciations
 from adapters.speech.lanes import Lane, LanePool
@@ -51,7 +53,7 @@ SAMPLE_RATE = 16000
 _PIECE_BYTES = 2 * 800  # 50 ms of 16 kHz int16: bounds how long one call holds the GIL
 _GRAMMAR = "commands"
 
-Pcm = npt.NDArray[np.int16] | bytes
+Pcm = npt.NDArray[np.int16] | bytes  # 16 kHz mono; bytes are little-endian int16
 
 
 class Utterance(Protocol):
@@ -76,16 +78,6 @@ class SpeechToText(Protocol):
     def close(self) -> None: ...
 
 
-def as_pcm_bytes(pcm: Pcm) -> bytes:
-    """Little-endian int16 bytes of a frame given as bytes or a 1-D int16 array."""
-    if isinstance(pcm, bytes):
-        return pcm
-    arr = np.asarray(pcm)
-    if arr.ndim != 1 or arr.dtype != np.int16:
-        raise TypeError(f"expected 1-D int16 PCM at 16 kHz, got {arr.dtype} {arr.shape}")
-    return arr.astype("<i2").tobytes()
-
-
 class PocketsphinxSTT:
     """Offline STT from the model inside the pocketsphinx wheel; load once per process."""
 
@@ -104,6 +96,7 @@ class PocketsphinxSTT:
         except ImportError as exc:
             raise SpeechConfigError("STT needs the 'pocketsphinx' package") from exc
         set_loglevel("FATAL")  # it logs every search (and every grammar miss) otherwise
+        phrases = list(phrases)  # iterated twice below
         dictionary = Config()["dict"]
         wanted = [normalize_phrase(p) for p in (*phrases, "stop")]
         prons = pronunciations(dictionary, {w for p in wanted for w in p.split()})
@@ -178,7 +171,9 @@ def _hypothesis(decoder: Any) -> str | None:
 class PocketsphinxUtterance:
     """Holds one command-decoder lane from the first non-empty `feed` to `finish`/`cancel`.
 
-    Calls must not overlap: the adapter's per-session task awaits each in turn.
+    Overlapping `feed`/`finish` calls are queued in call order (an asyncio lock), so a
+    `finish` from another task waits for the feed in flight. `cancel` (for discarding:
+    it never runs the language-model fallback) may come at any time.
     """
 
     def __init__(self, stt: PocketsphinxSTT) -> None:
@@ -187,27 +182,31 @@ class PocketsphinxUtterance:
         self._audio: list[bytes] = []  # kept for the language-model fallback
         self._partial: str | None = None
         self._done = False
+        self._lock = asyncio.Lock()  # binds to the loop of first use: utterances stay in one
 
     async def feed(self, pcm16k: Pcm) -> str | None:
-        data = as_pcm_bytes(pcm16k)
-        if self._done:
-            raise RuntimeError("this utterance is finished")
-        if not data:
-            return None
-        lane = await self._take_lane()
-        self._audio.append(data)
-        partial = await lane.run(_process, lane.decoder, data)
+        data = pcm_bytes(pcm16k)
+        async with self._lock:
+            self._check()
+            if not data:
+                return None
+            lane = await self._take_lane()
+            self._audio.append(data)
+            partial = await lane.run(_process, lane.decoder, data)
         if partial and partial != self._partial:
             self._partial = partial
             return partial
         return None
 
     async def finish(self) -> str:
-        if self._done:
-            raise RuntimeError("this utterance is finished")
-        self._done = True
-        lane, self._lane = self._lane, None
-        audio, self._audio = self._audio, []
+        async with self._lock:
+            self._check()
+            self._done = True
+            lane, self._lane = self._lane, None
+            audio, self._audio = self._audio, []
+        return await self._final(lane, audio)
+
+    async def _final(self, lane: Lane | None, audio: list[bytes]) -> str:
         if lane is None:  # nothing was fed
             return ""
         try:
@@ -241,5 +240,13 @@ class PocketsphinxUtterance:
                 lane.executor.submit(_end_quietly, lane.decoder)
                 self._stt._pool.release(lane)
                 raise
+            if self._done:  # cancelled while we waited for the lane
+                lane.executor.submit(_end_quietly, lane.decoder)
+                self._stt._pool.release(lane)
+                raise RuntimeError("this utterance was cancelled")
             self._lane = lane
         return self._lane
+
+    def _check(self) -> None:
+        if self._done:
+            raise RuntimeError("this utterance is finished")

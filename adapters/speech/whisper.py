@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from adapters.speech.audio import to_float32
+from adapters.speech.audio import pcm_bytes, to_float32
 from adapters.speech.errors import SpeechConfigError
 
 
@@ -83,9 +83,7 @@ class WhisperUtterance:
         self._audio: list[npt.NDArray[np.int16]] = []
 
     async def feed(self, pcm16k: npt.NDArray[np.int16] | bytes) -> str | None:
-        if isinstance(pcm16k, bytes):
-            pcm16k = np.frombuffer(pcm16k, dtype="<i2").astype(np.int16)
-        self._audio.append(np.asarray(pcm16k, dtype=np.int16))
+        self._audio.append(np.frombuffer(pcm_bytes(pcm16k), dtype="<i2").astype(np.int16))
         return None
 
     async def finish(self) -> str:

@@ -82,6 +82,9 @@ class ScriptedUtterance:
     async def finish(self) -> str:
         return self.text if self.samples else ""
 
+    async def cancel(self) -> None:
+        self.samples = 0
+
 
 class ScriptedTranscriber:
     """Every utterance is heard as the next phrase of the script (last one repeats)."""
