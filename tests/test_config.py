@@ -51,7 +51,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
                                                "TURNCHART_LOG_LEVEL": "DEBUG"})
     assert settings.server.port == 7000
     assert settings.log.level == "DEBUG"
-    with pytest.raises(ConfigError, match="server.port"):
+    with pytest.raises(ConfigError, match=r"server\.port"):
         apply_env(settings, {"TURNCHART_PORT": "lots"})
 
 
