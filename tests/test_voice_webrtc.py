@@ -58,6 +58,7 @@ async def test_hello_gets_an_answer(server: ServerProcess) -> None:
               if r["event_type"] == "event_received" and r["data"]["event"] == "stt_final"]
     assert finals == ["hello"]
     assert heard >= 20, f"only {heard} loud answer frames (20 ms each) reached the caller"
+    assert "Traceback" not in server.log_path.read_text()
 
 
 async def test_stop_over_the_answer_silences_it(server: ServerProcess) -> None:

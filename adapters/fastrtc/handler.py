@@ -83,6 +83,8 @@ class VoiceBackend(Protocol):
 
     def note_false_interruption(self, session_id: str) -> None: ...
 
+    def report_error(self, session_id: str, where: str, exc: BaseException) -> None: ...
+
 
 class TurnStreamHandler(AsyncStreamHandler):
     def __init__(self, service: VoiceBackend, *, output_rate: int = 24_000) -> None:
@@ -137,6 +139,13 @@ class TurnStreamHandler(AsyncStreamHandler):
     async def receive(self, frame: tuple[int, np.ndarray[Any, Any]]) -> None:
         if self.session_id is None or self.vad is None or self._closed:
             return
+        try:
+            await self._route(frame)
+        except Exception as exc:  # one bad frame must not end the call, nor go unlogged
+            self.service.report_error(self.session_id, "receive", exc)
+
+    async def _route(self, frame: tuple[int, np.ndarray[Any, Any]]) -> None:
+        assert self.session_id is not None and self.vad is not None
         _, data = frame
         pcm = np.asarray(data, dtype=np.int16).reshape(-1)
         mic = self.service.contract(self.session_id).get("microphone", "closed")

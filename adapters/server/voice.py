@@ -165,6 +165,11 @@ class VoiceService:
                       f"⏱️ end of speech → first answer audio {turn_latency_s * 1000:.0f} ms",
                       {"turn_latency_ms": round(turn_latency_s * 1000.0, 3)})
 
+    def report_error(self, session_id: str, where: str, exc: BaseException) -> None:
+        self.log.emit("ERROR", session_id, "adapter_error",
+                      f"💥 audio adapter failed in {where}: {type(exc).__name__}: {exc}",
+                      {"where": where, "error": f"{type(exc).__name__}: {exc}"})
+
     def note_false_interruption(self, session_id: str) -> None:
         self.metrics.false_interruptions.inc()
         self.log.emit("INFO", session_id, "false_interruption",

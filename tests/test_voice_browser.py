@@ -1,0 +1,100 @@
+"""The /fastrtc page in a real browser: Debian's headless Chromium, its microphone a
+WAV of the project's TTS saying "hello", calls `turnchart serve` over WebRTC on
+loopback, and both the server log and the page show one whole turn."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.browser import (
+    INSTALL_HINT,
+    chromium,
+    console_lines,
+    fake_microphone_wav,
+    missing_tools,
+    save_screenshot,
+    text_of,
+)
+from tests.support.webrtc_client import ServerProcess
+
+TURN = ["IDLE→LISTENING (client_connected)", "LISTENING→THINKING (stt_final)",
+        "THINKING→SPEAKING (response_ready)", "SPEAKING→LISTENING (playback_done)"]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    missing = missing_tools()
+    if missing:  # a failure, not a skip: the suite must not pass without this test
+        pytest.fail("the browser test needs " + ", ".join(missing) + "; " + INSTALL_HINT)
+    process = ServerProcess(tmp_path)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def test_the_fastrtc_page_holds_a_turn_in_chromium(server: ServerProcess,
+                                                   tmp_path: Path) -> None:
+    wav = fake_microphone_wav(tmp_path / "microphone.wav", "hello")
+    with chromium(wav, tmp_path) as browser:
+
+        def explain() -> str:  # what to look at when an assertion fails
+            save_screenshot(browser, tmp_path / "fastrtc_page_failed.png")
+            return (f"\npage: state={text_of(browser, 'state')!r} "
+                    f"conn={text_of(browser, 'conn')!r} error={text_of(browser, 'error')!r}"
+                    f"\ntransitions: {server.transitions(session)}"
+                    "\nconsole:\n" + "\n".join(console_lines(browser)[-20:]) +
+                    "\nserver log tail:\n" + server.log_path.read_text()[-3000:])
+
+        session = ""
+        browser.get(f"{server.base_url}/fastrtc")
+        assert text_of(browser, "state") == "—"
+        browser.find_element("id", "record").click()
+        assert wait_for(lambda: text_of(browser, "session").startswith("session fastrtc_"), 5)
+        session = text_of(browser, "session").removeprefix("session ")
+        # as rendered, so that an id copied off the screen works in /sessions/{id}
+        assert browser.find_element("id", "session").text == f"session {session}"
+
+        assert wait_for(lambda: server.transitions(session)[:1] == TURN[:1], 15), explain()
+        assert wait_for(lambda: text_of(browser, "conn") == "connection: connected", 10), \
+            explain()
+        assert wait_for(lambda: len(server.transitions(session)) >= 4, 30), explain()
+        assert server.transitions(session)[:4] == TURN, explain()
+        # The page follows the same session through its event stream.
+        assert wait_for(lambda: text_of(browser, "answer") != "" and
+                        text_of(browser, "state") == "LISTENING", 5), explain()
+        assert text_of(browser, "transcript") == "hello", explain()
+        assert text_of(browser, "contract") == "🎤 open · 🔈 stopped", explain()
+        assert text_of(browser, "error") == "", explain()
+        assert "state_transition" in text_of(browser, "log"), explain()
+        assert browser.find_element("id", "record").text == "Stop"
+        shots = save_screenshot(browser, tmp_path / "fastrtc_page.png")
+        assert all(p.stat().st_size > 10_000 for p in shots)
+
+        browser.find_element("id", "record").click()  # hang up
+        assert wait_for(lambda: "LISTENING→IDLE (client_disconnected)"
+                        in server.transitions(session), 10), explain()
+        assert text_of(browser, "record") == "Record"
+
+    records = [r for r in server.records() if r["session_id"] == session]
+    assert [r for r in server.records() if r["level"] == "ERROR"] == []
+    # Exceptions that escape into FastRTC are printed raw, not as JSON ERROR records.
+    assert "Traceback" not in server.log_path.read_text(), server.log_path.read_text()[-3000:]
+    finals = [r["data"]["payload"]["text"] for r in records
+              if r["event_type"] == "event_received" and r["data"]["event"] == "stt_final"]
+    assert finals[:1] == ["hello"], finals
