@@ -104,13 +104,19 @@ class CompiledChart:
     warnings: tuple[ChartError, ...] = ()
 
     def ancestors(self, name: str) -> tuple[str, ...]:
-        """Parent first, root last."""
-        out: list[str] = []
-        parent = self.states[name].parent
-        while parent is not None:
-            out.append(parent)
-            parent = self.states[parent].parent
-        return tuple(out)
+        """Parent first, root last (precomputed: the session step asks often)."""
+        cache: dict[str, tuple[str, ...]] | None = self.__dict__.get("_ancestors_cache")
+        if cache is None:
+            cache = {}
+            for state in self.states:
+                out: list[str] = []
+                parent = self.states[state].parent
+                while parent is not None:
+                    out.append(parent)
+                    parent = self.states[parent].parent
+                cache[state] = tuple(out)
+            object.__setattr__(self, "_ancestors_cache", cache)
+        return cache[name]
 
     def configuration_of(self, leaf: str) -> tuple[str, ...]:
         """The full active configuration for a leaf: root first, leaf last."""
@@ -123,9 +129,23 @@ class CompiledChart:
         return info.name
 
     def rows_from(self, leaf: str) -> tuple[TransitionRow, ...]:
-        """Transitions available in a leaf: its own first, then each ancestor's."""
-        owners = (leaf, *self.ancestors(leaf))
-        return tuple(r for owner in owners for r in self._by_source.get(owner, ()))
+        """Transitions available in a leaf: its own first, then each ancestor's (cached)."""
+        cache: dict[str, tuple[TransitionRow, ...]] = self.__dict__.setdefault("_rows_cache", {})
+        rows = cache.get(leaf)
+        if rows is None:
+            owners = (leaf, *self.ancestors(leaf))
+            rows = tuple(r for owner in owners for r in self._by_source.get(owner, ()))
+            cache[leaf] = rows
+        return rows
+
+    def handles(self, leaf: str, event: str) -> bool:
+        """Whether any transition for `event` exists in `leaf` or an ancestor (cached)."""
+        cache: dict[str, frozenset[str]] = self.__dict__.setdefault("_events_cache", {})
+        events = cache.get(leaf)
+        if events is None:
+            events = frozenset(r.event for r in self.rows_from(leaf))
+            cache[leaf] = events
+        return event in events
 
     def valid_events(self, leaf: str) -> list[str]:
         return sorted({r.event for r in self.rows_from(leaf)})

@@ -58,8 +58,18 @@ class FanOutSink:
             sink.write(record)
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def iso_utc(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    """`2026-11-22T10:00:00.123Z`; the date-time part is formatted once per second
+    (a log line is built several times per step, on the hot path)."""
+    global _second_cache
+    second = int(wall)
+    if second != _second_cache[0]:
+        _second_cache = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    millis = int((wall - second) * 1000)
+    return f"{_second_cache[1]}.{millis:03d}Z"
 
 
 class EventLog:

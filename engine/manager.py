@@ -26,7 +26,7 @@ NO_SESSION = "-"
 class SessionManager:
     def __init__(self, chart: CompiledChart, registry: Registry, ports: Ports, clock: Clock,
                  log: EventLog, store: SnapshotStore | None = None, *,
-                 cancel_timeout_s: float = 2.0) -> None:
+                 cancel_timeout_s: float = 2.0, effect_timeout_s: float = 5.0) -> None:
         self.chart = chart
         self.registry = registry
         self.ports = ports
@@ -34,6 +34,7 @@ class SessionManager:
         self.log = log
         self.store = store
         self.cancel_timeout_s = cancel_timeout_s
+        self.effect_timeout_s = effect_timeout_s
         self.sessions: dict[str, Session] = {}
         self._kernels: dict[str, Kernel] = {chart.version_hash: Kernel(chart)}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -67,7 +68,8 @@ class SessionManager:
         kernel = self._kernels.setdefault(chart.version_hash, Kernel(chart))
         session = Session(session_id, chart, kernel, self.registry, self.ports, self.clock,
                           self.log, self.store, snapshot=snapshot,
-                          cancel_timeout_s=self.cancel_timeout_s)
+                          cancel_timeout_s=self.cancel_timeout_s,
+                          effect_timeout_s=self.effect_timeout_s)
         self.sessions[session_id] = session
         self._tasks[session_id] = self._tg.create_task(self._run(session),
                                                        name=f"session:{session_id}")

@@ -242,7 +242,7 @@ class Session:
             await self._ack(env)
             return
         leaf = self.state
-        if not any(r.event == name for r in self.chart.rows_from(leaf)):
+        if not self.chart.handles(leaf, name):
             level = _UNHANDLED_LEVEL[self.chart.events[name].unhandled]
             self._reject(level, name, "no_transition")
             await self._ack(env)
@@ -350,20 +350,46 @@ class Session:
     # ------------------------------------------------------ effects & contract
     async def _run_effects(self, names: tuple[str, ...], state: str, event: str,
                            payload: Mapping[str, Any]) -> None:
-        for name in names:
-            fn = self.registry.effect_fn(name)
-            ctx = EffectContext(self.id, state, event, payload, self.ports, self.clock,
-                                self._log, self._since_event_ms)
+        """Run effects in order. One deadline per effect, armed once per list (a
+        timer per effect is measurable on the step's hot path): when it fires, the
+        effect that hung is logged as failed and the rest run under a fresh one."""
+        index = 0
+        while index < len(names):
             try:
-                async with asyncio.timeout(self.effect_timeout_s):
-                    await fn(ctx)
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self._log("ERROR", "effect_failed", f"💥 effect {name} failed in {state}: {error}",
-                          {"effect": name, "state": state, "error": error})
-            else:
-                self._log("DEBUG", "effect_done", f"✅ {name} in {state}",
-                          {"effect": name, "state": state, "error": None})
+                async with asyncio.timeout(None) as deadline:
+                    while index < len(names):
+                        name = names[index]
+                        deadline.reschedule(asyncio.get_running_loop().time()
+                                            + self.effect_timeout_s)
+                        self._run_effect_outcome(name, state, await self._call_effect(
+                            name, state, event, payload))
+                        index += 1
+            except TimeoutError:
+                self._run_effect_outcome(names[index], state,
+                                         f"TimeoutError: did not finish within "
+                                         f"{self.effect_timeout_s}s")
+                index += 1
+
+    async def _call_effect(self, name: str, state: str, event: str,
+                           payload: Mapping[str, Any]) -> str | None:
+        """Await one effect; return its error text, or None when it succeeded."""
+        ctx = EffectContext(self.id, state, event, payload, self.ports, self.clock,
+                            self._log, self._since_event_ms)
+        try:
+            await self.registry.effect_fn(name)(ctx)
+        except (asyncio.CancelledError, TimeoutError):
+            raise
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None
+
+    def _run_effect_outcome(self, name: str, state: str, error: str | None) -> None:
+        if error is not None:
+            self._log("ERROR", "effect_failed", f"💥 effect {name} failed in {state}: {error}",
+                      {"effect": name, "state": state, "error": error})
+        else:
+            self._log("DEBUG", "effect_done", f"✅ {name} in {state}",
+                      {"effect": name, "state": state, "error": None})
 
     def _apply_contract(self) -> None:
         info = self.chart.states[self.state]
@@ -476,7 +502,11 @@ class Session:
         for o in owned:
             o.reason.append(reason)
             o.task.cancel()
-        _, pending = await asyncio.wait([o.task for o in owned], timeout=self.cancel_timeout_s)
+        await asyncio.sleep(0)  # most activities end in the loop iteration that cancels them
+        pending = [o.task for o in owned if not o.task.done()]
+        if pending:
+            _, pending_set = await asyncio.wait(pending, timeout=self.cancel_timeout_s)
+            pending = list(pending_set)
         for task in pending:
             self._log("ERROR", "activity_failed", f"💥 {task.get_name()} ignored cancellation",
                       {"activity": task.get_name(), "state": self.state,
