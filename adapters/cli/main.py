@@ -110,6 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.server.host = args.host
     if args.port:
         settings.server.port = args.port
+    if args.redis:
+        settings.bus = args.redis
     return serve(settings)
 
 
@@ -158,6 +160,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from adapters.cli.worker import run_live_worker
+    from adapters.config import ConfigError, apply_env, load_settings
+    config = args.config
+    if config is None and Path("config.yaml").is_file():
+        config = "config.yaml"
+    try:
+        settings = apply_env(load_settings(config), dict(os.environ))
+    except ConfigError as exc:
+        print(f"turnchart: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    url = args.redis or (settings.bus if settings.bus.startswith("redis") else None)
+    if not url:
+        print("turnchart: worker needs --redis URL (or bus: redis://… in config.yaml)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    chart = args.chart or (settings.charts[0] if settings.charts else None)
+    return asyncio.run(run_live_worker(url, settings, chart_path=str(chart),
+                                       worker_id=args.worker_id, lease_ms=args.lease_ms,
+                                       headless=args.headless))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="turnchart", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,7 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--config", metavar="PATH",
                    help="config.yaml (default: ./config.yaml if present)")
+    p.add_argument("--redis", metavar="URL",
+                   help="run sessions on Redis workers (turnchart worker) instead of in-process")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="own and run sessions from Redis (no audio, no HTTP)")
+    p.add_argument("--redis", metavar="URL", help="redis://host:port/db (or bus: in config)")
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--chart", metavar="PATH", help="default: the config's first chart")
+    p.add_argument("--worker-id")
+    p.add_argument("--lease-ms", type=int, default=5000)
+    p.add_argument("--headless", action="store_true",
+                   help="fake responder and speech (no models): load tests")
+    p.set_defaults(func=cmd_worker)
     return parser
 
 

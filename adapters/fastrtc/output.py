@@ -60,6 +60,15 @@ class OutputStream:
             self._space.clear()
             await self._space.wait()
 
+    def push(self, chunk: AudioChunk, *, filler: bool = False) -> None:
+        """Queue without waiting (the remote worker paces what it sends)."""
+        pcm = np.frombuffer(chunk.data, dtype=np.int16)
+        self._pending = np.concatenate([self._pending, pcm])
+        while len(self._pending) >= self.frame_samples:
+            self.frames.append(Frame(self._pending[: self.frame_samples].copy(), filler))
+            self._pending = self._pending[self.frame_samples:]
+        self._wake.set()
+
     def flush(self, *, filler: bool = False) -> None:
         """Pad and queue what is left of a partial frame (end of an utterance)."""
         if len(self._pending):

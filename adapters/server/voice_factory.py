@@ -30,13 +30,25 @@ def shared_models(settings: Settings) -> SpeechModels:
     return _models
 
 
+def filler_clip(models: SpeechModels) -> AudioChunk:
+    """The "hmm" played while an answer is slow, synthesised once at start-up."""
+    rate, pcm = models.tts.synthesize_all(FILLER_TEXT)
+    return AudioChunk(pcm.tobytes(), len(pcm) / rate * 1000.0)
+
+
 def build_voice(settings: Settings, chart: CompiledChart, registry: Registry, event_log: EventLog,
                 metrics: Metrics) -> VoiceService:
     models = shared_models(settings)
     responder = build_responder(settings.responder,
                                 on_problem=lambda problem: log.error("%s", problem))
-    rate, pcm = models.tts.synthesize_all(FILLER_TEXT)
-    filler = AudioChunk(pcm.tobytes(), len(pcm) / rate * 1000.0)
+    filler = filler_clip(models)
+    if settings.bus.startswith(("redis://", "rediss://", "unix://")):
+        from adapters.server.remote_voice import RemoteVoiceService
+        return RemoteVoiceService(chart, registry, event_log, metrics, stt=models.stt,
+                                  detector_factory=models.detector, speech=models.tts,
+                                  responder=responder, filler=filler,
+                                  false_interruption_ms=settings.voice.false_interruption_ms,
+                                  output_rate=settings.voice.output_rate, redis_url=settings.bus)
     return VoiceService(chart, registry, event_log, metrics, stt=models.stt,
                         detector_factory=models.detector, speech=models.tts,
                         responder=responder, filler=filler,

@@ -1,0 +1,56 @@
+"""`turnchart worker --redis URL`: a worker that runs live-voice sessions.
+
+It owns sessions through Redis leases (adapters/redis/worker.py) and gives
+them real behaviour: the configured responder, espeak-ng for the answers,
+and the output link that sends contracts and audio back to whichever
+`turnchart serve --redis` front-end holds the caller. `--headless` uses the
+engine's fake ports instead (no speech models: load tests, CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from adapters.config import Settings
+from adapters.redis.output_link import ContractPublisher, RedisOutputLink
+from adapters.redis.run import run_worker
+from adapters.responder.settings import build_responder
+from engine.clock import RealClock
+from engine.logs import EventLog, FanOutSink, JsonLinesSink
+from engine.ports import Ports
+
+
+async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str | Path,
+                          worker_id: str | None = None, lease_ms: int = 5000,
+                          headless: bool = False) -> int:
+    if headless:
+        return await run_worker(redis_url, chart_path, worker_id=worker_id, lease_ms=lease_ms,
+                                log_level=settings.log.level)
+    from adapters.server.voice_factory import FILLER_TEXT
+    from adapters.speech.tts import EspeakTTS
+    from engine.ports import AudioChunk
+    tts = EspeakTTS(voice=settings.speech.tts_voice, wpm=settings.speech.tts_wpm,
+                    output_rate=settings.voice.output_rate)   # workers speak; they never listen
+    rate, pcm = tts.synthesize_all(FILLER_TEXT)
+    out = Redis.from_url(redis_url)          # bytes: audio stays binary
+    link = RedisOutputLink(out, filler_clip=AudioChunk(pcm.tobytes(), len(pcm) / rate * 1000))
+    publisher = ContractPublisher(out)
+    log = EventLog(FanOutSink(JsonLinesSink(sys.stdout), publisher), RealClock(),
+                   level=settings.log.level)
+    ports = Ports(playback=link, filler=link, responder=build_responder(settings.responder),
+                  speech=tts)
+    async with asyncio.TaskGroup() as tg:
+        publishing = tg.create_task(publisher.run(), name="contract-publisher")
+        try:
+            code = await run_worker(redis_url, chart_path, worker_id=worker_id,
+                                    lease_ms=lease_ms, ports=ports, log=log)
+        finally:
+            publishing.cancel()
+    with contextlib.suppress(Exception):
+        await out.aclose()
+    return code

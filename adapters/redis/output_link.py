@@ -1,0 +1,165 @@
+"""The way back from a worker to the audio front-end that holds the caller.
+
+With Redis, sessions run on workers but the caller's audio connection lives
+on a front-end (`turnchart serve --redis`). The worker's `Playback` and
+`Filler` ports and its contract changes become ops on one more per-session
+stream, `voice:out:session:{<id>}` (same hash tag as the session's other
+keys); the front-end follows the streams of the sessions it holds with one
+`XREAD` loop and applies them to the connection:
+
+| op | fields | front-end does |
+|---|---|---|
+| `contract` | `state`, `microphone`, `playback` | routes audio frames by it |
+| `start` | — | nothing (the answer begins) |
+| `audio` | `pcm` (bytes), `ms` | queues the frames |
+| `clear` | — | drops everything queued |
+| `filler` / `filler_cancel` | `pcm`, `ms` / — | plays / drops the filler clip |
+
+Audio is raw int16 PCM at the front-end's output rate (24 kHz: 48 KB/s while
+speaking). `drain` on the worker waits for the audio's real-time length,
+since the worker cannot hear the caller's speaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from adapters.redis.keys import Keys
+from engine.logs import Record
+from engine.ports import AudioChunk
+
+OUT_MAXLEN = 2_000
+
+
+def output_key(keys: Keys, session_id: str) -> str:
+    return f"{keys.prefix}:out:session:{{{session_id}}}"
+
+
+class RedisOutputLink:
+    """Worker side: the `Playback` and `Filler` ports, as ops on the output stream."""
+
+    def __init__(self, redis: Redis, keys: Keys | None = None,
+                 filler_clip: AudioChunk | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self.filler_clip = filler_clip
+        self._playout_end: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _op(self, session_id: str, op: str, **fields: bytes | str) -> None:
+        entry: dict[Any, Any] = {"op": op, **fields}
+        await self.redis.xadd(output_key(self.keys, session_id), entry,
+                              maxlen=OUT_MAXLEN, approximate=True)
+
+    # Playback
+    async def start(self, session_id: str) -> None:
+        self._playout_end[session_id] = time.monotonic()
+        await self._op(session_id, "start")
+
+    async def write(self, session_id: str, chunk: AudioChunk) -> None:
+        now = time.monotonic()
+        end = max(self._playout_end.get(session_id, now), now) + chunk.duration_ms / 1000.0
+        self._playout_end[session_id] = end
+        await self._op(session_id, "audio", pcm=chunk.data, ms=str(chunk.duration_ms))
+        ahead = end - time.monotonic() - 0.5   # stay at most half a second ahead
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+    async def drain(self, session_id: str) -> None:
+        remaining = self._playout_end.get(session_id, 0.0) - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    async def clear(self, session_id: str) -> int:
+        self._playout_end.pop(session_id, None)
+        await self._op(session_id, "clear")
+        return 0
+
+    # Filler
+    async def play(self, session_id: str) -> None:
+        if self.filler_clip is not None:
+            await self._op(session_id, "filler", pcm=self.filler_clip.data,
+                           ms=str(self.filler_clip.duration_ms))
+
+    async def cancel(self, session_id: str) -> None:
+        await self._op(session_id, "filler_cancel")
+
+
+class ContractPublisher:
+    """A log sink for the worker: every `contract_applied` line becomes a `contract` op.
+
+    Published in the order the log lines are written (one task, FIFO queue)."""
+
+    def __init__(self, redis: Redis, keys: Keys | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self.queue: asyncio.Queue[tuple[str, dict[Any, Any]]] = asyncio.Queue()
+
+    def write(self, record: Record) -> None:
+        if record["event_type"] != "contract_applied":
+            return
+        data = record["data"]
+        self.queue.put_nowait((record["session_id"], {
+            "op": "contract", "state": str(data.get("state", "")),
+            "microphone": str(data.get("microphone", "closed")),
+            "playback": str(data.get("playback", "stopped"))}))
+
+    async def run(self) -> None:
+        while True:
+            session_id, fields = await self.queue.get()
+            with contextlib.suppress(Exception):  # the worker's own logs report Redis trouble
+                await self.redis.xadd(output_key(self.keys, session_id), fields,
+                                      maxlen=OUT_MAXLEN, approximate=True)
+
+
+OpHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class OutputFollower:
+    """Front-end side: one XREAD loop over the output streams of the sessions held here."""
+
+    def __init__(self, redis: Redis, on_op: OpHandler, keys: Keys | None = None,
+                 block_ms: int = 200) -> None:
+        self.redis = redis
+        self.on_op = on_op
+        self.keys = keys or Keys()
+        self.block_ms = block_ms
+        self.positions: dict[str, str] = {}
+        self._changed = asyncio.Event()
+
+    def follow(self, session_id: str) -> None:
+        self.positions.setdefault(output_key(self.keys, session_id), "0-0")
+        self._changed.set()
+
+    def unfollow(self, session_id: str) -> None:
+        self.positions.pop(output_key(self.keys, session_id), None)
+
+    async def run(self) -> None:
+        while True:
+            if not self.positions:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            try:
+                reply: Any = await self.redis.xread(dict(self.positions),  # type: ignore[arg-type]
+                                                    block=self.block_ms, count=200)
+            except Exception:
+                await asyncio.sleep(0.2)  # reconnects through the client's retry policy
+                continue
+            for key, entries in reply or []:
+                key = key.decode() if isinstance(key, bytes) else key
+                if key not in self.positions:
+                    continue
+                session_id = self.keys.session_of(key)
+                for entry_id, fields in entries:
+                    self.positions[key] = entry_id.decode() if isinstance(entry_id, bytes) \
+                        else entry_id
+                    decoded = {(k.decode() if isinstance(k, bytes) else k): v
+                               for k, v in fields.items()}
+                    await self.on_op(session_id, decoded)

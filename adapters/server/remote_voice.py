@@ -1,0 +1,140 @@
+"""Live voice when sessions run on Redis workers (`turnchart serve --redis URL`).
+
+This front-end holds the callers' audio connections; the sessions themselves
+run on `turnchart worker` processes. Events go out on the session streams
+(`RedisEventBus`); contracts and answer audio come back on the output streams
+(`OutputFollower`, see adapters/redis/output_link.py). A worker that dies
+mid-turn is replaced by another that resumes the session from its snapshot;
+the caller's connection stays here and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from redis.asyncio import Redis
+
+from adapters.fastrtc.handler import TurnStreamHandler
+from adapters.redis.bus import RedisEventBus
+from adapters.redis.output_link import OutputFollower
+from adapters.server.voice import VoiceService
+from engine.events import VoiceEvent
+from engine.ports import AudioChunk
+
+_CLOSED: Mapping[str, str] = MappingProxyType({"microphone": "closed", "playback": "stopped"})
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RemoteVoiceService(VoiceService):
+    """`VoiceService` whose sessions live on Redis workers."""
+
+    def __init__(self, *args: Any, redis_url: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.redis_url = redis_url
+        self.bus = RedisEventBus.from_url(redis_url, self.log)
+        self.out_redis: Redis = Redis.from_url(redis_url)   # bytes: audio stays binary
+        self.follower = OutputFollower(self.out_redis, self._on_op)
+        self.contracts: dict[str, Mapping[str, str]] = {}
+        self.muted: set[str] = set()   # barge-in decided here; drop audio until the clear
+        self._outbox: asyncio.Queue[VoiceEvent] = asyncio.Queue()
+        self._tg: asyncio.TaskGroup | None = None
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._loops = [self._tg.create_task(self.follower.run(), name="redis-output-follower"),
+                       self._tg.create_task(self._publisher(), name="redis-publisher")]
+
+    async def stop(self) -> None:
+        for connection_id in list(self.handlers):
+            await self.disconnect(connection_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._outbox.join(), 5.0)
+        if self._tg is not None:
+            for task in self._loops:
+                task.cancel()
+            await self._tg.__aexit__(None, None, None)
+            self._tg, self._loops = None, []
+        await self.bus.aclose()
+        await self.out_redis.aclose()
+
+    async def _publisher(self) -> None:
+        """One task publishes in order; a Redis outage is retried by the client."""
+        while True:
+            event = await self._outbox.get()
+            try:
+                await self.bus.publish(event)
+            except Exception as exc:
+                self.report_error(event.session_id, "publish", exc)
+            finally:
+                self._outbox.task_done()
+
+    # connections -------------------------------------------------------------------
+    async def connect(self, connection_id: str, handler: TurnStreamHandler) -> str:
+        session_id = connection_id
+        self.handlers[connection_id] = handler
+        self.router.attach(session_id, handler.output)
+        self.follower.follow(session_id)
+        self.connections.register(connection_id, session_id)
+        self.post(session_id, "client_connected", {})
+        return session_id
+
+    async def disconnect(self, connection_id: str) -> None:
+        handler = self.handlers.pop(connection_id, None)
+        session_id = handler.session_id if handler else None
+        if session_id is not None:
+            self.post(session_id, "client_disconnected", {})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), 5.0)
+            await self.bus.end_session(session_id)
+            self.follower.unfollow(session_id)
+            self.router.detach(session_id)
+            self.contracts.pop(session_id, None)
+        self.connections.unregister(connection_id)
+
+    # events ------------------------------------------------------------------------
+    def contract(self, session_id: str) -> Mapping[str, str]:
+        return self.contracts.get(session_id, _CLOSED)
+
+    def post(self, session_id: str, event_type: str, payload: dict[str, Any],
+             *, ack: Any = None, source: str = "fastrtc") -> bool:
+        if session_id not in self.router.streams:
+            return False
+        self._outbox.put_nowait(VoiceEvent.model_construct(
+            event_type=event_type, session_id=session_id, source=source, timestamp=time.time(),
+            correlation_id=None, payload=payload, metadata={}))
+        return True
+
+    def record_barge_in(self, session_id: str, decided_at: float, dropped: int) -> None:
+        self.muted.add(session_id)
+        super().record_barge_in(session_id, decided_at, dropped)
+
+    async def _on_op(self, session_id: str, fields: dict[str, Any]) -> None:
+        op = _text(fields.get("op", b""))
+        stream = self.router.streams.get(session_id)
+        if op == "contract":
+            self.contracts[session_id] = MappingProxyType({
+                "microphone": _text(fields.get("microphone", "closed")),
+                "playback": _text(fields.get("playback", "stopped"))})
+        elif stream is None:
+            return
+        elif op == "audio" and session_id not in self.muted:
+            stream.push(AudioChunk(bytes(fields.get("pcm", b"")), float(_text(fields["ms"]))))
+        elif op == "clear":
+            self.muted.discard(session_id)
+            stream.clear()
+        elif op == "filler":
+            stream.push(AudioChunk(bytes(fields.get("pcm", b"")), float(_text(fields["ms"]))),
+                        filler=True)
+            stream.flush(filler=True)
+        elif op == "filler_cancel":
+            stream.clear(filler_only=True)
