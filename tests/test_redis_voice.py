@@ -99,8 +99,8 @@ def remote_factory(url: str, script: list[str]) -> Any:
 
 def send_audio(ws: Any, pcm: np.ndarray[Any, Any]) -> None:
     for i in range(0, len(pcm), 320):
-        ws.send_json({"event": "media",
-                      "media": {"payload": base64.b64encode(mulaw_encode(pcm[i:i + 320])).decode()}})
+        payload = base64.b64encode(mulaw_encode(pcm[i:i + 320])).decode()
+        ws.send_json({"event": "media", "media": {"payload": payload}})
 
 
 def wait_for(predicate: Any, timeout: float) -> bool:

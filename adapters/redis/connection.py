@@ -1,0 +1,99 @@
+"""Clients with an injected, logging retry policy (redis-py habits: `from_url`,
+`async with`, `Retry(ExponentialBackoff(), N)`).
+
+Every connection error that redis-py retries is one `redis_retry` log line;
+what is still failing after N retries reaches the caller, and the worker's
+own loops back off and try again (they never give up while running).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import AbstractBackoff, ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.logs import EventLog
+
+NO_SESSION = "-"
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,
+                                                  ConnectionError, OSError)
+RetryLog = Callable[[Exception, int], None]
+
+
+class LoggingRetry(Retry):
+    """redis-py's `Retry` that reports each retried failure before backing off."""
+
+    def __init__(self, backoff: AbstractBackoff, retries: int, *,
+                 on_retry: RetryLog | None = None,
+                 supported_errors: tuple[type[Exception], ...] = (RedisConnectionError,
+                                                                  RedisTimeoutError)) -> None:
+        super().__init__(backoff, retries, supported_errors)  # type: ignore[arg-type]
+        self.on_retry = on_retry
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LoggingRetry:
+        # redis-py deep-copies the policy into every connection; the log callback
+        # (a sink holding stdout) is shared, not copied.
+        return LoggingRetry(copy.deepcopy(self._backoff, memo), self._retries,
+                            on_retry=self.on_retry, supported_errors=self._supported_errors)
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[Any]], fail: Callable[..., Any],
+                              *args: Any, **kwargs: Any) -> Any:
+        attempts = 0
+
+        async def logged(error: Exception, *rest: Any) -> None:
+            nonlocal attempts
+            attempts += 1
+            if self.on_retry is not None:
+                self.on_retry(error, attempts)
+            result = fail(error, *rest)
+            if isinstance(result, Awaitable):
+                await result
+
+        return await super().call_with_retry(do, logged, *args, **kwargs)
+
+
+def retry_logger(log: EventLog, retries: int, what: str) -> RetryLog:
+    def on_retry(error: Exception, attempt: int) -> None:
+        final = retries >= 0 and attempt > retries
+        log.emit("WARNING", NO_SESSION, "redis_retry",
+                 f"🔁 redis {what}: {type(error).__name__}: {error} "
+                 f"({'giving up' if final else f'retry {attempt}/{retries}'})",
+                 {"client": what, "attempt": attempt, "retries": retries,
+                  "error": f"{type(error).__name__}: {error}", "gave_up": final})
+    return on_retry
+
+
+def make_retry(log: EventLog, retries: int = 6, what: str = "commands",
+               backoff: AbstractBackoff | None = None) -> LoggingRetry:
+    """`Retry(ExponentialBackoff(), retries)` that logs each retry as `redis_retry`."""
+    return LoggingRetry(backoff or ExponentialBackoff(cap=0.512, base=0.008), retries,
+                        on_retry=retry_logger(log, retries, what))
+
+
+def connect(url: str, log: EventLog, *, retry: Retry | None = None, what: str = "commands",
+            retries: int = 6, **kwargs: Any) -> Redis:
+    """A client from a URL with the logging retry policy; use it as `async with`."""
+    policy = retry if retry is not None else make_retry(log, retries, what)
+    client: Redis = Redis.from_url(url, decode_responses=True, retry=policy,
+                                   socket_keepalive=True, **kwargs)
+    return client
+
+
+async def command(redis: Redis, *args: Any) -> Any:
+    """`redis.execute_command` with a signature (redis-py leaves it untyped)."""
+    return await redis.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def raw_reply(response: Any, **options: Any) -> Any:
+    """A response callback that keeps the server's reply as it is."""
+    return response
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

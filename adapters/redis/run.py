@@ -1,0 +1,116 @@
+"""A headless worker process: `run_worker(redis_url, chart_path, …)`.
+
+The lead wires it as `turnchart worker --redis URL`; until then
+`python -m adapters.redis --redis URL [--chart PATH]` runs the same.
+
+Headless means no audio and no HTTP: the chart's activities run against the
+engine's fake ports (engine.fakes, on a RealClock: the responder answers
+after `respond_ms` with a fixed text, speech is silent chunks). A deployment
+that wants real answers from workers passes its own `Ports`.
+
+Start-up ends with `gc.collect(); gc.freeze()` (DESIGN.md, traps): what was
+built while starting (the chart, the registry, redis-py, pydantic models) is
+never scanned again, which keeps collector pauses, and p99, small.
+
+Test hook: `TURNCHART_REDIS_PAUSE=POINT:N` (POINT is `received` or
+`before_ack`) makes the worker stop dead at the N-th time it reaches POINT,
+after logging `test_paused`; tests SIGKILL it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from adapters.redis.worker import RedisWorker
+from engine.behaviours import default_registry
+from engine.chart import load_chart
+from engine.clock import RealClock
+from engine.fakes import FakeSettings, fake_ports
+from engine.logs import EventLog, JsonLinesSink
+from engine.ports import Ports
+from engine.registry import Registry
+
+DEFAULT_CHART = Path(__file__).resolve().parents[2] / "charts" / "voice_turn.yaml"
+PAUSE_ENV = "TURNCHART_REDIS_PAUSE"
+
+
+class PauseAt:
+    """Stops forever at the N-th arrival at one hook point (see module doc)."""
+
+    def __init__(self, point: str, nth: int, log: EventLog) -> None:
+        self.point, self.nth, self.log = point, nth, log
+        self.seen = 0
+
+    @classmethod
+    def from_env(cls, log: EventLog, value: str | None = None) -> PauseAt | None:
+        value = os.environ.get(PAUSE_ENV) if value is None else value
+        if not value:
+            return None
+        point, _, nth = value.partition(":")
+        return cls(point, int(nth or 1), log)
+
+    async def at(self, point: str, session_id: str, entry_id: str) -> None:
+        if point != self.point:
+            return
+        self.seen += 1
+        if self.seen == self.nth:
+            self.log.emit("WARNING", session_id, "test_paused",
+                          f"⏸️ paused at {point} for entry {entry_id} (test hook)",
+                          {"point": point, "entry_id": entry_id})
+            await asyncio.Event().wait()
+
+
+async def run_worker(redis_url: str, chart_path: str | Path = DEFAULT_CHART, *,
+                     worker_id: str | None = None, lease_ms: int = 5000,
+                     registry: Registry | None = None, ports: Ports | None = None,
+                     log: EventLog | None = None, log_level: str = "INFO",
+                     freeze_gc: bool = True, install_signals: bool = True,
+                     respond_ms: float = 300.0, speak_ms: float = 1200.0) -> int:
+    """Run a worker until SIGTERM/SIGINT; then hand its sessions back. Returns an exit code."""
+    registry = registry or default_registry()
+    chart = load_chart(chart_path, registry)
+    clock = RealClock()
+    log = log or EventLog(JsonLinesSink(sys.stdout), clock, level=log_level)
+    ports = ports or fake_ports(clock, FakeSettings(respond_ms=respond_ms, speak_ms=speak_ms))
+    worker = RedisWorker(redis_url, chart, registry, ports, log, worker_id=worker_id,
+                         lease_ms=lease_ms, clock=clock, hooks=PauseAt.from_env(log))
+    loop = asyncio.get_running_loop()
+    async with worker:
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, worker.request_stop)
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
+        await worker.stopped()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="turnchart worker",
+                                     description="a headless worker that owns sessions on Redis")
+    parser.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    parser.add_argument("--chart", default=str(DEFAULT_CHART), metavar="PATH")
+    parser.add_argument("--worker-id", default=None)
+    parser.add_argument("--lease-ms", type=int, default=5000)
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--respond-ms", type=float, default=300.0)
+    parser.add_argument("--speak-ms", type=float, default=1200.0)
+    args = parser.parse_args(argv)
+    return asyncio.run(run_worker(args.redis, args.chart, worker_id=args.worker_id,
+                                  lease_ms=args.lease_ms, log_level=args.log_level,
+                                  respond_ms=args.respond_ms, speak_ms=args.speak_ms))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
