@@ -129,6 +129,8 @@ def test_killing_the_owning_worker_mid_answer_loses_nothing(redis_url: str,
     try:
         with TestClient(app) as client, client.websocket_connect("/websocket/offer") as ws:
             ws.send_json({"event": "start", "websocket_id": session})
+            health = client.get("/health").json()
+            assert health["redis"] == "ok" and session in health["streams"]
             assert wait_for(lambda: owner(workers, session) is not None, 20), "no worker adopted"
             first = owner(workers, session)
             assert first is not None

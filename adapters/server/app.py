@@ -70,12 +70,14 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
 
     async def health(request: Request) -> JSONResponse:
         charts = {e.name: ("ok" if not e.errors else "errors") for e in catalog.entries.values()}
-        ok = bool(catalog.charts())
+        extra = await voice.service.health() if voice.service is not None else {}
+        ok = bool(catalog.charts()) and not str(extra.get("redis", "ok")).startswith("unreachable")
         return JSONResponse({"status": "ok" if ok else "degraded", "charts": charts,
                              "bus": settings.bus,
                              "voice": "running" if voice.service is not None else "off",
                              "sessions": len(voice.service.manager.sessions)
-                             if voice.service else 0}, status_code=200 if ok else 503)
+                             if voice.service else 0, **extra},
+                            status_code=200 if ok else 503)
 
     async def charts_index(request: Request) -> Response:
         entries = list(catalog.entries.values())

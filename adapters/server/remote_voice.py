@@ -67,6 +67,19 @@ class RemoteVoiceService(VoiceService):
         await self.bus.aclose()
         await self.out_redis.aclose()
 
+    async def health(self) -> dict[str, Any]:
+        """Redis reachability and, per session held here, its stream's lag."""
+        try:
+            await asyncio.wait_for(self.out_redis.ping(), 2.0)
+        except Exception as exc:
+            return {"redis": f"unreachable: {type(exc).__name__}: {exc}"}
+        streams = {}
+        for session_id in list(self.router.streams)[:50]:
+            with contextlib.suppress(Exception):
+                stats = await self.bus.stream_stats(session_id)
+                streams[session_id] = {"pending": stats.get("pending"), "lag": stats.get("lag")}
+        return {"redis": "ok", "streams": streams}
+
     async def _publisher(self) -> None:
         """One task publishes in order; a Redis outage is retried by the client."""
         while True:

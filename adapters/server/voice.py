@@ -80,6 +80,10 @@ class VoiceService:
         await self.manager.__aexit__(None, None, None)
         self._started = False
 
+    async def health(self) -> dict[str, Any]:
+        """Extra `/health` fields; empty when there is nothing beyond this process."""
+        return {}
+
     def new_handler(self) -> TurnStreamHandler:
         return TurnStreamHandler(self, output_rate=self.output_rate)
 
