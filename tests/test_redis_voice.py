@@ -171,3 +171,14 @@ def test_killing_the_owning_worker_mid_answer_loses_nothing(redis_url: str,
     errors = [r for w in workers for r in w.records()
               if r["level"] == "ERROR" and r["session_id"] == session]
     assert errors == []
+
+
+def test_health_says_when_redis_is_unreachable() -> None:
+    from tests.support.webrtc_client import free_port
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = create_app(Settings(bus=url), voice_factory=remote_factory(url, ["hello"]),
+                     log_sink=ListSink())
+    with TestClient(app) as client:
+        response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["redis"].startswith("unreachable: ")
