@@ -6,7 +6,6 @@ mid-answer loses no event and the user's turn completes on the other one."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import subprocess
@@ -38,6 +37,8 @@ from tests.support.voice_fakes import (
     silence,
     tone,
 )
+from tests.support.waiting import wait_for
+from tests.support.webrtc_client import json_records
 
 
 class Worker:
@@ -52,15 +53,7 @@ class Worker:
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "event_type" in record:
-                out.append(record)
-        return out
+        return json_records(self.log_path)
 
     def transitions(self, session: str) -> list[str]:
         return [f"{r['data']['from']} → {r['data']['to']} ({r['data']['event']})"
@@ -103,13 +96,6 @@ def send_audio(ws: Any, pcm: np.ndarray[Any, Any]) -> None:
         ws.send_json({"event": "media", "media": {"payload": payload}})
 
 
-def wait_for(predicate: Any, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def owner(workers: list[Worker], session: str) -> Worker | None:

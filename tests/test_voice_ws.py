@@ -20,6 +20,7 @@ from adapters.config import Settings, VoiceSettings
 from adapters.server.app import create_app
 from engine.logs import ListSink
 from tests.support.voice_fakes import fake_voice_factory, mulaw_encode, silence, tone
+from tests.support.waiting import wait_for
 
 FRAME = 320  # 20 ms at 16 kHz
 
@@ -40,13 +41,6 @@ def transitions(sink: ListSink, session: str) -> list[str]:
             for r in sink.of_type("state_transition", session)]
 
 
-def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture

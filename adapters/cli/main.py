@@ -13,12 +13,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.behaviours import default_registry
 from engine.chart import load_chart
 from engine.errors import ChartErrors
 from engine.registry import Registry
+
+if TYPE_CHECKING:
+    from adapters.config import Settings
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -93,18 +96,26 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """config.yaml (`--config`, else ./config.yaml if present, else the embedded
+    defaults) with the environment overrides; None (reported) when unusable."""
     import os
 
     from adapters.config import ConfigError, apply_env, load_settings
-    from adapters.server.run import serve
     config = args.config
     if config is None and Path("config.yaml").is_file():
         config = "config.yaml"
     try:
-        settings = apply_env(load_settings(config), dict(os.environ))
+        return apply_env(load_settings(config), dict(os.environ))
     except ConfigError as exc:
         print(f"turnchart: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from adapters.server.run import serve
+    settings = _settings(args)
+    if settings is None:
         return EXIT_USAGE
     if args.host:
         settings.server.host = args.host
@@ -162,17 +173,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
-    import os
 
     from adapters.cli.worker import run_live_worker
-    from adapters.config import ConfigError, apply_env, load_settings
-    config = args.config
-    if config is None and Path("config.yaml").is_file():
-        config = "config.yaml"
-    try:
-        settings = apply_env(load_settings(config), dict(os.environ))
-    except ConfigError as exc:
-        print(f"turnchart: {exc}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return EXIT_USAGE
     url = args.redis or (settings.bus if settings.bus.startswith("redis") else None)
     if not url:

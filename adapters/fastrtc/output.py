@@ -50,12 +50,8 @@ class OutputStream:
 
     # writer side -------------------------------------------------------------
     async def write(self, chunk: AudioChunk, *, filler: bool = False) -> None:
-        pcm = np.frombuffer(chunk.data, dtype=np.int16)
-        self._pending = np.concatenate([self._pending, pcm])
-        while len(self._pending) >= self.frame_samples:
-            self.frames.append(Frame(self._pending[: self.frame_samples].copy(), filler))
-            self._pending = self._pending[self.frame_samples:]
-        self._wake.set()
+        """Queue, then wait while more than `max_ahead_ms` is queued (backpressure)."""
+        self.push(chunk, filler=filler)
         while len(self.frames) * FRAME_MS > self.max_ahead_ms:
             self._space.clear()
             await self._space.wait()

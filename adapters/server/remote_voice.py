@@ -19,7 +19,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from adapters.fastrtc.handler import TurnStreamHandler
 from adapters.redis.bus import RedisEventBus
 from adapters.redis.output_link import OutputFollower
 from adapters.server.voice import VoiceService
@@ -92,14 +91,9 @@ class RemoteVoiceService(VoiceService):
                 self._outbox.task_done()
 
     # connections -------------------------------------------------------------------
-    async def connect(self, connection_id: str, handler: TurnStreamHandler) -> str:
-        session_id = connection_id
-        self.handlers[connection_id] = handler
-        self.router.attach(session_id, handler.output)
+    async def _open(self, session_id: str) -> None:
+        """The session runs on a worker: follow its output stream from here."""
         self.follower.follow(session_id)
-        self.connections.register(connection_id, session_id)
-        self.post(session_id, "client_connected", {})
-        return session_id
 
     async def disconnect(self, connection_id: str) -> None:
         handler = self.handlers.pop(connection_id, None)

@@ -96,10 +96,14 @@ class VoiceService:
         session_id = connection_id
         self.handlers[connection_id] = handler
         self.router.attach(session_id, handler.output)
-        await self.manager.open(session_id)
+        await self._open(session_id)
         self.connections.register(connection_id, session_id)
         self.post(session_id, "client_connected", {})
         return session_id
+
+    async def _open(self, session_id: str) -> None:
+        """Where the session runs: here, in this process's SessionManager."""
+        await self.manager.open(session_id)
 
     async def disconnect(self, connection_id: str) -> None:
         handler = self.handlers.pop(connection_id, None)

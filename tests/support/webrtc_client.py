@@ -125,6 +125,19 @@ def speech48k(text: str) -> np.ndarray[Any, Any]:
     return np.concatenate([pad, up, pad]).astype(np.int16)
 
 
+def json_records(path: Path) -> list[dict[str, Any]]:
+    """The §3 log lines in a process's output file (other lines skipped)."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "event_type" in record:
+            out.append(record)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -162,15 +175,7 @@ class ServerProcess:
         raise RuntimeError("server did not start:\n" + self.log_path.read_text()[-3000:])
 
     def records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "event_type" in record:
-                out.append(record)
-        return out
+        return json_records(self.log_path)
 
     def transitions(self, session_id: str) -> list[str]:
         return [f"{r['data']['from']}→{r['data']['to']} ({r['data']['event']})"
