@@ -158,6 +158,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.suite == "compile":
         from benchmarks.compile_bench import run as run_compile
         result = run_compile()
+    elif args.suite == "redis":
+        from benchmarks.redis_bench import run as run_redis
+        result = run_redis()
     elif args.suite == "voice":
         from benchmarks.voice_bench import run as run_voice
         result = run_voice(turns=args.turns)
@@ -214,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", metavar="MODULE:FACTORY")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("bench", help="benchmarks with JSON output (compile | engine | voice)")
-    p.add_argument("suite", choices=["compile", "engine", "voice"])
+    p = sub.add_parser("bench", help="benchmarks with JSON output (compile | engine | voice | redis)")
+    p.add_argument("suite", choices=["compile", "engine", "voice", "redis"])
     p.add_argument("--turns", type=int, default=20, help="voice: turns to measure")
     p.add_argument("--events", type=int, default=3000, help="engine: events per measurement")
     p.add_argument("--sessions", type=int, default=10_000, help="engine: sessions to create")

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from adapters.redis.connection import connect
 from adapters.redis.keys import Keys
@@ -146,15 +147,13 @@ class RedisEventBus:
     async def publish(self, event: VoiceEvent) -> str:
         """XADD the event to its session's stream; return the entry id (the
         original one when this event was published before)."""
-        if event.session_id not in self._announced:
-            await self.announce(event.session_id)
-        keys, argv = self._script_args(event)
-        added, entry_id = await PUBLISH(self.redis, keys, argv)
-        self._count(added)
-        return str(entry_id)
+        [entry_id] = await self.publish_many([event])
+        return entry_id
 
     async def publish_many(self, events: Sequence[VoiceEvent]) -> list[str]:
-        """Publish in one pipeline round trip (each event still de-duplicated)."""
+        """Publish in one round trip: each event's script, then one wake-up hint
+        per session on the activity stream (after the entries, same connection,
+        so a worker woken by the hint finds the entry)."""
         new = {e.session_id for e in events} - self._announced
         if new:
             await self.announce(*new)
@@ -162,14 +161,22 @@ class RedisEventBus:
         calls = [self._script_args(e) for e in events]
         for keys, argv in calls:
             pipe.execute_command(*PUBLISH.evalsha(keys, argv))
-        results = await pipe.execute(raise_on_error=False)
-        if any(isinstance(r, Exception) for r in results):
-            from redis.exceptions import NoScriptError
-            for i, r in enumerate(results):
-                if isinstance(r, NoScriptError):
-                    results[i] = await PUBLISH(self.redis, *calls[i])
-                elif isinstance(r, Exception):
-                    raise r
+        for sid in dict.fromkeys(e.session_id for e in events):
+            pipe.execute_command("XADD", self.keys.activity, "MAXLEN", "~", 10_000, "*",
+                                 "s", sid)
+        results = (await pipe.execute(raise_on_error=False))[:len(calls)]
+        late: list[str] = []
+        for i, r in enumerate(results):
+            if isinstance(r, NoScriptError):      # Redis restarted: scripts reloaded
+                results[i] = await PUBLISH(self.redis, *calls[i])
+                late.append(events[i].session_id)
+            elif isinstance(r, Exception):
+                raise r
+        if late:                                  # the hints went before these entries
+            pipe = self.redis.pipeline(transaction=False)
+            for sid in dict.fromkeys(late):
+                pipe.xadd(self.keys.activity, {"s": sid}, maxlen=10_000, approximate=True)
+            await pipe.execute()
         ids = []
         for added, entry_id in results:
             self._count(added)
@@ -194,7 +201,10 @@ class RedisEventBus:
     async def end_session(self, session_id: str) -> str:
         """Append the end marker: the owner applies every earlier event, then
         closes the session, deletes its snapshot and lets its keys expire."""
-        entry_id = await self.redis.xadd(self.keys.stream(session_id), {"control": "end"})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(self.keys.stream(session_id), {"control": "end"})
+        pipe.xadd(self.keys.activity, {"s": session_id}, maxlen=10_000, approximate=True)
+        entry_id, _ = await pipe.execute()
         self._announced.discard(session_id)
         return str(entry_id)
 

@@ -50,6 +50,14 @@ class Keys:
         return f"{self.prefix}:sessions:announce"
 
     @property
+    def activity(self) -> str:
+        """Stream of wake-up hints (`s` = session id), one per published event:
+        a worker owning many sessions blocks on this one key instead of on all
+        its streams, then reads just the streams that moved. Hints only: an
+        entry is never lost if a hint is (a periodic sweep reads every stream)."""
+        return f"{self.prefix}:sessions:activity"
+
+    @property
     def workers(self) -> str:
         """ZSET of live workers, score = heartbeat expiry (ms): the fair-share divisor."""
         return f"{self.prefix}:workers"

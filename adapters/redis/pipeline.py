@@ -1,5 +1,6 @@
 """Automatic pipelining: commands issued in the same event-loop turn by many
-sessions (snapshot saves, XACKs) go to Redis as one pipeline, one round trip.
+sessions (snapshot saves, XACKs) go to Redis as one pipeline, one round trip,
+on a connection of its own.
 
 One batch is in flight at a time; whatever arrives meanwhile forms the next
 batch, so batches grow with load and a lone command waits for nobody. Every
@@ -13,16 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.backoff import AbstractBackoff, ExponentialBackoff
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import AbstractBackoff, ExponentialBackoff, NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
 from adapters.redis.connection import CONNECTION_ERRORS, NO_SESSION, command, error_text
 from engine.logs import EventLog
+
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py works too
+    _hiredis_pack = None
+
+
+RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TimeoutError)
 
 
 class LuaScript:
@@ -54,13 +65,58 @@ class _Call:
     deadline: float | None = None             # loop time after which the caller gives up
 
 
+class Wire:
+    """One dedicated connection that sends many commands in one write and reads
+    the raw replies back (an error reply becomes that command's result).
+
+    Commands are packed by hiredis when it is installed (about 8× faster than
+    redis-py's asyncio packer, which is pure Python); replies skip redis-py's
+    response callbacks. No retries here: the owner decides (see AutoPipeline).
+    """
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 2.0) -> None:
+        self._pool = ConnectionPool.from_url(
+            url, decode_responses=True, socket_keepalive=True,
+            socket_connect_timeout=connect_timeout_s, retry=Retry(NoBackoff(), 0))
+        self.conn: Any = self._pool.connection_class(**self._pool.connection_kwargs)
+
+    def pack(self, args: Sequence[Any]) -> list[bytes]:
+        if _hiredis_pack is not None:
+            return [_hiredis_pack(tuple(args))]
+        packed: list[bytes] = self.conn.pack_command(*args)
+        return packed
+
+    async def round_trip(self, commands: Sequence[Sequence[Any]], timeout_s: float) -> list[Any]:
+        packed = [chunk for args in commands for chunk in self.pack(args)]
+        try:
+            async with asyncio.timeout(timeout_s):
+                if not self.conn.is_connected:
+                    await self.conn.connect()
+                await self.conn.send_packed_command(packed, check_health=False)
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await self.conn.read_response())
+                    except ResponseError as error:
+                        replies.append(error)
+                return replies
+        except BaseException:
+            await self.conn.disconnect(nowait=True)   # half-read replies: start clean
+            raise
+
+    async def aclose(self) -> None:
+        await self.conn.disconnect()
+        await self._pool.disconnect()
+
+
 class AutoPipeline:
     """Run `run()` in a task; `call()` returns a future, `ack()` and `send()` don't wait."""
 
-    def __init__(self, redis: Redis, log: EventLog, *,
-                 backoff: AbstractBackoff | None = None) -> None:
-        self.redis = redis
+    def __init__(self, url: str, log: EventLog, *, backoff: AbstractBackoff | None = None,
+                 batch_timeout_s: float = 5.0) -> None:
+        self.wire = Wire(url)
         self.log = log
+        self.batch_timeout_s = batch_timeout_s
         self.backoff = backoff or ExponentialBackoff(cap=1.0, base=0.01)
         self._calls: list[_Call] = []
         self._acks: dict[tuple[str, str], list[str]] = {}
@@ -126,14 +182,11 @@ class AutoPipeline:
             if not calls and not acks:
                 self._idle.set()
                 continue
-            pipe = self.redis.pipeline(transaction=False)
-            for (key, group), ids in acks.items():
-                pipe.execute_command("XACK", key, group, *ids)
-            for c in calls:
-                pipe.execute_command(*c.args)
+            commands = [("XACK", key, group, *ids) for (key, group), ids in acks.items()]
+            commands.extend(c.args for c in calls)
             try:
-                results = await pipe.execute(raise_on_error=False)
-            except CONNECTION_ERRORS as exc:
+                results = await self.wire.round_trip(commands, self.batch_timeout_s)
+            except RETRYABLE as exc:
                 failures += 1
                 self.failures += 1
                 delay = self.backoff.compute(failures)

@@ -10,7 +10,9 @@ that wants real answers from workers passes its own `Ports`.
 
 Start-up ends with `gc.collect(); gc.freeze()` (DESIGN.md, traps): what was
 built while starting (the chart, the registry, redis-py, pydantic models) is
-never scanned again, which keeps collector pauses, and p99, small.
+never scanned again, which keeps collector pauses, and p99, small. The
+worker does the same after each burst of session adoptions (`freeze_gc`),
+with one full collection every ten minutes.
 
 Test hook: `TURNCHART_REDIS_PAUSE=POINT:N` (POINT is `received` or
 `before_ack`) makes the worker stop dead at the N-th time it reaches POINT,
@@ -81,7 +83,8 @@ async def run_worker(redis_url: str, chart_path: str | Path = DEFAULT_CHART, *,
     log = log or EventLog(JsonLinesSink(sys.stdout), clock, level=log_level)
     ports = ports or fake_ports(clock, FakeSettings(respond_ms=respond_ms, speak_ms=speak_ms))
     worker = RedisWorker(redis_url, chart, registry, ports, log, worker_id=worker_id,
-                         lease_ms=lease_ms, clock=clock, hooks=PauseAt.from_env(log))
+                         lease_ms=lease_ms, clock=clock, hooks=PauseAt.from_env(log),
+                         freeze_gc=freeze_gc)
     loop = asyncio.get_running_loop()
     async with worker:
         if install_signals:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import random
@@ -141,7 +142,9 @@ class RedisWorker:
                  read_count: int = 100, tick_s: float = 0.05, rescan_s: float | None = None,
                  rebalance: bool = True, max_sessions: int | None = None,
                  drain_timeout_s: float = 2.0, ended_ttl_ms: int = 600_000,
-                 adopt_concurrency: int = 16, hooks: WorkerHooks | None = None) -> None:
+                 adopt_concurrency: int = 16, block_all_max: int = 64,
+                 sweep_s: float = 0.25, freeze_gc: bool = False,
+                 full_gc_every_s: float = 600.0, hooks: WorkerHooks | None = None) -> None:
         self.url = redis_url
         self.chart = chart
         self.registry = registry
@@ -158,11 +161,21 @@ class RedisWorker:
         self.tick_s = tick_s
         self.rescan_s = rescan_s if rescan_s is not None else min(2.0, self.lease_ms / 2000.0)
         self.renew_s = self.lease_ms / 3000.0
+        self.slow_tick_s = max(tick_s, min(0.25, self.lease_ms / 10_000.0))
         self.rebalance = rebalance
         self.max_sessions = max_sessions
         self.drain_timeout_s = drain_timeout_s
         self.ended_ttl_ms = ended_ttl_ms
         self.hooks = hooks
+        self.block_all_max = block_all_max
+        self.freeze_gc = freeze_gc
+        self.full_gc_every_s = full_gc_every_s
+        self._frozen_at_adopted = 0
+        self._next_full_gc = time.monotonic() + full_gc_every_s
+        self.sweep_s = sweep_s
+        self._hint_cursor: str | None = None
+        self._next_sweep = 0.0
+        self._moved: set[str] = set()
         self.owned: dict[str, _Owned] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             ("delivered", "acked", "duplicates", "invalid", "claimed", "adopted", "resumed",
@@ -202,6 +215,17 @@ class RedisWorker:
         await self.stop()
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            for closing in (self._reader, self.pipeline.wire if self.pipeline else None,
+                            self.redis):
+                if closing is not None:
+                    with contextlib.suppress(Exception):
+                        await closing.aclose()
+            raise
+
+    async def _start(self) -> None:
         self.redis = connect(self.url, self.log, retries=self.retries, what="worker",
                              socket_timeout=max(2.0, self.lease_ms / 1000.0),
                              socket_connect_timeout=2.0)
@@ -209,7 +233,8 @@ class RedisWorker:
         for name in ("XREAD", "XREADGROUP", "XAUTOCLAIM"):
             self.redis.set_response_callback(name, cast(Any, raw_reply))
         await self.redis.ping()
-        self.pipeline = AutoPipeline(self.redis, self.log)
+        self.pipeline = AutoPipeline(self.url, self.log,
+                                     batch_timeout_s=max(2.0, self.lease_ms / 1000.0))
         self._store = _OwnerStore(RedisSnapshotStore(
             self.redis, self.keys, owner=self.worker_id, pipeline=self.pipeline,
             save_timeout_s=self.lease_ms / 1000.0), self._fenced)
@@ -271,6 +296,8 @@ class RedisWorker:
                 self._tg = None
                 if self._reader is not None:
                     await self._reader.aclose()
+                if self.pipeline is not None:
+                    await self.pipeline.wire.aclose()
                 if self.redis is not None:
                     await self.redis.aclose()
                 self.log.emit("INFO", NO_SESSION, "worker_stopped",
@@ -324,12 +351,17 @@ class RedisWorker:
                 if not self._stopping:
                     await self._heartbeat()
                 if now >= self._next_renew:
+                    # O(owned) work, a few times a second rather than every tick;
+                    # renewals are staggered (each lease when it is due) so no
+                    # tick sends a thousand scripts at once.
+                    self._next_renew = now + self.slow_tick_s
                     await self._renew()
-                    self._next_renew = now + self.renew_s
-                self._fence()
-                self._supervise()
+                    self._fence()
+                    self._supervise()
                 if not self._stopping:
                     await self._discover()
+                if self.freeze_gc:
+                    self._freeze_gc()
                 if failures:
                     self._log("INFO", NO_SESSION, "redis_reconnected",
                               f"🔌 ownership loop reaches redis again after {failures} "
@@ -346,6 +378,24 @@ class RedisWorker:
                 continue
             await asyncio.sleep(self.tick_s)
 
+    def _freeze_gc(self) -> None:
+        """DESIGN.md: collector pauses over many long-lived session objects make
+        p99 spiky. What adoptions built (sessions, their machines) is moved out
+        of the collector's sight once each burst of adoptions settles (freezing
+        is O(1)). Cyclic garbage of sessions closed meanwhile would stay
+        frozen, so every `full_gc_every_s` one full collection runs first."""
+        now = time.monotonic()
+        if now >= self._next_full_gc:
+            self._next_full_gc = now + self.full_gc_every_s
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            self._frozen_at_adopted = self.stats["adopted"]
+        elif self.stats["adopted"] != self._frozen_at_adopted \
+                and not any(o.phase == ADOPTING for o in self.owned.values()):
+            gc.freeze()
+            self._frozen_at_adopted = self.stats["adopted"]
+
     async def _heartbeat(self) -> None:
         """Every tick: say we are alive, learn who else is (the fair-share divisor
         and the hand-off targets are never older than one tick)."""
@@ -361,7 +411,10 @@ class RedisWorker:
 
     async def _renew(self) -> None:
         assert self.leases is not None
-        held = [sid for sid, o in self.owned.items() if o.phase != STOPPING]
+        due_before = time.monotonic() - self.renew_s
+        confirmed = self.leases.confirmed
+        held = [sid for sid, o in self.owned.items()
+                if o.phase != STOPPING and confirmed.get(sid, 0.0) <= due_before]
         if not held:
             return
         for sid in await self.leases.renew(held):
@@ -428,6 +481,7 @@ class RedisWorker:
         assert self.redis is not None and self.leases is not None
         now = time.monotonic()
         candidates: set[str] = set()
+        announced: set[str] = set()
         reply = await command(self.redis, "XREAD", "COUNT", 1000, "STREAMS",
                               self.keys.announce, self._announce_cursor or "0-0")
         for _stream, entries in stream_pairs(reply):
@@ -436,8 +490,9 @@ class RedisWorker:
                 values = dict(zip(fields[::2], fields[1::2], strict=False)) if fields else {}
                 sid = values.get("session_id")
                 if sid:
-                    candidates.add(sid)
+                    announced.add(sid)
                     self._known.add(sid)
+        candidates |= announced
         if now >= self._next_rescan:
             members = {str(m) for m in await self.redis.smembers(self.keys.sessions)}
             self._known = members
@@ -458,9 +513,13 @@ class RedisWorker:
             # Over our share, but: a session a peer handed to us is ours to run;
             # a free one nobody took for a while (a peer that is gone, a share
             # computed from stale counts) is taken anyway.
+            # Probed: what was just announced (hand-offs, new sessions), and a
+            # random sample of the rest (orphans are found over a few scans
+            # without GETting every session every time).
             grace = max(self.rescan_s, 2 * self.tick_s) * 2
+            probe = [sid for sid in rest if sid in announced][:1000]
+            probe += [sid for sid in rest if sid not in announced][:200]
             pipe = self.redis.pipeline(transaction=False)
-            probe = rest[:1000]
             for sid in probe:
                 pipe.get(self.keys.lease(sid))
             for sid, holder in zip(probe, await pipe.execute(), strict=True):
@@ -580,6 +639,7 @@ class RedisWorker:
                    "last_event_id": session.last_event_id, "state": session.state,
                    "claimed": claimed, "pending": len(pending)})
         owned.phase = LIVE
+        self._moved.add(key)          # hinted mode: read what arrived before it went live
         backlog = sorted(pending + owned.buffer, key=lambda e: parse_id(e[0]))
         owned.buffer = []
         self._dispatch(owned, backlog)
@@ -615,6 +675,13 @@ class RedisWorker:
 
     # --------------------------------------------------------------- reader
     async def _read_loop(self) -> None:
+        """The one reader. Up to `block_all_max` live streams: one blocking
+        XREADGROUP over all of them (a new entry wakes it directly). Above
+        that, a blocking read costs Redis O(streams) per wake-up (0.6 ms at
+        1,000 streams, measured), so the reader blocks on the activity hints
+        instead and XREADGROUPs only the streams that moved, plus every
+        stream each `sweep_s` (a producer that XADDs without a hint is still
+        read, just later)."""
         assert self._reader is not None
         reader = self._reader
         failures = 0
@@ -631,7 +698,11 @@ class RedisWorker:
                 if self._sweep:
                     await self._sweep_pending(keys)
                     self._sweep = False
-                reply = await reader.read_new(keys, self.block_ms)
+                if len(keys) <= self.block_all_max:
+                    self._hint_cursor = None
+                    reply = await reader.read_new(keys, self.block_ms)
+                else:
+                    reply = await self._read_hinted(keys)
             except CONNECTION_ERRORS as exc:
                 failures += 1
                 self.stats["reconnects"] += 1
@@ -643,6 +714,7 @@ class RedisWorker:
                           {"client": "reader", "error": error_text(exc), "attempt": failures,
                            "retry_in_s": delay})
                 self._sweep = True   # a reply lost with the connection left entries pending
+                self._hint_cursor = None
                 await asyncio.sleep(delay)
                 continue
             except ResponseError as exc:
@@ -659,6 +731,46 @@ class RedisWorker:
             if reply:
                 self.stats["reads"] += 1
                 await self._deliver(reply)
+
+    async def _read_hinted(self, keys: list[str]) -> list[Any]:
+        """One step of the hinted mode: read the streams known to have moved, or
+        wait for hints (up to the next sweep) and note which streams moved."""
+        assert self._reader is not None
+        reader = self._reader
+        now = time.monotonic()
+        if self._hint_cursor is None:
+            # Entering the mode (or after a reconnect): hints from here on, and
+            # one read of every stream for whatever came before.
+            self._hint_cursor = await reader.last_id(self.keys.activity)
+            self._next_sweep = 0.0
+        if now >= self._next_sweep:
+            self._moved.update(keys)
+            self._next_sweep = now + self.sweep_s
+        if self._moved:
+            live = set(keys)
+            moved = [k for k in self._moved if k in live]
+            self._moved.clear()
+            reply: list[Any] = []
+            for i in range(0, len(moved), 1000):
+                chunk = await reader.read_now(moved[i:i + 1000])
+                for key, entries in chunk:
+                    if len(entries) >= reader.count:
+                        self._moved.add(key)      # more where these came from
+                reply.extend(chunk)
+            return reply
+        block = max(1, int(min(self.block_ms, (self._next_sweep - now) * 1000)))
+        hints = await reader.read_hints(self.keys.activity, self._hint_cursor, block)
+        for _key, entries in hints:
+            for entry_id, fields in entries:
+                self._hint_cursor = entry_id
+                if fields:
+                    values = dict(zip(fields[::2], fields[1::2], strict=False))
+                    sid = values.get("s")
+                    if sid is not None:
+                        owned = self.owned.get(sid)
+                        if owned is not None and owned.phase == LIVE:
+                            self._moved.add(owned.key)
+        return []
 
     async def _deliver(self, reply: list[Any]) -> None:
         for key, entries in reply:

@@ -1,0 +1,436 @@
+"""Redis Streams bus, measured in one run (issue 6; `turnchart bench redis`).
+
+1. The `XADD` ceiling of this machine: a raw redis-py loop (one command per
+   round trip, and pipelined in batches), plus `redis-benchmark` when it is
+   installed, all with an entry the size of a real VoiceEvent.
+2. Publish → transition-applied latency, p50/p99, with 1 and with 1,000
+   active sessions owned by one worker. "Applied" means the step finished:
+   the transition ran and its snapshot is saved in Redis (the moment the ack
+   is queued), timed from the producer's `time.time()` before its publish.
+   Measured twice: producer in its own process (a deployment's shape) and
+   producer in the worker's event loop (one process less competing for the
+   CPUs: on a 2-vCPU box that is most of the tail).
+3. Events/s with 1 and 2 worker processes (`python -m adapters.redis`):
+   the workers own every session, are frozen (SIGSTOP) while a backlog is
+   published, then resumed (SIGCONT); the rate is backlog / time to drain it.
+   The CPU each process used meanwhile says what bounds the rate.
+
+Without `redis_url`, a private redis-server is started on a free port in a
+temp dir (persistence off) and stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from adapters.redis.bus import RedisEventBus
+from adapters.redis.keys import Keys
+from adapters.redis.worker import RedisWorker
+from benchmarks.common import machine
+from engine.behaviours import default_registry
+from engine.chart import compile_text
+from engine.clock import RealClock
+from engine.events import VoiceEvent
+from engine.fakes import fake_ports
+from engine.logs import EventLog, NullSink, Record
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = Keys()
+RING = 7
+CHART = "\n".join([
+    "chart: ring", "version: 1", "initial: S0",
+    "contracts: {microphone: [open], playback: [stopped]}",
+    "events: {step: {payload: {n: int}}}", "states:",
+    *[f"  S{i}: {{contract: {{microphone: open, playback: stopped}}, "
+      f"on: {{step: S{(i + 1) % RING}}}}}" for i in range(RING)], ""])
+
+
+# ------------------------------------------------------------------ helpers
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _private_redis() -> Iterator[tuple[str, int | None]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="turnchart-bench-") as tmp:
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
+                                 "--dir", tmp, "--save", "", "--appendonly", "no",
+                                 "--daemonize", "no"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with contextlib.suppress(OSError), \
+                        socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.02)
+            yield f"redis://127.0.0.1:{port}/0", proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User+system CPU seconds of a process (Linux /proc), 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _event(sid: str, n: int) -> VoiceEvent:
+    return VoiceEvent(event_type="step", session_id=sid, source="bench", timestamp=time.time(),
+                      correlation_id=f"turn-{n}", payload={"n": n},
+                      metadata={"pad": "x" * 64})
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _summary(ms: list[float]) -> dict[str, Any]:
+    if not ms:
+        return {"n": 0}
+    return {"n": len(ms), "p50_ms": round(_pct(ms, 0.50), 3), "p90_ms": round(_pct(ms, 0.90), 3),
+            "p99_ms": round(_pct(ms, 0.99), 3), "max_ms": round(max(ms), 3),
+            "mean_ms": round(statistics.fmean(ms), 3)}
+
+
+# ------------------------------------------------------------ XADD ceiling
+async def _xadd_ceiling(url: str, n: int, batch: int) -> dict[str, Any]:
+    fields = {"event": _event("bench", 1).model_dump_json(), "eid": "0123456789abcdef01234567"}
+    async with Redis.from_url(url, decode_responses=True) as r:
+        await r.delete("bench:xadd")
+        start = time.perf_counter()
+        for _ in range(n):
+            await r.xadd("bench:xadd", fields)      # type: ignore[arg-type]
+        single = n / (time.perf_counter() - start)
+        await r.delete("bench:xadd")
+        start = time.perf_counter()
+        for _ in range(n // batch):
+            pipe = r.pipeline(transaction=False)
+            for _ in range(batch):
+                pipe.xadd("bench:xadd", fields)     # type: ignore[arg-type]
+            await pipe.execute()
+        piped = (n // batch) * batch / (time.perf_counter() - start)
+        await r.delete("bench:xadd")
+        # The bus's own publish (Lua: dedupe + XADD + trim check), same two ways.
+        bus = RedisEventBus(r)
+        events = [_event(f"p{i % 100}", i) for i in range(n)]
+        await bus.announce(*{e.session_id for e in events})
+        start = time.perf_counter()
+        for e in events[: n // 2]:
+            await bus.publish(e)
+        publish_single = (n // 2) / (time.perf_counter() - start)
+        start = time.perf_counter()
+        rest = events[n // 2:]
+        for i in range(0, len(rest), batch):
+            await bus.publish_many(rest[i:i + batch])
+        publish_piped = len(rest) / (time.perf_counter() - start)
+        await r.flushdb()
+    return {"entry_bytes": len(fields["event"]) + len(fields["eid"]),
+            "redis_py_xadd_per_s": round(single), "redis_py_xadd_pipelined_per_s": round(piped),
+            "pipeline_batch": batch,
+            "bus_publish_per_s": round(publish_single),
+            "bus_publish_many_per_s": round(publish_piped)}
+
+
+def _redis_benchmark(url: str, n: int) -> dict[str, Any]:
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return {"available": False}
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    payload = "x" * 300
+    out: dict[str, Any] = {"available": True}
+    for name, extra in (("p1_c50", ["-c", "50"]), ("p16_c50", ["-c", "50", "-P", "16"]),
+                        ("p1_c1", ["-c", "1"])):
+        result = subprocess.run([binary, "-p", port, "-n", str(n), "-q", *extra,
+                                 "XADD", "bench:rb", "*", "event", payload],
+                                capture_output=True, text=True, timeout=120)
+        found = re.search(r"([\d.]+) requests per second", result.stdout)
+        out[f"xadd_per_s_{name}"] = round(float(found.group(1))) if found else \
+            result.stdout.strip()[-200:]
+    with contextlib.suppress(Exception):
+        subprocess.run([shutil.which("redis-cli") or "redis-cli", "-p", port, "DEL", "bench:rb"],
+                       capture_output=True, timeout=10)
+    return out
+
+
+# ----------------------------------------------------------------- latency
+class _Capture:
+    """Log sink keeping the engine's own transition latency (event timestamp →
+    transition done) and counting everything else."""
+
+    def __init__(self) -> None:
+        self.transition_ms: list[float] = []
+        self.errors = 0
+
+    def write(self, record: Record) -> None:
+        if record["event_type"] == "state_transition":
+            self.transition_ms.append(float(record["data"]["latency_ms"]))
+        elif record["level"] == "ERROR":
+            self.errors += 1
+
+
+class _Applied:
+    """Worker hook: at `before_ack` (step applied, snapshot saved) the session's
+    correlation id is the applied event's, which the producer set to its send
+    time (`time.time()`, shared by processes on one machine)."""
+
+    def __init__(self) -> None:
+        self.worker: RedisWorker | None = None
+        self.applied_ms: list[float] = []
+        self.warm: set[str] = set()
+
+    async def at(self, point: str, session_id: str, entry_id: str) -> None:
+        if point != "before_ack" or self.worker is None or self.worker.manager is None:
+            return
+        session = self.worker.manager.get(session_id)
+        if session is None:
+            return
+        try:
+            sent = float(session.correlation_id)
+        except ValueError:
+            self.warm.add(session_id)           # a warm-up event
+            return
+        self.applied_ms.append((time.time() - sent) * 1000.0)
+
+
+async def _produce(url: str, sids: list[str], events: int, rate_hz: float) -> None:
+    """Open loop at `rate_hz`; each event's correlation id is its send time."""
+    import random
+    rng = random.Random(1)
+    async with RedisEventBus.from_url(url, EventLog(NullSink(), RealClock())) as bus:
+        await bus.announce(*sids)
+        start = time.perf_counter()
+        for n in range(1, events + 1):
+            sid = sids[0] if len(sids) == 1 else rng.choice(sids)
+            t = time.time()
+            await bus.publish(VoiceEvent(
+                event_type="step", session_id=sid, source="bench", timestamp=t,
+                correlation_id=f"{t:.6f}", payload={"n": n}, metadata={"pad": "x" * 64}))
+            lag = start + n / rate_hz - time.perf_counter()
+            if lag > 0:
+                await asyncio.sleep(lag)
+
+
+PRODUCER = """
+import asyncio, sys
+from benchmarks.redis_bench import _produce
+url, prefix, sessions, events, rate = sys.argv[1:6]
+asyncio.run(_produce(url, [f"{prefix}-{i}" for i in range(int(sessions))], int(events),
+                     float(rate)))
+"""
+
+
+async def _latency(url: str, sessions: int, events: int, rate_hz: float,
+                   producer: str = "process", **worker_options: Any) -> dict[str, Any]:
+    """Worker here; the producer in its own process (as in a deployment) or,
+    `producer="inline"`, in this event loop (one process less on the CPUs)."""
+    registry = default_registry()
+    chart = compile_text(CHART, "ring.yaml", registry)
+    clock = RealClock()
+    capture = _Capture()
+    log = EventLog(capture, clock, level="INFO")
+    hooks = _Applied()
+    prefix = f"L{sessions}"
+    sids = [f"{prefix}-{i}" for i in range(sessions)]
+    worker = RedisWorker(url, chart, registry, fake_ports(clock), log, worker_id="bench",
+                         lease_ms=30_000, clock=clock, hooks=hooks, freeze_gc=True,
+                         **worker_options)
+    hooks.worker = worker
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    async with RedisEventBus.from_url(url, EventLog(NullSink(), clock)) as bus, worker:
+        # Warm up: every session adopted and stepped once.
+        for i in range(0, len(sids), 500):
+            await bus.publish_many([_event(sid, 0) for sid in sids[i:i + 500]])
+        deadline = time.monotonic() + 60
+        while len(hooks.warm) < sessions:
+            if time.monotonic() > deadline:
+                raise RuntimeError("warm-up did not finish")
+            await asyncio.sleep(0.01)
+        gc.collect()
+        gc.freeze()        # as run_worker does after start-up (DESIGN.md)
+        capture.transition_ms.clear()
+        start = time.perf_counter()
+        if producer == "inline":
+            await _produce(url, sids, events, rate_hz)
+        else:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", PRODUCER, url, prefix, str(sessions), str(events),
+                str(rate_hz), cwd=str(ROOT), env=env)
+            await child.wait()
+        deadline = time.monotonic() + 30
+        while len(hooks.applied_ms) < events and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        gc.unfreeze()
+    return {"sessions": sessions, "events": events, "rate_hz": rate_hz,
+            "achieved_hz": round(events / elapsed), "producer": producer,
+            "publish_to_applied": _summary(hooks.applied_ms),
+            "publish_to_transition_engine": _summary(capture.transition_ms),
+            "error_lines": capture.errors,
+            "read_mode": "one XREADGROUP BLOCK over all streams"
+            if sessions <= worker.block_all_max else "activity hints + XREADGROUP of moved",
+            "pipeline_round_trips": worker.pipeline.round_trips if worker.pipeline else None,
+            "reads": worker.stats["reads"]}
+
+
+# -------------------------------------------------------------- throughput
+async def _all_turns(redis: Redis, sids: list[str], want: int) -> bool:
+    pipe = redis.pipeline(transaction=False)
+    for sid in sids:
+        pipe.get(KEYS.snapshot(sid))
+    return all(raw is not None and json.loads(raw)["turn"] >= want
+               for raw in await pipe.execute())
+
+
+async def _throughput(url: str, redis_pid: int | None, workers: int, sessions: int,
+                      events: int, log_level: str) -> dict[str, Any]:
+    per_session = max(1, events // sessions)
+    sids = [f"T{workers}-{i}" for i in range(sessions)]
+    with tempfile.TemporaryDirectory(prefix="turnchart-bench-") as tmp:
+        chart = Path(tmp) / "ring.yaml"
+        chart.write_text(CHART, encoding="utf-8")
+        procs: list[subprocess.Popen[bytes]] = []
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop("TURNCHART_REDIS_PAUSE", None)
+        async with Redis.from_url(url, decode_responses=True) as redis, \
+                RedisEventBus(redis, maxlen=0) as bus:
+            await bus.publish_many([_event(sid, 0) for sid in sids])
+            try:
+                for w in range(workers):
+                    procs.append(subprocess.Popen(
+                        [sys.executable, "-m", "adapters.redis", "--redis", url,
+                         "--chart", str(chart), "--worker-id", f"bench-{w}",
+                         "--lease-ms", "30000", "--log-level", log_level],
+                        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL))
+                deadline = time.monotonic() + 60
+                while True:        # every session adopted and, with 2, shared fairly
+                    owners = await redis.mget([KEYS.lease(s) for s in sids])
+                    counts = [owners.count(f"bench-{w}") for w in range(workers)]
+                    if await _all_turns(redis, sids, 1) and sum(counts) == sessions \
+                            and max(counts) - min(counts) <= max(4, sessions // 20):
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"workers did not settle: {counts}")
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.5)
+                for p in procs:
+                    os.kill(p.pid, signal.SIGSTOP)
+                batch = [_event(sid, n) for n in range(1, per_session + 1) for sid in sids]
+                for i in range(0, len(batch), 1000):
+                    await bus.publish_many(batch[i:i + 1000])
+                cpu0 = [_cpu_s(p.pid) for p in procs]
+                redis_cpu0 = _cpu_s(redis_pid)
+                start = time.perf_counter()
+                for p in procs:
+                    os.kill(p.pid, signal.SIGCONT)
+                while not await _all_turns(redis, sids, 1 + per_session):
+                    await asyncio.sleep(0.02)
+                elapsed = time.perf_counter() - start
+                cpu = [round((_cpu_s(p.pid) - c0) / elapsed, 2) for p, c0 in zip(procs, cpu0,
+                                                                                  strict=True)]
+                redis_cpu = round((_cpu_s(redis_pid) - redis_cpu0) / elapsed, 2)
+            finally:
+                for p in procs:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p.pid, signal.SIGCONT)
+                        p.terminate()
+                for p in procs:
+                    try:
+                        p.wait(15)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait(5)
+            await redis.flushdb()
+    total = per_session * sessions
+    return {"workers": workers, "sessions": sessions, "events": total,
+            "seconds": round(elapsed, 3), "events_per_s": round(total / elapsed),
+            "worker_cpu_share": cpu, "redis_server_cpu_share": redis_cpu,
+            "worker_log_level": log_level}
+
+
+# --------------------------------------------------------------------- run
+def run(redis_url: str | None = None, *, ceiling_ops: int = 20_000, latency_events: int = 2000,
+        active_sessions: int = 1000, rate_hz: float = 1000.0, rate_one_hz: float = 200.0,
+        throughput_sessions: int = 200,
+        throughput_events: int = 40_000, worker_counts: tuple[int, ...] = (1, 2),
+        log_level: str = "WARNING") -> dict[str, Any]:
+    """Everything above, as one JSON-able dict."""
+    with contextlib.ExitStack() as stack:
+        redis_pid: int | None = None
+        if redis_url is None:
+            redis_url, redis_pid = stack.enter_context(_private_redis())
+        url = redis_url
+        result: dict[str, Any] = {"benchmark": "redis", "machine": machine(),
+                                  "redis_server": _server_version(url)}
+        ceiling = asyncio.run(_xadd_ceiling(url, ceiling_ops, 100))
+        ceiling["redis_benchmark"] = _redis_benchmark(url, max(ceiling_ops * 5, 10_000))
+        result["xadd_ceiling"] = ceiling
+        result["latency"] = {}
+        for producer in ("inline", "process"):
+            for count in (1, active_sessions):
+                result["latency"][f"{count}_session{'s' if count > 1 else ''}_{producer}"] = \
+                    asyncio.run(_latency(url, count, latency_events,
+                                         rate_one_hz if count == 1 else rate_hz, producer))
+        result["throughput"] = {f"{w}_worker{'s' if w > 1 else ''}": asyncio.run(
+            _throughput(url, redis_pid, w, throughput_sessions, throughput_events, log_level))
+            for w in worker_counts}
+    best = max(t["events_per_s"] for t in result["throughput"].values())
+    p99 = min(result["latency"][f"{active_sessions}_sessions_{p}"]["publish_to_applied"]
+              .get("p99_ms", float("inf")) for p in ("inline", "process"))
+    result["targets"] = {
+        "p99_le_2ms_at_many_sessions": p99 <= 2.0,
+        "throughput_ge_half_redis_py_xadd": best >= 0.5 * ceiling["redis_py_xadd_per_s"],
+        "throughput_over_redis_py_xadd": round(best / ceiling["redis_py_xadd_per_s"], 2),
+        "throughput_over_redis_py_pipelined_xadd":
+            round(best / ceiling["redis_py_xadd_pipelined_per_s"], 2),
+    }
+    return result
+
+
+def _server_version(url: str) -> str:
+    async def info() -> str:
+        async with Redis.from_url(url, decode_responses=True) as r:
+            data = await r.info("server")
+            return str(data.get("redis_version"))
+    return asyncio.run(info())
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

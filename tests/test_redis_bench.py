@@ -1,0 +1,29 @@
+"""`benchmarks/redis_bench.run()` runs end to end and reports what it promises
+(a tiny run: structure, not timings; the numbers live in the benchmark output)."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.redis_bench import run
+from tests.support.redis_server import redis_server_binary
+
+
+def test_redis_bench_reports_ceiling_latency_and_throughput() -> None:
+    redis_server_binary()          # a clear failure when redis-server is missing
+    result = run(ceiling_ops=300, latency_events=60, active_sessions=80, rate_hz=300,
+                 rate_one_hz=300, throughput_sessions=20, throughput_events=400,
+                 worker_counts=(1,))
+    json.dumps(result)             # JSON-able
+    ceiling = result["xadd_ceiling"]
+    assert ceiling["redis_py_xadd_per_s"] > 0 and ceiling["redis_py_xadd_pipelined_per_s"] > 0
+    assert set(result["latency"]) == {"1_session_inline", "80_sessions_inline",
+                                      "1_session_process", "80_sessions_process"}
+    for name, lat in result["latency"].items():
+        assert lat["publish_to_applied"]["n"] == 60, name
+        assert lat["error_lines"] == 0, name
+    assert result["latency"]["80_sessions_inline"]["read_mode"].startswith("activity")
+    [one] = result["throughput"].values()
+    assert one["events"] == 400 and one["events_per_s"] > 0
+    assert set(result["targets"]) >= {"p99_le_2ms_at_many_sessions",
+                                      "throughput_ge_half_redis_py_xadd"}
