@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", metavar="MODULE:FACTORY")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("bench", help="benchmarks with JSON output (compile | engine | voice | redis)")
+    p = sub.add_parser("bench", help="benchmarks, JSON output: compile | engine | voice | redis")
     p.add_argument("suite", choices=["compile", "engine", "voice", "redis"])
     p.add_argument("--turns", type=int, default=20, help="voice: turns to measure")
     p.add_argument("--events", type=int, default=3000, help="engine: events per measurement")
