@@ -117,6 +117,7 @@ def test_killing_the_owning_worker_mid_answer_loses_nothing(redis_url: str,
             ws.send_json({"event": "start", "websocket_id": session})
             health = client.get("/health").json()
             assert health["redis"] == "ok" and session in health["streams"]
+            assert "turnchart_redis_pending_entries" in client.get("/metrics").text
             assert wait_for(lambda: owner(workers, session) is not None, 20), "no worker adopted"
             first = owner(workers, session)
             assert first is not None

@@ -47,6 +47,14 @@ class Metrics:
         self.time_to_silence = Histogram(
             "turnchart_time_to_silence_seconds", "Barge-in → playback cleared",
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.stream_pending = Gauge(
+            "turnchart_redis_pending_entries",
+            "Redis mode: delivered but unacknowledged entries, summed over held sessions",
+            registry=r)
+        self.stream_lag = Gauge(
+            "turnchart_redis_stream_lag_entries",
+            "Redis mode: entries not yet delivered to a worker, summed over held sessions",
+            registry=r)
         gauge = Gauge("turnchart_active_sessions", "Sessions alive in this process", registry=r)
         gauge.set_function(lambda: float(active_sessions()))
 

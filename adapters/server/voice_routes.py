@@ -121,6 +121,12 @@ def voice_routes(state: VoiceState) -> list[BaseRoute]:
                                  headers={"Cache-Control": "no-cache"})
 
     async def metrics(request: Request) -> Response:
+        if state.service is not None:
+            streams = (await state.service.health()).get("streams", {})
+            if streams:  # Redis mode: refresh the stream gauges at scrape time
+                state.metrics.stream_pending.set(sum(s.get("pending") or 0
+                                                     for s in streams.values()))
+                state.metrics.stream_lag.set(sum(s.get("lag") or 0 for s in streams.values()))
         return Response(state.metrics.exposition(),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
