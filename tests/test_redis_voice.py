@@ -137,8 +137,12 @@ def test_killing_the_owning_worker_mid_answer_loses_nothing(redis_url: str,
             assert wait_for(lambda: "SPEAKING → LISTENING (playback_done)"
                             in second.transitions(session), 30), second.log_path.read_text()[-2000:]
             ws.send_json({"event": "stop"})
-        assert wait_for(lambda: "LISTENING → IDLE (client_disconnected)"
-                        in second.transitions(session), 10)
+            assert wait_for(lambda: "LISTENING → IDLE (client_disconnected)"
+                            in second.transitions(session), 10)
+            health = client.get("/health").json()
+            assert list(health["workers"]) == [second.name]   # the killed one is gone
+            assert health["workers"][second.name]["resumed"] >= 1  # it took the call over
+            assert 'turnchart_redis_worker_entries{kind="claimed"}' in client.get("/metrics").text
     finally:
         for w in workers:
             w.stop()

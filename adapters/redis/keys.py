@@ -62,6 +62,12 @@ class Keys:
         """ZSET of live workers, score = heartbeat expiry (ms): the fair-share divisor."""
         return f"{self.prefix}:workers"
 
+    @property
+    def worker_stats(self) -> str:
+        """HASH worker id → JSON of its counters and when they were written (ms):
+        what a front-end's /metrics shows of the workers (claims, acks, duplicates)."""
+        return f"{self.prefix}:workers:stats"
+
     def session_of(self, key: str) -> str:
         """The session id inside a per-session key (between the first `{` and the last `}`)."""
         start, end = key.find("{"), key.rfind("}")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import math
 import os
 import random
@@ -358,6 +359,7 @@ class RedisWorker:
                     await self._renew()
                     self._fence()
                     self._supervise()
+                    await self._publish_stats()
                 if not self._stopping:
                     await self._discover()
                 if self.freeze_gc:
@@ -377,6 +379,13 @@ class RedisWorker:
                 await asyncio.sleep(min(1.0, 0.05 * 2 ** min(failures, 5)))
                 continue
             await asyncio.sleep(self.tick_s)
+
+    async def _publish_stats(self) -> None:
+        """Counters for front-ends' /metrics (workers serve no HTTP themselves)."""
+        assert self.leases is not None
+        body = json.dumps({**self.stats, "owned": len(self.owned),
+                           "at_ms": int(time.time() * 1000)})
+        await self.leases.redis.hset(self.keys.worker_stats, self.worker_id, body)
 
     def _freeze_gc(self) -> None:
         """DESIGN.md: collector pauses over many long-lived session objects make

@@ -55,6 +55,11 @@ class Metrics:
             "turnchart_redis_stream_lag_entries",
             "Redis mode: entries not yet delivered to a worker, summed over held sessions",
             registry=r)
+        self.worker_counters = Gauge(
+            "turnchart_redis_worker_entries",
+            "Redis mode: entries handled by the live workers since they started "
+            "(claimed from dead owners, delivered, acked, duplicates, invalid)",
+            ["kind"], registry=r)
         gauge = Gauge("turnchart_active_sessions", "Sessions alive in this process", registry=r)
         gauge.set_function(lambda: float(active_sessions()))
 

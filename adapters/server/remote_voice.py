@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -72,12 +73,22 @@ class RemoteVoiceService(VoiceService):
             await asyncio.wait_for(self.out_redis.ping(), 2.0)
         except Exception as exc:
             return {"redis": f"unreachable: {type(exc).__name__}: {exc}"}
+        workers: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            keys = self.bus.keys
+            seconds, micros = await self.out_redis.time()
+            now_ms = seconds * 1000 + micros // 1000
+            alive = {_text(w) for w in await self.out_redis.zrangebyscore(
+                keys.workers, now_ms - 2000, "+inf")}  # heard from in the last 2 s (every tick)
+            for worker, raw in (await self.out_redis.hgetall(keys.worker_stats)).items():
+                if _text(worker) in alive:
+                    workers[_text(worker)] = json.loads(raw)
         streams = {}
         for session_id in list(self.router.streams)[:50]:
             with contextlib.suppress(Exception):
                 stats = await self.bus.stream_stats(session_id)
                 streams[session_id] = {"pending": stats.get("pending"), "lag": stats.get("lag")}
-        return {"redis": "ok", "streams": streams}
+        return {"redis": "ok", "streams": streams, "workers": workers}
 
     async def _publisher(self) -> None:
         """One task publishes in order; a Redis outage is retried by the client."""

@@ -122,7 +122,12 @@ def voice_routes(state: VoiceState) -> list[BaseRoute]:
 
     async def metrics(request: Request) -> Response:
         if state.service is not None:
-            streams = (await state.service.health()).get("streams", {})
+            health = await state.service.health()
+            streams = health.get("streams", {})
+            for kind in ("claimed", "delivered", "acked", "duplicates", "invalid"):
+                if health.get("workers"):
+                    state.metrics.worker_counters.labels(kind).set(
+                        sum(int(w.get(kind, 0)) for w in health["workers"].values()))
             if streams:  # Redis mode: refresh the stream gauges at scrape time
                 state.metrics.stream_pending.set(sum(s.get("pending") or 0
                                                      for s in streams.values()))
