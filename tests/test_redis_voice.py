@@ -173,3 +173,34 @@ def test_health_says_when_redis_is_unreachable() -> None:
         response = client.get("/health")
     assert response.status_code == 503
     assert response.json()["redis"].startswith("unreachable: ")
+
+
+async def test_a_new_answer_drops_audio_left_from_an_interrupted_one() -> None:
+    """A worker that died mid-answer left frames queued here; the new owner's
+    `start` (it speaks the answer again) must not play after them."""
+    from adapters.fastrtc.output import OutputStream
+    from engine.behaviours import default_registry
+    from engine.chart import load_chart
+    from engine.clock import VirtualClock
+
+    registry = default_registry()
+    chart = load_chart(Path(__file__).resolve().parent.parent / "charts" / "voice_turn.yaml",
+                       registry)
+    service = remote_factory("redis://127.0.0.1:9/0", ["hello"])(
+        Settings(), chart, registry, EventLog(ListSink(), VirtualClock()), Metrics(lambda: 0))
+    stream = OutputStream(24_000)
+    service.router.attach("s1", stream)
+    chunk = {"op": b"audio", "pcm": np.zeros(4800, dtype=np.int16).tobytes(), "ms": b"200"}
+    await service._on_op("s1", chunk)
+    assert len(stream.frames) == 10
+    await service._on_op("s1", {"op": b"start"})
+    assert len(stream.frames) == 0
+    await service._on_op("s1", chunk)
+    assert len(stream.frames) == 10
+    service.record_barge_in("s1", time.monotonic(), 0)   # decided here: mute until the clear
+    await service._on_op("s1", chunk)
+    assert len(stream.frames) == 10
+    await service._on_op("s1", {"op": b"clear"})
+    assert len(stream.frames) == 0
+    await service.bus.aclose()
+    await service.out_redis.aclose()

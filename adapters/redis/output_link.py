@@ -10,7 +10,7 @@ keys); the front-end follows the streams of the sessions it holds with one
 | op | fields | front-end does |
 |---|---|---|
 | `contract` | `state`, `microphone`, `playback` | routes audio frames by it |
-| `start` | — | nothing (the answer begins) |
+| `start` | — | drops audio queued from an earlier answer (a new one begins) |
 | `audio` | `pcm` (bytes), `ms` | queues the frames |
 | `clear` | — | drops everything queued |
 | `filler` / `filler_cancel` | `pcm`, `ms` / — | plays / drops the filler clip |

@@ -145,6 +145,11 @@ class RemoteVoiceService(VoiceService):
                 "playback": _text(fields.get("playback", "stopped"))})
         elif stream is None:
             return
+        elif op == "start":
+            # A new answer begins. Audio still queued from an earlier one is stale:
+            # e.g. its worker died mid-answer and the new owner speaks it again.
+            self.muted.discard(session_id)
+            stream.clear()
         elif op == "audio" and session_id not in self.muted:
             stream.push(AudioChunk(bytes(fields.get("pcm", b"")), float(_text(fields["ms"]))))
         elif op == "clear":
