@@ -8,8 +8,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -25,19 +24,6 @@ from engine.logs import EventLog, ListSink
 from tests.support.redis_server import RING_CHART, RedisServer, ring_state
 
 KEYS = Keys()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as s:
-        yield s
-
-
-@pytest.fixture
-async def redis(server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(server.url, decode_responses=True)
-    async with client:
-        yield client
 
 
 def new_log() -> tuple[EventLog, ListSink]:

@@ -16,7 +16,6 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +39,6 @@ from tests.support.redis_server import (
 KEYS = Keys()
 SESSIONS = [f"c{i}" for i in range(5)]
 PER_SESSION = 20
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as s:
-        yield s
 
 
 def step(sid: str, n: int) -> VoiceEvent:

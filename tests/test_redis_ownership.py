@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore, RedisWorker
@@ -35,18 +33,6 @@ from tests.support.redis_server import (
 
 KEYS = Keys()
 SIDS = [f"o{i:03d}" for i in range(200)]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as s:
-        yield s
-
-
-@pytest.fixture
-async def redis(server: RedisServer) -> AsyncIterator[Redis]:
-    async with Redis.from_url(server.url, decode_responses=True) as client:
-        yield client
 
 
 def step(sid: str, n: int) -> VoiceEvent:
