@@ -19,6 +19,19 @@ class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
     port: int = Field(5204, ge=1, le=65535)
+    # Admin endpoints (POST /charts/{name}/reload, ...) are off unless a token is set
+    # (or TURNCHART_ADMIN_TOKEN); clients send it as `Authorization: Bearer <token>`.
+    admin_token: str | None = Field(None, min_length=16)
+    watch_charts: bool = True                  # reload a chart when its file changes
+
+
+class LimitsSettings(BaseModel):
+    """Input limits of the HTTP and WebSocket side (hardening)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_ws_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    offers_per_minute: int = Field(30, ge=1, le=100_000)   # per client address
 
 
 class LogSettings(BaseModel):
@@ -46,6 +59,7 @@ class Settings(BaseModel):
     responder: ResponderSettings = ResponderSettings()
     log: LogSettings = LogSettings()
     voice: VoiceSettings = VoiceSettings()
+    limits: LimitsSettings = LimitsSettings()
 
 
 class ConfigError(Exception):
@@ -84,6 +98,7 @@ ENV_OVERRIDES = {
     "TURNCHART_PORT": ("server", "port"),
     "TURNCHART_LOG_LEVEL": ("log", "level"),
     "TURNCHART_BUS": (None, "bus"),
+    "TURNCHART_ADMIN_TOKEN": ("server", "admin_token"),
 }
 
 
