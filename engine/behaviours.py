@@ -47,13 +47,24 @@ async def play_immediate_filler(ctx: EffectContext) -> None:
     await ctx.ports.filler.play(ctx.session_id)
 
 
+async def report_timeout(ctx: EffectContext) -> None:
+    """A state gave up waiting on work it started (its `after` deadline fired): say
+    so at WARNING, so that a hung responder or speaker is never a silent stall."""
+    ctx.log("WARNING", "state_timeout",
+            f"⌛ {ctx.state} timed out ({ctx.event}): gave up waiting, its work is cancelled",
+            {"state": ctx.state, "event": ctx.event})
+
+
 async def respond(ctx: ActivityContext) -> None:
     """Ask the responder about the user's words; post `response_ready` or `error`."""
     text = str(ctx.payload.get("text", ""))
     try:
         pieces = [piece async for piece in ctx.ports.responder.answer(text, ctx.session_id)]
     except Exception as exc:  # the responder's failure is the chart's business
-        ctx.post("error", {"message": f"responder failed: {type(exc).__name__}: {exc}"})
+        message = f"responder failed: {type(exc).__name__}: {exc}"
+        ctx.log("ERROR", "responder_failed", f"💥 {message}",
+                {"activity": ctx.activity, "state": ctx.state, "error": message})
+        ctx.post("error", {"message": message})
         return
     ctx.post("response_ready", {"text": "".join(pieces).strip()})
 
@@ -74,9 +85,15 @@ async def speak(ctx: ActivityContext) -> None:
 def default_registry() -> Registry:
     """A fresh registry with the shipped behaviours; extend it with your own."""
     reg = Registry()
-    reg.guard("has_text")(has_text)
-    reg.guard("has_final_text")(has_final_text)
-    for effect in (cancel_tts, cancel_filler, cancel_previous_filler, play_immediate_filler):
+    # Examples let `turnchart paths` take both outcomes of each guard (docs/paths.md).
+    reg.guard("has_text", examples={True: {"text": "hello"},
+                                    False: [{"text": ""}, {"text": "   "}]})(has_text)
+    reg.guard("has_final_text", examples={
+        True: {"text": "hello", "is_final": True},
+        False: [{"text": "", "is_final": True}, {"text": "hello", "is_final": False}]},
+    )(has_final_text)
+    for effect in (cancel_tts, cancel_filler, cancel_previous_filler, play_immediate_filler,
+                   report_timeout):
         reg.effect()(effect)
     reg.activity()(respond)
     reg.activity()(speak)

@@ -58,6 +58,19 @@ class FanOutSink:
             sink.write(record)
 
 
+class LevelFilterSink:
+    """Passes on records at or above `level`: lets one log feed a DEBUG reader (the
+    live inspector) while stdout keeps the configured level."""
+
+    def __init__(self, sink: LogSink, level: str) -> None:
+        self.sink = sink
+        self.threshold = LEVELS[level]
+
+    def write(self, record: Record) -> None:
+        if LEVELS.get(record["level"], 0) >= self.threshold:
+            self.sink.write(record)
+
+
 _second_cache: tuple[int, str] = (-1, "")
 
 

@@ -18,7 +18,7 @@ from engine.logs import EventLog
 from engine.ports import Ports
 from engine.registry import Registry
 from engine.session import Ack, Envelope, Session
-from engine.snapshot import SnapshotStore
+from engine.snapshot import Snapshot, SnapshotStore
 
 NO_SESSION = "-"
 
@@ -52,6 +52,20 @@ class SessionManager:
         self._tg = None
 
     # --------------------------------------------------------------- sessions
+    def use_chart(self, chart: CompiledChart) -> None:
+        """Hot reload: sessions opened from now on without a snapshot start on
+        `chart`. Running sessions keep theirs; every version seen stays in memory
+        (one kernel each) so a session resumed from its snapshot keeps its own."""
+        self.chart = chart
+        self._kernel(chart)
+
+    def _kernel(self, chart: CompiledChart) -> Kernel:
+        """The one kernel of a chart version, built the first time it is needed."""
+        kernel = self._kernels.get(chart.version_hash)
+        if kernel is None:
+            kernel = self._kernels[chart.version_hash] = Kernel(chart)
+        return kernel
+
     async def open(self, session_id: str, *, chart: CompiledChart | None = None,
                    resume: bool = False) -> Session:
         """Create a session (or return the live one). With `resume`, restore its
@@ -65,7 +79,9 @@ class SessionManager:
             return existing
         chart = chart or self.chart
         snapshot = await self.store.load(session_id) if (resume and self.store) else None
-        kernel = self._kernels.setdefault(chart.version_hash, Kernel(chart))
+        if snapshot is not None and snapshot.version_hash != chart.version_hash:
+            chart = self._version_of(snapshot, chart)
+        kernel = self._kernel(chart)
         session = Session(session_id, chart, kernel, self.registry, self.ports, self.clock,
                           self.log, self.store, snapshot=snapshot,
                           cancel_timeout_s=self.cancel_timeout_s,
@@ -75,6 +91,20 @@ class SessionManager:
                                                        name=f"session:{session_id}")
         await asyncio.sleep(0)  # let it enter its initial state before events arrive
         return session
+
+    def _version_of(self, snapshot: Snapshot, current: CompiledChart) -> CompiledChart:
+        """The chart version a snapshot names, when this process still has it;
+        else `current` (logged): the session resumes on it if its states exist
+        there, and `Session` refuses the snapshot otherwise."""
+        kernel = self._kernels.get(snapshot.version_hash)
+        if kernel is not None:
+            return kernel.chart
+        self.log.emit("WARNING", snapshot.session_id, "chart_version_missing",
+                      f"🧩 snapshot names {snapshot.chart} {snapshot.version_hash}, not in "
+                      f"memory here: resuming on {current.version_hash}",
+                      {"chart": snapshot.chart, "version_hash": snapshot.version_hash,
+                       "resumed_on": current.version_hash})
+        return current
 
     async def _run(self, session: Session) -> None:
         try:

@@ -11,12 +11,18 @@ Signatures (the runtime calls them exactly so):
 - activity: ``async activity(ctx: ActivityContext) -> None`` — long work
   owned by a state; it is cancelled when the state is left and reports
   back by posting events through its context.
+
+A guard may also declare *examples*: payloads that make it true and false
+(``examples={True: {"text": "hi"}, False: {"text": ""}}``). Code cannot be
+inverted, so `turnchart paths` uses them to choose inputs that take each
+guard outcome (docs/paths.md); guards without examples get their outcome forced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -37,6 +43,11 @@ class GuardInput:
 GuardFn = Callable[[GuardInput], bool]
 EffectFn = Callable[["EffectContext"], Awaitable[None]]
 ActivityFn = Callable[["ActivityContext"], Awaitable[None]]
+GuardExamples = Mapping[bool, tuple[Mapping[str, Any], ...]]
+"""Outcome → payloads for which the guard gives that outcome."""
+ExamplesArg = Mapping[bool, Mapping[str, Any] | Sequence[Mapping[str, Any]]]
+"""What `guard(examples=...)` accepts: one payload or a list of them per outcome."""
+_NO_EXAMPLES: GuardExamples = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,7 @@ class Registered:
     kind: Kind
     fn: Callable[..., Any]
     doc: str
+    examples: GuardExamples = field(default_factory=lambda: _NO_EXAMPLES)
 
 
 class Registry:
@@ -61,12 +73,48 @@ class Registry:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         self._items[kind][name] = Registered(name, kind, fn, doc)
 
-    def guard(self, name: str | None = None) -> Callable[[GuardFn], GuardFn]:
-        """Decorator: register a guard under `name` (default: the function's name)."""
+    def guard(self, name: str | None = None, *, examples: ExamplesArg | None = None
+              ) -> Callable[[GuardFn], GuardFn]:
+        """Decorator: register a guard under `name` (default: the function's name),
+        optionally with example payloads for each outcome (see the module doc)."""
         def deco(fn: GuardFn) -> GuardFn:
-            self._add("guard", name or fn.__name__, fn)
+            guard_name = name or fn.__name__
+            self._add("guard", guard_name, fn)
+            if examples is not None:
+                self.add_guard_examples(guard_name, examples)
             return fn
         return deco
+
+    def add_guard_examples(self, name: str, examples: ExamplesArg) -> None:
+        """Declare payloads that make a registered guard true / false (added to any it has)."""
+        item = self.get("guard", name)
+        merged = {outcome: list(payloads) for outcome, payloads in item.examples.items()}
+        for outcome, given in examples.items():
+            if not isinstance(outcome, bool):
+                raise ValueError(f"guard {name!r} examples: key {outcome!r} must be True or False")
+            payloads = [given] if isinstance(given, Mapping) else list(given)
+            for payload in payloads:
+                if not isinstance(payload, Mapping) or not all(isinstance(k, str)
+                                                               for k in payload):
+                    raise ValueError(f"guard {name!r} examples[{outcome}]: {payload!r} is not "
+                                     "a payload mapping with field names as keys")
+            merged.setdefault(outcome, []).extend(MappingProxyType(dict(p)) for p in payloads)
+        frozen = MappingProxyType({k: tuple(v) for k, v in merged.items()})
+        self._items["guard"][name] = Registered(item.name, item.kind, item.fn, item.doc, frozen)
+
+    def guard_examples(self, name: str) -> GuardExamples:
+        """The example payloads of a guard by outcome (empty when it declared none)."""
+        return self.get("guard", name).examples
+
+    def with_guards(self, replacements: Mapping[str, GuardFn]) -> Registry:
+        """A copy whose named guards call other functions (examples kept): path
+        generation wraps guards this way to force an outcome."""
+        other = self.copy()
+        for name, fn in replacements.items():
+            item = self.get("guard", name)
+            other._items["guard"][name] = Registered(item.name, item.kind, fn, item.doc,
+                                                     item.examples)
+        return other
 
     def effect(self, name: str | None = None) -> Callable[[EffectFn], EffectFn]:
         """Decorator: register an async effect."""

@@ -284,6 +284,12 @@ def _html_table(title: str, description: str | None, lines: Sequence[str]) -> st
             + "".join(rows) + "</TABLE>>")
 
 
+def state_element_id(name: str) -> str:
+    """The SVG id of a state's group (`state-THINKING`), stable for pages that
+    highlight live states (the inspector); compound states' clusters get one too."""
+    return f"state-{name}"
+
+
 def _anchor(name: str) -> str:
     return f"{name}::initial"
 
@@ -317,7 +323,8 @@ def to_dot(chart: CompiledChart) -> str:
             out.append(f"{indent}subgraph {_q('cluster_' + name)} {{")
             inner = indent + "  "
             out.append(f'{inner}label={label}; labeljust=l; style="rounded,filled";'
-                       f' fillcolor="{_CLUSTER_FILL}"; color="#777777"; penwidth=1.2;')
+                       f' fillcolor="{_CLUSTER_FILL}"; color="#777777"; penwidth=1.2;'
+                       f" id={_q(state_element_id(name))}; class=\"state compound\";")
             out.append(f"{inner}{_q(_anchor(name))} [shape=point, width=0.1, style=filled,"
                        f' fillcolor=black, label="", tooltip={_q(name + " initial")}];')
             if name in self_targets or name in self_internal:
@@ -332,7 +339,8 @@ def to_dot(chart: CompiledChart) -> str:
             peripheries = 2 if state.final else 1
             out.append(f'{indent}{_q(name)} [shape=box, style="rounded,filled",'
                        f' fillcolor="{fill}", color="#335588", peripheries={peripheries},'
-                       f" margin=\"0.12,0.06\", label={label}];")
+                       f" margin=\"0.12,0.06\", id={_q(state_element_id(name))},"
+                       f' class="state", label={label}];')
 
     for root in _roots(chart):
         emit(root, "  ")

@@ -201,7 +201,8 @@ class Session:
     async def _start(self) -> None:
         self._log("INFO", "session_started", f"🟢 session started in {self.state}",
                   {"chart": self.chart.name, "version": self.chart.version,
-                   "version_hash": self.chart.version_hash, "state": self.state})
+                   "version_hash": self.chart.version_hash, "state": self.state,
+                   "chart_path": self.chart.path})
         self.epoch += 1
         for name in self.configuration:
             await self._run_effects(self.chart.states[name].enter, name, "(start)", {})
@@ -216,7 +217,7 @@ class Session:
         self._log("INFO", "session_resumed", f"♻️ session resumed in {self.state}",
                   {"chart": self.chart.name, "version": self.chart.version,
                    "version_hash": self.chart.version_hash, "state": self.state,
-                   "epoch": self.epoch})
+                   "epoch": self.epoch, "chart_path": self.chart.path})
         self.epoch += 1
         self._apply_contract()
         for name in self.configuration:

@@ -385,7 +385,8 @@ def test_json_of_the_shipped_chart(shipped: CompiledChart) -> None:
     }
     assert data["states"]["THINKING"]["invoke"] == ["respond"]
     assert data["states"]["THINKING"]["after"] == [
-        {"delay": "600ms", "delay_ms": 600.0, "event": "filler_due"}]
+        {"delay": "600ms", "delay_ms": 600.0, "event": "filler_due"},
+        {"delay": "20s", "delay_ms": 20000.0, "event": "response_timeout"}]
     assert data["events"]["stt_partial"]["unhandled"] == "ignore"
     assert data["events"]["stt_final"]["payload"] == {"text": "str", "is_final": "bool"}
     assert data["events"]["client_connected"]["unhandled"] == "error"

@@ -164,9 +164,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.suite == "voice":
         from benchmarks.voice_bench import run as run_voice
         result = run_voice(turns=args.turns)
+    elif args.suite == "soak":
+        from benchmarks.soak_bench import run as run_soak
+        try:
+            result = run_soak(sessions=1000 if args.sessions is None else args.sessions,
+                              duration_s=args.duration_s, rate_multiplier=args.rate_multiplier,
+                              seed=args.seed)
+        except ValueError as exc:
+            print(f"turnchart bench soak: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     else:
         from benchmarks.engine_bench import run as run_engine
-        result = run_engine(events=args.events, sessions=args.sessions, profile=args.profile)
+        result = run_engine(events=args.events,
+                            sessions=10_000 if args.sessions is None else args.sessions,
+                            profile=args.profile)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
@@ -217,11 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", metavar="MODULE:FACTORY")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("bench", help="benchmarks, JSON output: compile | engine | voice | redis")
-    p.add_argument("suite", choices=["compile", "engine", "voice", "redis"])
+    p = sub.add_parser("bench",
+                       help="benchmarks, JSON output: compile | engine | voice | redis | soak")
+    p.add_argument("suite", choices=["compile", "engine", "voice", "redis", "soak"])
     p.add_argument("--turns", type=int, default=20, help="voice: turns to measure")
     p.add_argument("--events", type=int, default=3000, help="engine: events per measurement")
-    p.add_argument("--sessions", type=int, default=10_000, help="engine: sessions to create")
+    p.add_argument("--sessions", type=int, default=None,
+                   help="engine: sessions to create (10000); soak: simulated callers (1000)")
+    p.add_argument("--duration-s", type=float, default=60.0, help="soak: seconds to run")
+    p.add_argument("--rate-multiplier", type=float, default=10.0,
+                   help="soak: calls run this many times faster than real ones")
+    p.add_argument("--seed", type=int, default=7, help="soak: random seed of the callers")
     p.add_argument("--profile", action="store_true", help="engine: add a cProfile top list")
     p.add_argument("--out", metavar="FILE", help="also write the JSON here")
     p.set_defaults(func=cmd_bench)
@@ -244,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true",
                    help="fake responder and speech (no models): load tests")
     p.set_defaults(func=cmd_worker)
+
+    from adapters.cli.replay import add_replay_command
+    add_replay_command(sub)
+
+    from adapters.cli.paths import add_paths_parser
+    add_paths_parser(sub)
     return parser
 
 

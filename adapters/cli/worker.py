@@ -30,7 +30,8 @@ async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str
                           headless: bool = False) -> int:
     if headless:
         return await run_worker(redis_url, chart_path, worker_id=worker_id, lease_ms=lease_ms,
-                                log_level=settings.log.level)
+                                log_level=settings.log.level,
+                                watch=settings.server.watch_charts)
     from adapters.server.voice_factory import FILLER_TEXT
     from adapters.speech.tts import EspeakTTS
     from engine.ports import AudioChunk
@@ -48,7 +49,8 @@ async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str
         publishing = tg.create_task(publisher.run(), name="contract-publisher")
         try:
             code = await run_worker(redis_url, chart_path, worker_id=worker_id,
-                                    lease_ms=lease_ms, ports=ports, log=log)
+                                    lease_ms=lease_ms, ports=ports, log=log,
+                                    watch=settings.server.watch_charts)
         finally:
             publishing.cancel()
     with contextlib.suppress(Exception):

@@ -26,7 +26,6 @@ from adapters.fastrtc.handler import TurnStreamHandler
 
 CONNECTION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_OFFER_BYTES = 64 * 1024
-MAX_WS_MESSAGE = 256 * 1024
 _FAILED_STATUS = {"connection_already_exists": 409, "concurrency_limit_reached": 429,
                   "unknown_connection": 404, "connection_closed": 410,
                   "invalid_candidate_format": 400}
@@ -128,10 +127,7 @@ class ValidatingWebSocket:
 
     async def receive_json(self) -> dict[str, Any]:
         while True:
-            text = await self._ws.receive_text()
-            if len(text) > MAX_WS_MESSAGE:
-                await self._error(f"message too large ({len(text)} > {MAX_WS_MESSAGE})")
-                continue
+            text = await self._ws.receive_text()  # size: limits.max_ws_message_bytes (server)
             try:
                 message = json.loads(text)
             except ValueError as exc:
@@ -190,6 +186,7 @@ async def serve_websocket(websocket: WebSocket, handler: TurnStreamHandler,
 
     ws = WebSocketHandler(handler, set_handler, lambda stream_id: None,
                           lambda stream_id: lambda outputs: None)
+    ws.start_up_task = None  # type: ignore[assignment]  # read on close, set only by `start`
     try:
         await ws.handle_websocket(wrapped)  # type: ignore[arg-type]
     except WebSocketDisconnect:

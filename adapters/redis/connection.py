@@ -18,6 +18,7 @@ from redis.backoff import AbstractBackoff, ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from adapters.redaction import redact_credentials
 from engine.logs import EventLog
 
 NO_SESSION = "-"
@@ -62,10 +63,10 @@ def retry_logger(log: EventLog, retries: int, what: str) -> RetryLog:
     def on_retry(error: Exception, attempt: int) -> None:
         final = retries >= 0 and attempt > retries
         log.emit("WARNING", NO_SESSION, "redis_retry",
-                 f"🔁 redis {what}: {type(error).__name__}: {error} "
+                 f"🔁 redis {what}: {error_text(error)} "
                  f"({'giving up' if final else f'retry {attempt}/{retries}'})",
                  {"client": what, "attempt": attempt, "retries": retries,
-                  "error": f"{type(error).__name__}: {error}", "gave_up": final})
+                  "error": error_text(error), "gave_up": final})
     return on_retry
 
 
@@ -96,4 +97,6 @@ def raw_reply(response: Any, **options: Any) -> Any:
 
 
 def error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """`Type: message` for a log line, with any URL credentials masked."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {redact_credentials(text)}" if text else type(exc).__name__

@@ -31,8 +31,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from adapters.hot_reload import ChartReloader, ChartWatcher
 from adapters.redis.worker import RedisWorker
 from engine.behaviours import default_registry
+from engine.catalog import ChartCatalog, Reload
 from engine.chart import load_chart
 from engine.clock import RealClock
 from engine.fakes import FakeSettings, fake_ports
@@ -75,8 +77,11 @@ async def run_worker(redis_url: str, chart_path: str | Path = DEFAULT_CHART, *,
                      registry: Registry | None = None, ports: Ports | None = None,
                      log: EventLog | None = None, log_level: str = "INFO",
                      freeze_gc: bool = True, install_signals: bool = True,
-                     respond_ms: float = 300.0, speak_ms: float = 1200.0) -> int:
-    """Run a worker until SIGTERM/SIGINT; then hand its sessions back. Returns an exit code."""
+                     respond_ms: float = 300.0, speak_ms: float = 1200.0,
+                     watch: bool = False) -> int:
+    """Run a worker until SIGTERM/SIGINT; then hand its sessions back. Returns an exit code.
+    With `watch`, an edit of the chart file is validated and, when good, new
+    sessions start on it (adapters/hot_reload.py); running ones keep theirs."""
     registry = registry or default_registry()
     chart = load_chart(chart_path, registry)
     clock = RealClock()
@@ -86,7 +91,18 @@ async def run_worker(redis_url: str, chart_path: str | Path = DEFAULT_CHART, *,
                          lease_ms=lease_ms, clock=clock, hooks=PauseAt.from_env(log),
                          freeze_gc=freeze_gc)
     loop = asyncio.get_running_loop()
-    async with worker:
+    watching = contextlib.AsyncExitStack()
+    if watch:
+        catalog = ChartCatalog(registry)
+        catalog.add(chart_path, chart)
+
+        def follow(reload: Reload) -> None:
+            if reload.current is not None:
+                worker.use_chart(reload.current)
+
+        reloader = ChartReloader(catalog, log, follow)
+        await watching.enter_async_context(ChartWatcher(reloader, [str(chart_path)]))
+    async with watching, worker:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError):

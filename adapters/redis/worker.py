@@ -64,6 +64,7 @@ from adapters.redis.leases import LeaseManager
 from adapters.redis.pipeline import AutoPipeline
 from adapters.redis.reader import RawEntry, StreamReader, stream_pairs
 from adapters.redis.snapshots import LeaseLost, RedisSnapshotStore
+from engine.catalog import count_versions
 from engine.clock import Clock, RealClock
 from engine.compiler import CompiledChart
 from engine.events import EventProblem, parse_event, truncate_raw
@@ -102,6 +103,7 @@ class _Owned:
     retry_at: float = 0.0
     lost: bool = False
     adopted_at: float = field(default_factory=time.monotonic)
+    throttled: bool = False         # holds max_in_flight unapplied entries: not read for now
     drained: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -145,7 +147,8 @@ class RedisWorker:
                  drain_timeout_s: float = 2.0, ended_ttl_ms: int = 600_000,
                  adopt_concurrency: int = 16, block_all_max: int = 64,
                  sweep_s: float = 0.25, freeze_gc: bool = False,
-                 full_gc_every_s: float = 600.0, hooks: WorkerHooks | None = None) -> None:
+                 full_gc_every_s: float = 600.0, hooks: WorkerHooks | None = None,
+                 max_in_flight: int = 256) -> None:
         self.url = redis_url
         self.chart = chart
         self.registry = registry
@@ -168,6 +171,9 @@ class RedisWorker:
         self.drain_timeout_s = drain_timeout_s
         self.ended_ttl_ms = ended_ttl_ms
         self.hooks = hooks
+        # A session slower than its producers is handed at most this many entries
+        # (+ one read's worth); the rest wait in Redis, not in this process's memory.
+        self.max_in_flight = max(1, max_in_flight)
         self.block_all_max = block_all_max
         self.freeze_gc = freeze_gc
         self.full_gc_every_s = full_gc_every_s
@@ -183,6 +189,7 @@ class RedisWorker:
              "restarted", "lost", "released", "ended", "reads", "reconnects"), 0)
         self._by_key: dict[str, _Owned] = {}
         self._live_keys: list[str] = []
+        self._read_keys: list[str] = []      # live and not throttled
         self._live_dirty = True
         self._live_changed = asyncio.Event()
         self._sweep = False
@@ -260,6 +267,14 @@ class RedisWorker:
 
     def request_stop(self) -> None:
         self._stop_requested.set()
+
+    def use_chart(self, chart: CompiledChart) -> None:
+        """Hot reload: sessions that start here from now on run `chart`; running
+        ones keep theirs, and one resumed from a snapshot runs the version the
+        snapshot names while this process still has it (SessionManager)."""
+        self.chart = chart
+        if self.manager is not None:
+            self.manager.use_chart(chart)
 
     async def stopped(self) -> None:
         """Wait until `request_stop()` (the CLI calls it on SIGTERM/SIGINT)."""
@@ -382,8 +397,10 @@ class RedisWorker:
 
     async def _publish_stats(self) -> None:
         """Counters for front-ends' /metrics (workers serve no HTTP themselves)."""
-        assert self.leases is not None
+        assert self.leases is not None and self.manager is not None
+        versions = count_versions(s.chart for s in self.manager.sessions.values())
         body = json.dumps({**self.stats, "owned": len(self.owned),
+                           "versions": [v.to_dict() for v in versions],
                            "at_ms": int(time.time() * 1000)})
         await self.leases.redis.hset(self.keys.worker_stats, self.worker_id, body)
 
@@ -698,20 +715,23 @@ class RedisWorker:
             if self._live_dirty:
                 self._live_dirty = False
                 self._live_changed.clear()
-                self._live_keys = [o.key for o in self._by_key.values() if o.phase == LIVE]
+                live = [o for o in self._by_key.values() if o.phase == LIVE]
+                self._live_keys = [o.key for o in live]
+                self._read_keys = [o.key for o in live if not o.throttled]
             keys = self._live_keys
-            if not keys:
+            if not self._read_keys:
                 await self._live_changed.wait()
                 continue
             try:
                 if self._sweep:
                     await self._sweep_pending(keys)
                     self._sweep = False
-                if len(keys) <= self.block_all_max:
+                reading = self._read_keys
+                if len(reading) <= self.block_all_max:
                     self._hint_cursor = None
-                    reply = await reader.read_new(keys, self.block_ms)
+                    reply = await reader.read_new(reading, self.block_ms)
                 else:
-                    reply = await self._read_hinted(keys)
+                    reply = await self._read_hinted(reading)
             except CONNECTION_ERRORS as exc:
                 failures += 1
                 self.stats["reconnects"] += 1
@@ -879,6 +899,13 @@ class RedisWorker:
             owned.last_activity = time.monotonic()
             self.stats["delivered"] += 1
             self.manager.route(event, ack=self._acker(owned, entry_id, eid), entry_id=entry_id)
+        if owned.in_flight >= self.max_in_flight and not owned.throttled:
+            owned.throttled = True
+            self._log("INFO", sid, "session_throttled",
+                      f"⏳ {sid} holds {owned.in_flight} events not yet applied: its stream is "
+                      f"not read until it catches up", {"in_flight": owned.in_flight,
+                                                         "max_in_flight": self.max_in_flight})
+            self._mark_live_changed()
 
     def _finish_entry(self, owned: _Owned, entry_id: str, eid: StreamId) -> None:
         """Acknowledge an entry that will never reach the session."""
@@ -912,6 +939,10 @@ class RedisWorker:
             if self.hooks is not None:
                 await self.hooks.at("before_ack", owned.sid, entry_id)
             owned.in_flight -= 1
+            if owned.throttled and owned.in_flight <= self.max_in_flight // 2:
+                owned.throttled = False       # read it again (hinted mode: at once)
+                self._moved.add(owned.key)
+                self._mark_live_changed()
             if eid > owned.floor:
                 owned.floor = eid
             if owned.in_flight <= 0:

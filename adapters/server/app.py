@@ -13,16 +13,21 @@ from starlette.routing import Route
 
 from adapters.config import Settings
 from adapters.fastrtc.transport import TurnRTC
+from adapters.hot_reload import ChartReloader, ChartWatcher
+from adapters.redaction import redact_credentials
 from adapters.server import chart_pages
+from adapters.server.chart_admin import reload_route
+from adapters.server.inspect import Inspector, inspect_routes
+from adapters.server.limits import InputLimits, OfferRateLimit
 from adapters.server.loghub import LogHub
 from adapters.server.metrics import Metrics
 from adapters.server.voice import VoiceService
-from adapters.server.voice_routes import VoiceState, voice_routes
+from adapters.server.voice_routes import OFFER_PATHS, VoiceState, voice_routes
 from engine.behaviours import default_registry
-from engine.catalog import ChartCatalog
+from engine.catalog import ChartCatalog, Reload, VersionUse
 from engine.clock import RealClock
 from engine.compiler import CompiledChart
-from engine.logs import EventLog, FanOutSink, JsonLinesSink, LogSink
+from engine.logs import EventLog, FanOutSink, JsonLinesSink, LevelFilterSink, LogSink
 from engine.registry import Registry
 from engine.render import RenderUnavailable, to_json, to_mermaid, to_svg
 
@@ -50,7 +55,25 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
                                     if voice.service else 0))
     clock = RealClock()
     sink = log_sink or JsonLinesSink(sys.stdout)
-    log = EventLog(FanOutSink(sink, hub, voice.metrics), clock, level=settings.log.level)
+    inspector = Inspector(lambda name: (e.chart if (e := catalog.by_name(name)) else None),
+                          clock.now_ms, mode="memory" if settings.bus == "memory" else "redis")
+    # The inspector draws effects and dwell times from DEBUG lines; the rest keep the level.
+    log = EventLog(FanOutSink(LevelFilterSink(FanOutSink(sink, hub, voice.metrics),
+                                              settings.log.level), inspector),
+                   clock, level="DEBUG")
+
+    def follow(reload: Reload) -> None:
+        """Hot reload: calls that connect from now on run the new version when
+        the live voice service ran the one it replaces."""
+        service = voice.service
+        if service is not None and reload.current is not None and reload.previous is not None \
+                and service.chart.version_hash == reload.previous.version_hash:
+            service.use_chart(reload.current)
+
+    reloader = ChartReloader(catalog, log, follow)
+
+    async def version_uses() -> list[VersionUse]:
+        return await voice.service.version_uses() if voice.service is not None else []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -62,7 +85,11 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
             voice.service = service
             voice.rtc = _rtc(service, settings.voice.concurrency_limit)
         try:
-            yield
+            async with contextlib.AsyncExitStack() as watching:
+                if settings.server.watch_charts:
+                    watcher = ChartWatcher(reloader, list(catalog.entries))
+                    await watching.enter_async_context(watcher)
+                yield
         finally:
             if voice.service is not None:
                 await voice.service.stop()  # graceful: every session closes cleanly
@@ -73,7 +100,7 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
         extra = await voice.service.health() if voice.service is not None else {}
         ok = bool(catalog.charts()) and not str(extra.get("redis", "ok")).startswith("unreachable")
         return JSONResponse({"status": "ok" if ok else "degraded", "charts": charts,
-                             "bus": settings.bus,
+                             "bus": redact_credentials(settings.bus),
                              "voice": "running" if voice.service is not None else "off",
                              "sessions": len(voice.service.manager.sessions)
                              if voice.service else 0, **extra},
@@ -81,12 +108,14 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
 
     async def charts_index(request: Request) -> Response:
         entries = list(catalog.entries.values())
+        uses = await version_uses()
         if "text/html" in request.headers.get("accept", ""):
-            return HTMLResponse(chart_pages.index_page(entries))
+            return HTMLResponse(chart_pages.index_page(entries, uses))
         return JSONResponse({"charts": [
             {"name": e.name, "path": e.path, "version": e.chart.version if e.chart else None,
              "version_hash": e.chart.version_hash if e.chart else None,
-             "errors": [str(x) for x in e.errors]} for e in entries]})
+             "errors": [str(x) for x in e.errors],
+             "live_versions": [v.to_dict() for v in e.live_versions(uses)]} for e in entries]})
 
     async def chart(request: Request) -> Response:
         ref: str = request.path_params["ref"]
@@ -99,7 +128,7 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
             return JSONResponse({"error": f"no chart named '{name}'", "charts": known},
                                 status_code=404)
         if suffix == "":
-            return HTMLResponse(chart_pages.chart_page(entry))
+            return HTMLResponse(chart_pages.chart_page(entry, await version_uses()))
         if entry.chart is None:
             return JSONResponse({"error": f"chart '{name}' has errors",
                                  "errors": [str(e) for e in entry.errors]}, status_code=409)
@@ -116,13 +145,21 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
         Route("/health", health, methods=["GET"]),
         Route("/charts", charts_index, methods=["GET"]),
         Route("/charts/{ref}", chart, methods=["GET"]),
+        reload_route(reloader, settings.server.admin_token, version_uses),
         *voice_routes(voice),
+        *inspect_routes(inspector, catalog.charts),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(InputLimits, max_body_bytes=settings.limits.max_body_bytes,
+                       max_ws_message_bytes=settings.limits.max_ws_message_bytes,
+                       offer_paths=OFFER_PATHS,
+                       offers=OfferRateLimit(settings.limits.offers_per_minute), log=log)
     app.state.catalog = catalog
     app.state.settings = settings
     app.state.voice = voice
     app.state.log = log
+    app.state.inspector = inspector
+    app.state.reloader = reloader
     return app
 
 

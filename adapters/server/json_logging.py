@@ -9,6 +9,7 @@ import json
 import logging
 from typing import Any
 
+from adapters.redaction import redact_credentials
 from engine.logs import iso_utc
 
 
@@ -17,10 +18,11 @@ class JsonFormatter(logging.Formatter):
         event_type = "http_access" if record.name == "uvicorn.access" else "server_log"
         data: dict[str, Any] = {"logger": record.name}
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+            data["exception"] = redact_credentials(self.formatException(record.exc_info))
         return json.dumps({"ts": iso_utc(record.created), "t_ms": None,
                            "level": record.levelname, "session_id": "-",
-                           "event_type": event_type, "message": record.getMessage(),
+                           "event_type": event_type,
+                           "message": redact_credentials(record.getMessage()),
                            "data": data}, ensure_ascii=False)
 
 

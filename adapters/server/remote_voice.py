@@ -21,8 +21,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from adapters.redis.bus import RedisEventBus
+from adapters.redis.connection import error_text
 from adapters.redis.output_link import OutputFollower
 from adapters.server.voice import VoiceService
+from engine.catalog import VersionUse
 from engine.events import VoiceEvent
 from engine.ports import AudioChunk
 
@@ -72,23 +74,36 @@ class RemoteVoiceService(VoiceService):
         try:
             await asyncio.wait_for(self.out_redis.ping(), 2.0)
         except Exception as exc:
-            return {"redis": f"unreachable: {type(exc).__name__}: {exc}"}
+            return {"redis": f"unreachable: {error_text(exc)}"}
         workers: dict[str, Any] = {}
         with contextlib.suppress(Exception):
-            keys = self.bus.keys
-            seconds, micros = await self.out_redis.time()
-            now_ms = seconds * 1000 + micros // 1000
-            alive = {_text(w) for w in await self.out_redis.zrangebyscore(
-                keys.workers, now_ms - 2000, "+inf")}  # heard from in the last 2 s (every tick)
-            for worker, raw in (await self.out_redis.hgetall(keys.worker_stats)).items():
-                if _text(worker) in alive:
-                    workers[_text(worker)] = json.loads(raw)
+            workers = await self._live_worker_stats()
         streams = {}
         for session_id in list(self.router.streams)[:50]:
             with contextlib.suppress(Exception):
                 stats = await self.bus.stream_stats(session_id)
                 streams[session_id] = {"pending": stats.get("pending"), "lag": stats.get("lag")}
         return {"redis": "ok", "streams": streams, "workers": workers}
+
+    async def _live_worker_stats(self) -> dict[str, Any]:
+        """The stats each live worker published (heard from in the last 2 s)."""
+        keys = self.bus.keys
+        seconds, micros = await self.out_redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        alive = {_text(w) for w in await self.out_redis.zrangebyscore(
+            keys.workers, now_ms - 2000, "+inf")}  # heard from in the last 2 s (every tick)
+        return {_text(worker): json.loads(raw)
+                for worker, raw in (await self.out_redis.hgetall(keys.worker_stats)).items()
+                if _text(worker) in alive}
+
+    async def version_uses(self) -> list[VersionUse]:
+        """Sessions per chart version, summed over the live workers (they run
+        the sessions and watch their own chart files); none while Redis is down."""
+        try:
+            stats = await asyncio.wait_for(self._live_worker_stats(), 2.0)
+        except Exception:
+            return []
+        return [VersionUse.from_dict(v) for s in stats.values() for v in s.get("versions", [])]
 
     async def _publisher(self) -> None:
         """One task publishes in order; a Redis outage is retried by the client."""

@@ -18,7 +18,9 @@ from typing import Any
 from adapters.fastrtc.handler import Detector, Transcriber, TurnStreamHandler
 from adapters.fastrtc.output import OutputRouter
 from adapters.fastrtc.registry import ConnectionRegistry
+from adapters.redaction import redact_credentials
 from adapters.server.metrics import Metrics
+from engine.catalog import VersionUse, count_versions
 from engine.clock import RealClock
 from engine.compiler import CompiledChart
 from engine.events import VoiceEvent
@@ -84,6 +86,17 @@ class VoiceService:
         """Extra `/health` fields; empty when there is nothing beyond this process."""
         return {}
 
+    # chart versions ----------------------------------------------------------------
+    def use_chart(self, chart: CompiledChart) -> None:
+        """Hot reload: calls connected from now on run `chart`; calls in progress
+        finish on the version they started with."""
+        self.chart = chart
+        self.manager.use_chart(chart)
+
+    async def version_uses(self) -> list[VersionUse]:
+        """How many live sessions run each chart version (for `/charts`)."""
+        return count_versions(s.chart for s in list(self.manager.sessions.values()))
+
     def new_handler(self) -> TurnStreamHandler:
         return TurnStreamHandler(self, output_rate=self.output_rate)
 
@@ -116,7 +129,8 @@ class VoiceService:
         async def ack() -> None:
             done.set()
 
-        if "client_disconnected" in self.chart.events:
+        session = self.manager.get(session_id)
+        if session is not None and "client_disconnected" in session.chart.events:
             self.post(session_id, "client_disconnected", {}, ack=ack)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 5.0)
@@ -174,9 +188,10 @@ class VoiceService:
                       {"turn_latency_ms": round(turn_latency_s * 1000.0, 3)})
 
     def report_error(self, session_id: str, where: str, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {redact_credentials(str(exc))}"
         self.log.emit("ERROR", session_id, "adapter_error",
-                      f"💥 audio adapter failed in {where}: {type(exc).__name__}: {exc}",
-                      {"where": where, "error": f"{type(exc).__name__}: {exc}"})
+                      f"💥 audio adapter failed in {where}: {error}",
+                      {"where": where, "error": error})
 
     def note_false_interruption(self, session_id: str) -> None:
         self.metrics.false_interruptions.inc()

@@ -29,6 +29,8 @@ from adapters.server.metrics import Metrics
 from adapters.server.voice import VoiceService
 
 PAGE = Path(__file__).with_name("static") / "fastrtc.html"
+WEBRTC_OFFER, WEBSOCKET_OFFER = "/webrtc/offer", "/websocket/offer"
+OFFER_PATHS = frozenset({WEBRTC_OFFER, WEBSOCKET_OFFER})   # rate limited (limits.py)
 
 
 class VoiceState:
@@ -136,8 +138,8 @@ def voice_routes(state: VoiceState) -> list[BaseRoute]:
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return [
-        Route("/webrtc/offer", offer, methods=["POST"]),
-        WebSocketRoute("/websocket/offer", websocket_offer),
+        Route(WEBRTC_OFFER, offer, methods=["POST"]),
+        WebSocketRoute(WEBSOCKET_OFFER, websocket_offer),
         Route("/fastrtc", page, methods=["GET"]),
         Route("/sessions", sessions, methods=["GET"]),
         Route("/sessions/{session_id}", session_detail, methods=["GET"]),

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -56,8 +57,9 @@ class RedisServer:
     """One redis-server process on 127.0.0.1:PORT with its data in `directory`."""
 
     def __init__(self, directory: Path, *, appendonly: bool = False, port: int | None = None,
-                 appendfsync: str = "always") -> None:
+                 appendfsync: str = "always", extra_args: Sequence[str] = ()) -> None:
         self.binary = redis_server_binary()
+        self.extra_args = list(extra_args)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
@@ -78,7 +80,7 @@ class RedisServer:
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", self.appendfsync,
                 "--protected-mode", "yes", "--daemonize", "no",
-                "--logfile", str(self.log_path)]
+                "--logfile", str(self.log_path), *self.extra_args]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -117,6 +119,95 @@ class RedisServer:
         return "(no log)"
 
     def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+CLUSTER_SLOTS = 16384
+
+
+class RedisClusterServers:
+    """A private Redis Cluster on 127.0.0.1: `nodes` redis-server processes
+    (cluster-enabled, each with its own free port and cluster-bus port), the
+    16,384 slots split evenly between them, met, and waited for until every
+    node says `cluster_state:ok`.
+
+    One node that owns every slot is enough to catch what a client does wrong
+    in a cluster (CROSSSLOT is about slots, not nodes); three also exercise
+    the routing of keys, scripts and reads to the node that owns them.
+
+        with RedisClusterServers(tmp_path, nodes=3) as cluster:
+            url = cluster.url      # redis+cluster://127.0.0.1:PORT (any node is a seed)
+    """
+
+    def __init__(self, directory: Path, nodes: int = 1, *, node_timeout_ms: int = 5000) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.servers: list[RedisServer] = []
+        self.bus_ports: list[int] = []
+        for i in range(nodes):
+            bus = free_port()
+            self.bus_ports.append(bus)
+            self.servers.append(RedisServer(Path(directory) / f"node{i}", extra_args=[
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(bus), "--cluster-node-timeout", str(node_timeout_ms)]))
+        share = CLUSTER_SLOTS // nodes
+        self.slot_ranges = [(i * share, CLUSTER_SLOTS - 1 if i == nodes - 1 else (i + 1) * share - 1)
+                            for i in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.servers[0].port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.servers]
+
+    def node_url(self, i: int) -> str:
+        """A plain URL of one node (to look at it directly, e.g. `INFO cluster`)."""
+        return f"redis://127.0.0.1:{self.servers[i].port}/0"
+
+    def node_of_slot(self, slot: int) -> int:
+        return next(i for i, (lo, hi) in enumerate(self.slot_ranges) if lo <= slot <= hi)
+
+    def start(self, timeout: float = 30.0) -> None:
+        import redis
+
+        for server in self.servers:
+            server.start()
+        clients = [redis.Redis(port=s.port, decode_responses=True) for s in self.servers]
+        try:
+            for client, (lo, hi) in zip(clients, self.slot_ranges, strict=True):
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            for server, bus in zip(self.servers[1:], self.bus_ports[1:], strict=True):
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port, bus)
+            deadline = time.monotonic() + timeout
+            while True:
+                infos = [client.cluster("info") for client in clients]
+                if all(str(info.get("cluster_state")) == "ok"
+                       and int(info.get("cluster_known_nodes", 0)) == len(clients)
+                       for info in infos):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the test cluster did not reach cluster_state:ok within "
+                                       f"{timeout}s: {infos}")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            for client in clients:
+                client.close()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> RedisClusterServers:
         self.start()
         return self
 

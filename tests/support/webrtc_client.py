@@ -147,12 +147,12 @@ def free_port() -> int:
 class ServerProcess:
     """`turnchart serve` on a free loopback port; its JSON log lines collected."""
 
-    def __init__(self, tmp: Path, extra_config: str = "") -> None:
+    def __init__(self, tmp: Path, extra_config: str = "", chart: Path | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / "server.log"
         config = tmp / "config.yaml"
-        chart = Path(__file__).resolve().parents[2] / "charts" / "voice_turn.yaml"
+        chart = chart or Path(__file__).resolve().parents[2] / "charts" / "voice_turn.yaml"
         config.write_text(f"server: {{host: 127.0.0.1, port: {self.port}}}\n"
                           f"charts: [{chart}]\nlog: {{level: INFO}}\n{extra_config}")
         exe = Path(sys.executable).with_name("turnchart")

@@ -1,0 +1,274 @@
+"""The live inspector: `GET /inspect` shows the chart with every live session on
+it, and each session's timeline, from the server's own structured log lines.
+
+`Inspector` is a log sink. It keeps, per session, the last lines in a bounded
+ring buffer (for the timeline, `engine.timeline`) and a small view of where
+the session is (chart, state, contract, since when), built from the lines
+alone: `session_started` / `session_resumed`, `contract_applied`,
+`state_transition`, `session_closed`. Closed sessions are kept a while so
+that a call that just ended can still be looked at.
+
+`GET /inspect/events` is a server-sent event stream: a `snapshot` of every
+session on connect, then each line as a `record` event, and `: keep-alive`
+comments while nothing happens. Each subscriber has a bounded queue: a
+browser that cannot keep up never slows the server; its queue is dropped
+and it gets `resync` followed by a fresh `snapshot`.
+
+With `--redis`, sessions run on workers and their lines are written there,
+not here: the front-end's inspector then sees only its own lines (barge-ins
+it detected, turn latency, connection mapping) and no states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from engine.compiler import CompiledChart
+from engine.logs import Record
+from engine.manager import NO_SESSION
+from engine.timeline import build_timeline
+
+STATIC = Path(__file__).with_name("static")
+_ASSETS = {"inspect.js": "text/javascript", "inspect.css": "text/css"}
+_SKIPPED = frozenset({"audio_out"})
+"""Lines never kept or sent: one per answer-audio chunk, and nothing to draw."""
+
+ChartLookup = Callable[[str], CompiledChart | None]
+
+
+@dataclass
+class SessionView:
+    """Where a session is, as its lines tell it."""
+
+    session_id: str
+    chart: str | None = None
+    version: int | None = None
+    version_hash: str | None = None
+    state: str | None = None
+    contract: dict[str, str] = field(default_factory=dict)
+    since: str | None = None          # `ts` of the line that entered `state`
+    since_t_ms: float | None = None
+    started: bool = False             # a session_started / session_resumed line was seen
+    closed_t_ms: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.started and self.closed_t_ms is None
+
+    def apply(self, record: Record) -> None:
+        kind, data = record["event_type"], record.get("data") or {}
+        if kind in ("session_started", "session_resumed"):
+            self.chart, self.version = data.get("chart"), data.get("version")
+            self.version_hash = data.get("version_hash")
+            self.started, self.closed_t_ms = True, None
+            self._enter(data.get("state"), record)
+        elif kind == "state_transition":
+            self._enter(data.get("to"), record)
+        elif kind == "contract_applied":
+            self.contract = {k: str(v) for k, v in data.items() if k != "state"}
+        elif kind == "session_closed":
+            self.closed_t_ms = float(record["t_ms"])
+
+    def _enter(self, state: Any, record: Record) -> None:
+        if isinstance(state, str):
+            self.state, self.since, self.since_t_ms = state, record["ts"], float(record["t_ms"])
+
+    def as_dict(self, charts: ChartLookup) -> dict[str, Any]:
+        chart = charts(self.chart) if self.chart else None
+        configuration = ([self.state] if self.state else [])
+        if chart is not None and self.state in chart.states:
+            configuration = list(chart.configuration_of(self.state))
+        return {"session_id": self.session_id, "live": self.live, "chart": self.chart,
+                "version": self.version, "version_hash": self.version_hash,
+                "state": self.state, "configuration": configuration,
+                "contract": dict(self.contract), "since": self.since,
+                "since_t_ms": self.since_t_ms, "closed_t_ms": self.closed_t_ms}
+
+
+@dataclass
+class _Lines:
+    records: deque[Record]
+    dropped: int = 0
+
+
+RESYNC = ""
+"""Queued in place of what a subscriber missed: its stream sends `resync` and a snapshot."""
+
+
+class Subscriber:
+    """One `/inspect/events` stream: a bounded queue of encoded SSE messages."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=size)
+        self.overflowed = False
+
+    def offer(self, message: str) -> None:
+        if self.overflowed:
+            return   # a RESYNC is already queued; the snapshot it brings covers this line
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(RESYNC)
+
+    def resynced(self) -> None:
+        self.overflowed = False
+
+
+def sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n"
+
+
+class Inspector:
+    """A log sink that keeps what `/inspect` shows; see the module docstring."""
+
+    def __init__(self, charts: ChartLookup, now_t_ms: Callable[[], float], *,
+                 mode: str = "memory", keep_lines: int = 600, keep_closed: int = 50,
+                 keep_closed_ms: float = 600_000.0, queue_size: int = 1_000) -> None:
+        self.charts = charts
+        self.now_t_ms = now_t_ms
+        self.mode = mode
+        self.keep_lines = keep_lines
+        self.keep_closed = keep_closed
+        self.keep_closed_ms = keep_closed_ms
+        self.queue_size = queue_size
+        self.views: dict[str, SessionView] = {}
+        self.lines: dict[str, _Lines] = {}
+        self._closed: OrderedDict[str, float] = OrderedDict()  # session → t_ms closed, oldest first
+        self.subscribers: set[Subscriber] = set()
+
+    # ------------------------------------------------------------------ sink
+    def write(self, record: Record) -> None:
+        sid = record["session_id"]
+        if sid == NO_SESSION or record["event_type"] in _SKIPPED:
+            return
+        lines = self.lines.get(sid)
+        if lines is None:
+            lines = self.lines[sid] = _Lines(deque(maxlen=self.keep_lines))
+        if len(lines.records) == self.keep_lines:
+            lines.dropped += 1
+        lines.records.append(record)
+        view = self.views.get(sid)
+        if view is None:
+            view = self.views[sid] = SessionView(sid)
+        view.apply(record)
+        if record["event_type"] == "session_closed" or not view.started:
+            # Closed sessions, and ids with lines but no session here (Redis front-ends),
+            # are kept for a while and a number, oldest dropped first.
+            self._closed[sid] = float(record["t_ms"])
+            self._closed.move_to_end(sid)
+            self._evict(float(record["t_ms"]))
+        elif sid in self._closed:
+            del self._closed[sid]   # resumed
+        if self.subscribers:
+            message = sse("record", record)
+            for subscriber in list(self.subscribers):
+                subscriber.offer(message)
+
+    def _evict(self, now_t_ms: float) -> None:
+        while self._closed:
+            sid, closed_at = next(iter(self._closed.items()))
+            if len(self._closed) <= self.keep_closed and now_t_ms - closed_at <= self.keep_closed_ms:
+                return
+            del self._closed[sid]
+            self.views.pop(sid, None)
+            self.lines.pop(sid, None)
+
+    # ---------------------------------------------------------------- reading
+    def snapshot(self) -> dict[str, Any]:
+        """Every session kept (live first, then recently closed), and the server's time."""
+        views = sorted(self.views.values(), key=lambda v: (not v.live, v.session_id))
+        return {"server_time": datetime.now(UTC).isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z"),
+                "t_ms": round(self.now_t_ms(), 3), "mode": self.mode,
+                "sessions": [v.as_dict(self.charts) for v in views]}
+
+    def timeline(self, session_id: str) -> dict[str, Any] | None:
+        lines = self.lines.get(session_id)
+        if lines is None:
+            return None
+        view = self.views.get(session_id)
+        now = self.now_t_ms() if view is not None and view.live else None
+        timeline = build_timeline(session_id, lines.records, now_t_ms=now,
+                                  dropped_lines=lines.dropped)
+        return {**timeline.as_dict(), "live": bool(view and view.live)}
+
+    def subscribe(self) -> Subscriber:
+        subscriber = Subscriber(self.queue_size)
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+
+def inspect_routes(inspector: Inspector, charts: Callable[[], list[CompiledChart]], *,
+                   heartbeat_s: float = 15.0) -> list[BaseRoute]:
+    """`/inspect`, its assets, `/inspect/events` and `/inspect/sessions/{id}`."""
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse((STATIC / "inspect.html").read_text(encoding="utf-8"))
+
+    def asset(name: str) -> Callable[[Request], Any]:
+        async def serve(request: Request) -> Response:
+            return Response((STATIC / name).read_text(encoding="utf-8"),
+                            media_type=f"{_ASSETS[name]}; charset=utf-8")
+        return serve
+
+    def snapshot() -> dict[str, Any]:
+        return {**inspector.snapshot(), "charts": [
+            {"name": c.name, "version": c.version, "version_hash": c.version_hash,
+             "svg": f"/charts/{c.name}.svg"} for c in charts()]}
+
+    async def events(request: Request) -> Response:
+        subscriber = inspector.subscribe()
+        first = sse("snapshot", snapshot())  # taken with the subscription: nothing falls between
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield "retry: 1000\n\n" + first
+                while True:
+                    try:
+                        message = await asyncio.wait_for(subscriber.queue.get(), heartbeat_s)
+                    except TimeoutError:
+                        message = ": keep-alive\n\n"
+                    if message == RESYNC:
+                        subscriber.resynced()
+                        message = sse("resync", {"reason": "the page fell behind; lines "
+                                                 "were dropped"}) + sse("snapshot", snapshot())
+                    yield message
+            finally:
+                inspector.unsubscribe(subscriber)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def session_timeline(request: Request) -> JSONResponse:
+        sid = request.path_params["session_id"]
+        timeline = inspector.timeline(sid)
+        if timeline is None:
+            known = sorted(inspector.lines)
+            return JSONResponse({"error": f"no session '{sid}' in the inspector (it keeps live "
+                                          f"sessions and the last {inspector.keep_closed} closed "
+                                          "ones)", "sessions": known[:50]}, status_code=404)
+        return JSONResponse(timeline)
+
+    return [
+        Route("/inspect", page, methods=["GET"]),
+        Route("/inspect/events", events, methods=["GET"]),
+        Route("/inspect/sessions/{session_id}", session_timeline, methods=["GET"]),
+        *[Route(f"/inspect/{name}", asset(name), methods=["GET"]) for name in _ASSETS],
+    ]

@@ -1,0 +1,641 @@
+"""`turnchart replay`: re-run a recorded session against a chart, on the virtual clock.
+
+A recording is the §3 log lines of a live server or a simulation (many
+sessions mixed in one file). It holds two kinds of received events, told apart
+by their `source`:
+
+- **outside events** (`fastrtc`, `stt`, `client`, `websocket`, `simulate`, …):
+  what the caller and the audio front-end did. Replay delivers them again at
+  their recorded times (relative to the session's start), through the real
+  `SessionManager` → `Session` path.
+- **the chart's own events** (`timer`, `internal`, `activity:<name>`): never
+  re-sent. The replayed chart's timers run on the virtual clock, so an edited
+  `after:` fires when the edit says. An activity is *answered* from the
+  recording: the k-th time the replayed chart starts activity `respond`, the
+  replay port posts what the k-th recorded run of `respond` posted, at the same
+  delays after its start (that is what the real responder and TTS answered).
+  When the replayed chart starts an activity more often than the recording
+  did, or keeps one running past the point where its recorded run was
+  cancelled, the answer is unknown: the run waits (until its state is left)
+  and a `replay_unanswered` line says so. That counts as a divergence.
+
+Recorded payloads are the logged ones, with strings over 200 characters cut
+(`engine.session._loggable`); guards only look at whether text is there, so
+that is good enough to replay. The Python code of activities is not run (its
+recorded outputs stand in for it); guards and effects are the real ones, with
+fake ports. The recorded transitions (`state_transition`, and
+`internal_transition` as `STATE ↩ event`) are then aligned with the replayed
+ones row by row: `=` same, `≠` changed, `-` missing from the replay, `+` extra
+in the replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.clock import VirtualClock
+from engine.compiler import CompiledChart
+from engine.context import ActivityContext
+from engine.events import EventProblem, parse_event
+from engine.fakes import fake_ports
+from engine.logs import LEVELS, EventLog, ListSink, Record
+from engine.manager import NO_SESSION, SessionManager
+from engine.registry import ActivityFn, Kind, Registered, Registry
+from engine.snapshot import MemorySnapshotStore
+
+CHART_SOURCES = ("activity:", "timer", "internal")
+"""Sources of events the chart makes itself: never re-sent, the replayed chart makes its own."""
+
+Mark = Literal["=", "≠", "-", "+"]
+Side = Literal["replay", "recording"]
+# Lines that say something went wrong or was refused: compared as a multiset per
+# session, so an edit that adds (or removes) a rejection, a stale event, a
+# contract violation or a failure shows up even when the transitions agree.
+_PROBLEMS = {"transition_rejected": ("event", "state", "reason"), "event_stale": ("event",),
+             "event_invalid": ("error",), "contract_violation": ("state", "channel"),
+             "effect_failed": ("effect", "state"), "activity_failed": ("activity", "state")}
+
+
+class LogError(Exception):
+    """A log that cannot be replayed; the message names the file and line."""
+
+
+# ------------------------------------------------------------------ recording
+@dataclass(frozen=True, slots=True)
+class RecordedInput:
+    """An outside event as the session received it; `t_ms` since the session started."""
+
+    t_ms: float
+    event: str
+    source: str
+    payload: Mapping[str, Any]
+    correlation_id: str | None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOutput:
+    """An event an activity run posted, `delay_ms` after the run started."""
+
+    delay_ms: float
+    event: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class RecordedRun:
+    """One run of an activity in the recording: what it posted and how it ended."""
+
+    activity: str
+    state: str
+    started_ms: float
+    line: int
+    outputs: list[RecordedOutput] = field(default_factory=list)
+    end: str | None = None            # done | cancelled | failed; None: still running
+    end_delay_ms: float | None = None
+    end_reason: str | None = None     # a cancellation's reason: state_exit, session_closed, …
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A transition: `from → to (event)`, or `state ↩ event` when `internal`."""
+
+    t_ms: float
+    source_state: str
+    target: str
+    event: str
+    cause: str | None                 # the source of the event that caused it
+    correlation_id: str | None
+    internal: bool = False
+    line: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, bool]:
+        return (self.source_state, self.target, self.event, self.internal)
+
+    def text(self) -> str:
+        if self.internal:
+            return f"{self.source_state} ↩ {self.event}"
+        return f"{self.source_state} → {self.target} ({self.event})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t_ms": round(self.t_ms, 3), "from": self.source_state, "to": self.target,
+                "event": self.event, "source": self.cause,
+                "correlation_id": self.correlation_id, "internal": self.internal,
+                "line": self.line, "text": self.text()}
+
+
+@dataclass(frozen=True, slots=True)
+class ChartInfo:
+    """The chart a recording says it ran (`session_started`)."""
+
+    name: str | None = None
+    version: int | None = None
+    version_hash: str | None = None
+    path: str | None = None
+
+
+@dataclass(slots=True)
+class Recording:
+    """One session of a log: its inputs, its activity runs and its transitions."""
+
+    session_id: str
+    label: str
+    start_ms: float | None = None
+    end_ms: float = 0.0
+    chart: ChartInfo = field(default_factory=ChartInfo)
+    started: bool = False
+    resumed_in: str | None = None
+    inputs: list[RecordedInput] = field(default_factory=list)
+    runs: dict[str, list[RecordedRun]] = field(default_factory=dict)
+    moves: list[Move] = field(default_factory=list)
+    records: list[tuple[int, Record]] = field(default_factory=list)
+    received: int = 0
+    cause: tuple[str | None, str | None] = (None, None)   # last received: source, correlation
+
+    def _rel(self, t_ms: float) -> float:
+        if self.start_ms is None:
+            self.start_ms = t_ms
+        return round(t_ms - self.start_ms, 3)
+
+
+@dataclass(slots=True)
+class ParsedLog:
+    recordings: list[Recording]
+    skipped: int                      # JSON lines that are not §3 log lines (other tools)
+    unscoped: int                     # §3 lines of no session (`session_id: "-"`)
+
+    def select(self, session: str | None) -> list[Recording]:
+        """The recordings of `session` (an id, or a label like `s1#2`); all when None."""
+        if session is None:
+            return list(self.recordings)
+        return [r for r in self.recordings if session in (r.session_id, r.label)]
+
+
+def load_log(path: str | Path) -> ParsedLog:
+    """Read and parse a JSON-lines log. Raises `OSError` or `LogError`."""
+    with open(path, encoding="utf-8") as stream:
+        return parse_log(stream, str(path))
+
+
+def parse_log(lines: Iterable[str], path: str = "<log>") -> ParsedLog:
+    """Split a log into recordings, one per session (a second `session_started`
+    of the same id starts another, labelled `id#2`). A line that is not JSON, or
+    a §3 line that lacks a field replay needs, is a `LogError` naming the line;
+    JSON lines without `event_type` and `session_id` (another tool's) are counted
+    and skipped."""
+    recordings: list[Recording] = []
+    current: dict[str, Recording] = {}
+    seen: Counter[str] = Counter()
+    skipped = unscoped = 0
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            shown = text if len(text) <= 60 else text[:60] + "…"
+            raise LogError(f"{path}:{number}: not a JSON line ({exc}): {shown}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("event_type"), str) \
+                or not isinstance(record.get("session_id"), str):
+            skipped += 1
+            continue
+        sid = record["session_id"]
+        if sid == NO_SESSION:
+            unscoped += 1
+            continue
+        rec = current.get(sid)
+        if rec is None or (record["event_type"] == "session_started"
+                           and (rec.started or rec.received or rec.moves)):
+            seen[sid] += 1
+            rec = Recording(sid, sid if seen[sid] == 1 else f"{sid}#{seen[sid]}")
+            current[sid] = rec
+            recordings.append(rec)
+        _add(rec, record, number, path)
+    for rec in recordings:
+        if rec.moves and not rec.received:
+            raise LogError(f"{path}: session {rec.label} has {len(rec.moves)} transition(s) but "
+                           f"no event_received lines: record at log level INFO or DEBUG")
+    return ParsedLog(recordings, skipped, unscoped)
+
+
+def _field(record: Record, name: str, kind: type, where: str, optional: bool = False) -> Any:
+    data = record.get("data")
+    value = data.get(name) if isinstance(data, dict) else None
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind):
+        raise LogError(f"{where}: {record['event_type']} line has no usable data.{name} "
+                       f"(got {json.dumps(value, ensure_ascii=False)[:40]})")
+    return value
+
+
+def _t_ms(record: Record, where: str) -> float:
+    value = record.get("t_ms")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise LogError(f"{where}: {record['event_type']} line has no usable t_ms "
+                       f"(got {json.dumps(value)[:40]})")
+    return float(value)
+
+
+def _add(rec: Recording, record: Record, number: int, path: str) -> None:
+    where = f"{path}:{number}"
+    kind = record["event_type"]
+    rec.records.append((number, record))
+    if kind in ("session_started", "session_resumed"):
+        t = rec._rel(_t_ms(record, where))
+        rec.end_ms = max(rec.end_ms, t)
+        if kind == "session_started":
+            rec.started = True
+        elif not rec.started and rec.resumed_in is None:
+            rec.resumed_in = str(_field(record, "state", str, where))
+        data = record.get("data") or {}
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value if isinstance(value, str) else None
+
+        version = data.get("version")
+        rec.chart = ChartInfo(text("chart"), version if isinstance(version, int) else None,
+                              text("version_hash"), text("chart_path"))
+        return
+    t_raw = record.get("t_ms")
+    if kind == "event_received":
+        t = rec._rel(_t_ms(record, where))
+        rec.received += 1
+        event = _field(record, "event", str, where)
+        source = _field(record, "source", str, where)
+        payload = _field(record, "payload", dict, where)
+        correlation = _field(record, "correlation_id", str, where, optional=True)
+        rec.cause = (source, correlation)
+        if source.startswith("activity:"):
+            _attach_output(rec, source.removeprefix("activity:"), t, event, payload, number,
+                           path)
+        elif not source.startswith(CHART_SOURCES):
+            rec.inputs.append(RecordedInput(t, event, source, payload, correlation, number))
+    elif kind == "activity_started":
+        t = rec._rel(_t_ms(record, where))
+        activity = _field(record, "activity", str, where)
+        rec.runs.setdefault(activity, []).append(
+            RecordedRun(activity, _field(record, "state", str, where), t, number))
+    elif kind in ("activity_done", "activity_cancelled", "activity_failed"):
+        t = rec._rel(_t_ms(record, where))
+        runs = rec.runs.get(_field(record, "activity", str, where), [])
+        open_runs = [r for r in runs if r.end is None]
+        if open_runs:
+            run = open_runs[-1]
+            run.end = kind.removeprefix("activity_")
+            run.end_delay_ms = round(t - run.started_ms, 3)
+            reason = (record.get("data") or {}).get("reason")
+            run.end_reason = reason if isinstance(reason, str) else None
+    elif kind in ("state_transition", "internal_transition"):
+        t = rec._rel(_t_ms(record, where))
+        rec.moves.append(_move(record, t, number, where, rec.cause))
+    elif isinstance(t_raw, int | float) and not isinstance(t_raw, bool):
+        t = rec._rel(float(t_raw))
+    else:
+        return
+    rec.end_ms = max(rec.end_ms, t)
+
+
+def _attach_output(rec: Recording, activity: str, t: float, event: str,
+                   payload: Mapping[str, Any], number: int, path: str) -> None:
+    """An activity's event belongs to the latest run of that activity started before it."""
+    runs = rec.runs.get(activity)
+    if not runs:
+        raise LogError(f"{path}:{number}: {event} from activity:{activity} but no "
+                       f"activity_started line for {activity} comes before it")
+    run = runs[-1]
+    run.outputs.append(RecordedOutput(round(max(0.0, t - run.started_ms), 3), event,
+                                      dict(payload)))
+
+
+def _move(record: Record, t: float, line: int | None, where: str,
+          cause: tuple[str | None, str | None]) -> Move:
+    event = _field(record, "event", str, where)
+    if record["event_type"] == "internal_transition":
+        state = _field(record, "state", str, where)
+        return Move(t, state, state, event, cause[0], cause[1], True, line)
+    correlation = _field(record, "correlation_id", str, where, optional=True)
+    return Move(t, _field(record, "from", str, where), _field(record, "to", str, where), event,
+                cause[0], correlation if correlation is not None else cause[1], False, line)
+
+
+def moves_of(records: Sequence[Record], start_ms: float = 0.0) -> list[Move]:
+    """The transitions in a trace (one session's records), each with its cause's source."""
+    out: list[Move] = []
+    cause: tuple[str | None, str | None] = (None, None)
+    for record in records:
+        kind = record["event_type"]
+        if kind == "event_received":
+            cause = (record["data"].get("source"), record["data"].get("correlation_id"))
+        elif kind in ("state_transition", "internal_transition"):
+            out.append(_move(record, round(record["t_ms"] - start_ms, 3), None, "replay", cause))
+    return out
+
+
+def inputs_from_events(events: Iterable[Mapping[str, Any]], offset_ms: float = 0.0
+                       ) -> tuple[list[RecordedInput], int]:
+    """Outside events from raw VoiceEvents (a Redis stream's entries), timed by
+    their `timestamp` relative to the first one, plus `offset_ms`. Returns the
+    inputs and how many entries were skipped (not valid events, or the chart's own)."""
+    parsed = []
+    skipped = 0
+    for raw in events:
+        try:
+            event = parse_event(raw)
+        except EventProblem:
+            skipped += 1
+            continue
+        if event.source.startswith(CHART_SOURCES):
+            skipped += 1
+            continue
+        parsed.append(event)
+    if not parsed:
+        return [], skipped
+    first = parsed[0].timestamp
+    inputs, last = [], 0.0
+    for event in parsed:
+        t = max(last, round((event.timestamp - first) * 1000.0 + offset_ms, 3))
+        last = t
+        inputs.append(RecordedInput(t, event.event_type, event.source, event.payload,
+                                    event.correlation_id))
+    return inputs, skipped
+
+
+# -------------------------------------------------------------------- replay
+class ReplayAnswers:
+    """Hands out the recorded runs of each activity, in order, to the replayed chart."""
+
+    def __init__(self, runs: Mapping[str, Sequence[RecordedRun]]) -> None:
+        self.runs = {name: list(r) for name, r in runs.items()}
+        self._next: Counter[str] = Counter()
+
+    def take(self, activity: str) -> tuple[int, RecordedRun | None]:
+        """(1-based run number, the recorded run or None when the recording has no more)."""
+        self._next[activity] += 1
+        index = self._next[activity]
+        runs = self.runs.get(activity, [])
+        return index, runs[index - 1] if index <= len(runs) else None
+
+    async def answer(self, ctx: ActivityContext) -> None:
+        """The replay port: post what the recorded run posted, at the same delays."""
+        number, run = self.take(ctx.activity)
+        recorded = len(self.runs.get(ctx.activity, []))
+        if run is None:
+            _unanswered(ctx, number, f"the recording ran {ctx.activity} {recorded} time(s); "
+                        f"run {number} has no recorded answer")
+            await _until_cancelled()
+            return
+        start = ctx.clock.now_ms()
+        for output in run.outputs:
+            await _sleep_until(ctx, start + output.delay_ms)
+            ctx.post(output.event, dict(output.payload))
+        if run.end in ("done", "failed"):
+            await _sleep_until(ctx, start + (run.end_delay_ms or 0.0))
+            return
+        if run.end == "cancelled" and run.end_reason != "session_closed":
+            # Just past the recorded cancellation: an event at that very instant
+            # (the barge-in that cancelled it) is applied first.
+            await _sleep_until(ctx, start + (run.end_delay_ms or 0.0) + _JUST_AFTER_MS)
+            _unanswered(ctx, number, f"its recorded run was cancelled ({run.end_reason}) "
+                        f"{run.end_delay_ms:g} ms after it started; what it would have done "
+                        f"next is not in the recording")
+        await _until_cancelled()
+
+
+_JUST_AFTER_MS = 0.001
+
+
+async def _sleep_until(ctx: ActivityContext, t_ms: float) -> None:
+    wait = t_ms - ctx.clock.now_ms()
+    if wait > 0:
+        await ctx.clock.sleep(wait / 1000.0)
+
+
+async def _until_cancelled() -> None:
+    await asyncio.get_running_loop().create_future()
+
+
+def _unanswered(ctx: ActivityContext, number: int, why: str) -> None:
+    ctx.log("WARNING", "replay_unanswered", f"❔ {ctx.activity} in {ctx.state}: {why}",
+            {"activity": ctx.activity, "state": ctx.state, "run": number, "reason": why})
+
+
+class ReplayRegistry(Registry):
+    """`base`'s guards and effects; every activity is answered from the recording."""
+
+    def __init__(self, base: Registry, answer: ActivityFn) -> None:
+        super().__init__()
+        self.base = base
+        self._answer = answer
+
+    def get(self, kind: Kind, name: str) -> Registered:
+        return self.base.get(kind, name)
+
+    def names(self, kind: Kind) -> frozenset[str]:
+        return self.base.names(kind)
+
+    def __iter__(self) -> Iterator[Registered]:
+        return iter(self.base)
+
+    def activity_fn(self, name: str) -> ActivityFn:
+        self.base.get("activity", name)   # an unknown name fails as it would live
+        return self._answer
+
+
+async def run_replay(recording: Recording, chart: CompiledChart, registry: Registry,
+                     inputs: Sequence[RecordedInput] | None = None) -> list[Record]:
+    """Re-run the recording's inputs (or `inputs`) on a fresh virtual clock until
+    the recording's end; return the replay's trace (every level)."""
+    clock = VirtualClock()
+    sink = ListSink()
+    log = EventLog(sink, clock, level="DEBUG")
+    answers = ReplayAnswers(recording.runs)
+    feed = list(recording.inputs if inputs is None else inputs)
+    end = max([recording.end_ms, *(i.t_ms for i in feed)])
+    async with SessionManager(chart, ReplayRegistry(registry, answers.answer), fake_ports(clock),
+                              clock, log, MemorySnapshotStore()) as manager:
+        await manager.open(recording.session_id)
+        for item in feed:
+            await clock.advance_to(item.t_ms)
+            manager.deliver({"event_type": item.event, "session_id": recording.session_id,
+                             "source": item.source, "timestamp": clock.wall(),
+                             "correlation_id": item.correlation_id,
+                             "payload": dict(item.payload), "metadata": {}})
+        await clock.advance_to(end)
+    return sink.records
+
+
+# ---------------------------------------------------------------- comparison
+@dataclass(frozen=True, slots=True)
+class Row:
+    mark: Mark | None                 # None: nothing recorded to compare with
+    recorded: Move | None
+    replayed: Move | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mark": self.mark,
+                "recorded": self.recorded.to_dict() if self.recorded else None,
+                "replayed": self.replayed.to_dict() if self.replayed else None}
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A line only one side has: `side` is `replay` (new with this chart) or `recording`."""
+
+    side: Side
+    t_ms: float
+    event_type: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"side": self.side, "t_ms": round(self.t_ms, 3), "event_type": self.event_type,
+                "message": self.message}
+
+
+@dataclass(slots=True)
+class Report:
+    """One session's replay: the aligned rows, where they first differ, and notes."""
+
+    label: str
+    session_id: str
+    chart_path: str
+    chart_hash: str
+    recorded_chart: ChartInfo
+    compared: bool
+    rows: list[Row]
+    notes: list[Note]
+    unanswered: list[Note]
+    inputs: int
+    trace: list[Record] = field(default_factory=list, repr=False)
+
+    @property
+    def diverges(self) -> bool:
+        """A row differs or an activity had no recorded answer (never without a recording)."""
+        return self.compared and (any(r.mark != "=" for r in self.rows) or bool(self.unanswered))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counter = Counter(r.mark for r in self.rows if r.mark)
+        return {"same": counter["="], "changed": counter["≠"], "missing": counter["-"],
+                "extra": counter["+"], "unanswered": len(self.unanswered)}
+
+    def divergence(self) -> dict[str, Any] | None:
+        """Where the replay first parts from the recording: the first row that
+        differs, with the event that caused it, or an unanswered activity if earlier."""
+        index, row = next(((i, r) for i, r in enumerate(self.rows) if r.mark not in ("=", None)),
+                          (None, None))
+        move = (row.recorded or row.replayed) if row is not None else None
+        note = self.unanswered[0] if self.unanswered else None
+        if note is not None and (move is None or note.t_ms < move.t_ms):
+            return {"row": None, "t_ms": round(note.t_ms, 3), "event": None, "source": None,
+                    "mark": "?", "recorded": None, "replayed": note.message}
+        if row is None or move is None or index is None:
+            return None
+        return {"row": index + 1, "t_ms": round(move.t_ms, 3), "event": move.event,
+                "source": move.cause, "mark": row.mark,
+                "recorded": row.recorded.text() if row.recorded else None,
+                "replayed": row.replayed.text() if row.replayed else None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"session": self.label, "session_id": self.session_id, "chart": self.chart_path,
+                "chart_hash": self.chart_hash,
+                "recorded_chart": {"name": self.recorded_chart.name,
+                                   "version": self.recorded_chart.version,
+                                   "version_hash": self.recorded_chart.version_hash,
+                                   "path": self.recorded_chart.path},
+                "compared": self.compared, "diverges": self.diverges, "inputs": self.inputs,
+                "counts": self.counts, "divergence": self.divergence(),
+                "rows": [r.to_dict() for r in self.rows],
+                "unanswered": [n.to_dict() for n in self.unanswered],
+                "notes": [n.to_dict() for n in self.notes]}
+
+
+def align(recorded: Sequence[Move], replayed: Sequence[Move]) -> list[Row]:
+    """Side by side, in order: a longest-common-subsequence alignment on
+    `(from, to, event)`; a changed stretch pairs rows one to one (`≠`) and the
+    rest is `-` (recorded only) or `+` (replayed only)."""
+    matcher = difflib.SequenceMatcher(None, [m.key for m in recorded],
+                                      [m.key for m in replayed], autojunk=False)
+    rows: list[Row] = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            rows += [Row("=", recorded[i], replayed[j]) for i, j in zip(range(i1, i2),
+                                                                        range(j1, j2),
+                                                                        strict=True)]
+            continue
+        paired = min(i2 - i1, j2 - j1)
+        rows += [Row("≠", recorded[i1 + k], replayed[j1 + k]) for k in range(paired)]
+        rows += [Row("-", recorded[i], None) for i in range(i1 + paired, i2)]
+        rows += [Row("+", None, replayed[j]) for j in range(j1 + paired, j2)]
+    return rows
+
+
+def _problems(records: Iterable[tuple[float, Record]]) -> dict[tuple[Any, ...],
+                                                                list[tuple[float, Record]]]:
+    found: dict[tuple[Any, ...], list[tuple[float, Record]]] = {}
+    for t, record in records:
+        fields = _PROBLEMS.get(record["event_type"])
+        if fields is None or LEVELS.get(record.get("level", ""), 0) < LEVELS["INFO"]:
+            continue
+        data = record.get("data") or {}
+        key = (record["event_type"], *(str(data.get(f)) for f in fields))
+        found.setdefault(key, []).append((t, record))
+    return found
+
+
+def compare_problems(recorded: Iterable[tuple[float, Record]],
+                     replayed: Iterable[tuple[float, Record]]) -> list[Note]:
+    """Rejections, stale/invalid events, violations and failures only one side has
+    (INFO and above on both sides, so a recording at INFO compares fairly). The
+    recording's invalid inputs were never replayed (they never reached its chart
+    either), so `event_invalid` only counts when the replayed chart refuses an
+    event the recorded one took."""
+    mine = _problems(replayed)
+    theirs = {k: v for k, v in _problems(recorded).items() if k[0] != "event_invalid"}
+    sides: tuple[tuple[Side, dict[tuple[Any, ...], list[tuple[float, Record]]],
+                       dict[tuple[Any, ...], list[tuple[float, Record]]]], ...] = (
+        ("replay", mine, theirs), ("recording", theirs, mine))
+    notes = []
+    for side, ours, other in sides:
+        for key, lines in ours.items():
+            for t, record in lines[len(other.get(key, [])):]:
+                notes.append(Note(side, t, record["event_type"], str(record.get("message"))))
+    return sorted(notes, key=lambda n: (n.t_ms, n.side))
+
+
+def replay_recording(recording: Recording, chart: CompiledChart, registry: Registry,
+                     inputs: Sequence[RecordedInput] | None = None,
+                     compare: bool = True) -> Report:
+    """Replay one recording and compare. `inputs` replaces the recorded inputs
+    (a Redis stream); `compare=False` when there are no recorded transitions."""
+    trace = asyncio.run(run_replay(recording, chart, registry, inputs))
+    mine = [r for r in trace if r["session_id"] == recording.session_id]
+    replayed = moves_of(mine)
+    rows = align(recording.moves, replayed) if compare else [Row(None, None, m)
+                                                               for m in replayed]
+    start = recording.start_ms or 0.0
+    notes = compare_problems(((r["t_ms"] - start, r) for _, r in recording.records
+                              if isinstance(r.get("t_ms"), int | float)),
+                             ((r["t_ms"], r) for r in mine)) if compare else []
+    unanswered = [Note("replay", r["t_ms"], r["event_type"],
+                       f"{r['data']['activity']} in {r['data']['state']}: {r['data']['reason']}")
+                  for r in mine if r["event_type"] == "replay_unanswered"]
+    return Report(recording.label, recording.session_id, chart.path, chart.version_hash,
+                  recording.chart, compare, rows, notes, unanswered,
+                  len(recording.inputs if inputs is None else inputs), trace)
+
+
+__all__ = ["CHART_SOURCES", "ChartInfo", "LogError", "Move", "Note", "ParsedLog",
+           "RecordedInput", "RecordedOutput", "RecordedRun", "Recording", "ReplayAnswers",
+           "ReplayRegistry", "Report", "Row", "align", "compare_problems", "inputs_from_events",
+           "load_log", "moves_of", "parse_log", "replay_recording", "run_replay"]

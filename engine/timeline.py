@@ -1,0 +1,333 @@
+"""A session's timeline, built from its log lines (CHART_FORMAT.md §3).
+
+Pure: log records in, timeline out, so the live inspector (`GET /inspect`)
+and replay tooling reading a saved trace draw the same picture. Every time in
+a timeline is milliseconds since its first line (`t_ms` of the session clock),
+so a simulated and a live session read alike.
+
+What the lines allow, and so what is shown:
+
+- **States** the session was in, from `session_started` / `session_resumed`
+  and each `state_transition` (leaf states, as the lines name them).
+- **Transitions** with their event, `latency_ms` (event timestamp → transition
+  done) and `dwell_ms` (time in the state left): the engine's own dwell from
+  `latency_recorded` when that DEBUG line is there, else the time since the
+  previous transition line.
+- **Activities** as bars from `activity_started` to `activity_done` /
+  `activity_cancelled` / `activity_failed` (open while still running).
+- **Effects** as bars ending at `effect_done` / `effect_failed`. Effects run
+  one after another inside a step and only log when they end, so a bar starts
+  at the step's previous boundary line (the event received, the session's
+  start, the previous effect, an activity cancelled on exit).
+- **Barge-ins**: the audio adapter's `barge_in_detected` (with its
+  `time_to_silence_ms`) and the chart's `barge_in` event merged into one
+  mark, with what the chart did with it and the `ms_since_barge_in` of the
+  `playback_cleared` that followed.
+- **Marks** for lines a person debugging a turn looks for: rejections, stale
+  and invalid events, contract violations, timers, internal transitions,
+  turn latency, false interruptions and failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from engine.logs import Record
+
+Outcome = Literal["running", "done", "cancelled", "failed"]
+BargeInOutcome = Literal["pending", "applied", "rejected", "stale"]
+
+MARKED = frozenset({
+    "transition_rejected", "event_stale", "event_invalid", "contract_violation",
+    "internal_transition", "timer_fired", "turn_latency", "false_interruption",
+    "session_failed", "adapter_error", "session_resumed", "routing_rejected",
+})
+"""Line types shown as marks on the time axis."""
+
+_EFFECT_BOUNDARIES = frozenset({
+    "event_received", "session_started", "session_resumed", "effect_done", "effect_failed",
+    "activity_cancelled",
+})
+_ACTIVITY_ENDS: dict[str, Outcome] = {
+    "activity_done": "done", "activity_cancelled": "cancelled", "activity_failed": "failed",
+}
+_BARGE_IN_EVENT = "barge_in"
+_DETECTION_JOINS_EVENT_MS = 2_000.0
+"""A `barge_in` event this soon after the adapter's `barge_in_detected` is that same barge-in."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpan:
+    """A stretch of time in one (leaf) state; `end_ms` None while it is current."""
+
+    state: str
+    start_ms: float
+    end_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    at_ms: float
+    source: str
+    target: str
+    event: str
+    correlation_id: str | None
+    latency_ms: float | None
+    dwell_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """An activity or an effect over time; `end_ms` None while still running."""
+
+    kind: Literal["activity", "effect"]
+    name: str
+    state: str
+    start_ms: float
+    end_ms: float | None
+    outcome: Outcome
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    """One barge-in: detected by the audio adapter, sent to the chart as `barge_in`, or both."""
+
+    at_ms: float
+    state: str | None                     # the state it interrupted, once the chart took it
+    outcome: BargeInOutcome
+    time_to_silence_ms: float | None      # adapter: decision → the caller's audio queue cleared
+    playback_cleared_ms: float | None     # chart: `barge_in` received → playback cleared
+    dropped_frames: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    at_ms: float
+    kind: str
+    level: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    session_id: str
+    chart: str | None
+    version: int | None
+    version_hash: str | None
+    started_at: str | None        # `ts` (wall time) of the first line
+    origin_t_ms: float            # session-clock `t_ms` that is 0 on this timeline
+    end_ms: float                 # the last line, or `now` when given
+    state: str | None             # current state (last known)
+    closed: bool
+    lines: int                    # how many lines it was built from
+    dropped_lines: int            # older lines no longer kept (the caller's ring buffer)
+    states: tuple[StateSpan, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    bars: tuple[Bar, ...] = ()
+    barge_ins: tuple[BargeIn, ...] = ()
+    marks: tuple[Mark, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data; a transition's `source`/`target` become `from`/`to` as in §3."""
+        data = asdict(self)
+        data["transitions"] = [{"from": t.pop("source"), "to": t.pop("target"), **t}
+                               for t in data["transitions"]]
+        return data
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclass
+class _Builder:
+    session_id: str
+    origin: float
+    chart: str | None = None
+    version: int | None = None
+    version_hash: str | None = None
+    started_at: str | None = None
+    closed: bool = False
+    last_ms: float = 0.0
+    boundary_ms: float = 0.0
+    states: list[StateSpan] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    open_activities: dict[str, list[int]] = field(default_factory=dict)
+    barge_ins: list[BargeIn] = field(default_factory=list)
+    awaiting_event: int | None = None     # a detected barge-in whose event has not come yet
+    awaiting_clear: int | None = None     # a barge-in whose playback_cleared has not come yet
+    marks: list[Mark] = field(default_factory=list)
+
+    # ---------------------------------------------------------------- states
+    def enter(self, state: str, at: float) -> None:
+        self.leave(at)
+        self.states.append(StateSpan(state, at, None))
+
+    def leave(self, at: float) -> None:
+        if self.states and self.states[-1].end_ms is None:
+            self.states[-1] = replace(self.states[-1], end_ms=at)
+
+    def session_line(self, record: Record, at: float) -> None:
+        data = record["data"]
+        self.chart = data.get("chart", self.chart)
+        self.version = data.get("version", self.version)
+        self.version_hash = data.get("version_hash", self.version_hash)
+        if record["event_type"] == "session_closed":
+            self.closed = True
+            self.leave(at)
+            self.close_bars(at, "cancelled", "session_closed")
+        elif isinstance(data.get("state"), str):
+            self.closed = False
+            self.enter(data["state"], at)
+
+    def transition(self, data: dict[str, Any], at: float) -> None:
+        source, target = str(data.get("from")), str(data.get("to"))
+        if not self.states or self.states[-1].end_ms is not None:
+            self.states.append(StateSpan(source, 0.0, None))  # its entry was before our lines
+        dwell = at - self.states[-1].start_ms
+        self.enter(target, at)
+        self.transitions.append(Transition(at, source, target, str(data.get("event")),
+                                           data.get("correlation_id"),
+                                           _float(data.get("latency_ms")), round(dwell, 3)))
+        if data.get("event") == _BARGE_IN_EVENT and self.awaiting_clear is not None:
+            index = self.awaiting_clear
+            self.barge_ins[index] = replace(self.barge_ins[index], outcome="applied",
+                                            state=source)
+
+    def engine_dwell(self, data: dict[str, Any]) -> None:
+        """`latency_recorded` follows its `state_transition`: the engine's own dwell wins."""
+        dwell = _float(data.get("dwell_ms"))
+        last = self.transitions[-1] if self.transitions else None
+        if (dwell is not None and last is not None and last.source == data.get("from")
+                and last.target == data.get("to")):
+            self.transitions[-1] = replace(last, dwell_ms=dwell)
+
+    # ------------------------------------------------------------------ bars
+    def activity_started(self, data: dict[str, Any], at: float) -> None:
+        name = str(data.get("activity"))
+        self.open_activities.setdefault(name, []).append(len(self.bars))
+        self.bars.append(Bar("activity", name, str(data.get("state")), at, None, "running"))
+
+    def activity_ended(self, kind: str, data: dict[str, Any], at: float) -> None:
+        name = str(data.get("activity"))
+        if name not in self.open_activities:  # "ignored cancellation" names the task
+            name = name.removeprefix(f"{self.session_id}:")
+        opened = self.open_activities.get(name)
+        reason = data.get("reason")
+        if opened:
+            index = opened.pop(0)  # the oldest: a superseded task ends after its successor starts
+            self.bars[index] = replace(self.bars[index], end_ms=at, outcome=_ACTIVITY_ENDS[kind],
+                                       detail=reason)
+        else:  # started before the lines we have
+            self.bars.append(Bar("activity", name, str(data.get("state")), 0.0, at,
+                                 _ACTIVITY_ENDS[kind], reason))
+
+    def close_bars(self, at: float, outcome: Outcome, detail: str) -> None:
+        for opened in self.open_activities.values():
+            for index in opened:
+                self.bars[index] = replace(self.bars[index], end_ms=at, outcome=outcome,
+                                           detail=self.bars[index].detail or detail)
+        self.open_activities.clear()
+
+    def effect(self, kind: str, data: dict[str, Any], at: float) -> None:
+        failed = kind == "effect_failed"
+        self.bars.append(Bar("effect", str(data.get("effect")), str(data.get("state")),
+                             min(self.boundary_ms, at), at, "failed" if failed else "done",
+                             data.get("error") if failed else None))
+
+    # ------------------------------------------------------------- barge-ins
+    def barge_in_detected(self, data: dict[str, Any], at: float) -> None:
+        frames = data.get("dropped_frames")
+        self.barge_ins.append(BargeIn(at, None, "pending", _float(data.get("time_to_silence_ms")),
+                                      None, frames if isinstance(frames, int) else None))
+        self.awaiting_event = self.awaiting_clear = len(self.barge_ins) - 1
+
+    def barge_in_received(self, at: float) -> None:
+        index = self.awaiting_event
+        if index is None or at - self.barge_ins[index].at_ms > _DETECTION_JOINS_EVENT_MS:
+            self.barge_ins.append(BargeIn(at, None, "pending", None, None, None))
+            index = len(self.barge_ins) - 1
+        self.awaiting_event, self.awaiting_clear = None, index
+
+    def barge_in_refused(self, outcome: BargeInOutcome) -> None:
+        if self.awaiting_clear is not None:
+            index = self.awaiting_clear
+            self.barge_ins[index] = replace(self.barge_ins[index], outcome=outcome)
+            self.awaiting_clear = None
+
+    def playback_cleared(self, data: dict[str, Any]) -> None:
+        since = _float(data.get("ms_since_barge_in"))
+        if since is not None and self.awaiting_clear is not None:
+            index = self.awaiting_clear
+            if self.barge_ins[index].playback_cleared_ms is None:
+                self.barge_ins[index] = replace(self.barge_ins[index], playback_cleared_ms=since)
+
+    # ------------------------------------------------------------------ lines
+    def add(self, record: Record) -> None:
+        kind = record["event_type"]
+        data = record.get("data") or {}
+        at = round(float(record["t_ms"]) - self.origin, 3)
+        self.last_ms = max(self.last_ms, at)
+        if self.started_at is None:
+            self.started_at = record.get("ts")
+        if kind in ("session_started", "session_resumed", "session_closed"):
+            self.session_line(record, at)
+        elif kind == "state_transition":
+            self.transition(data, at)
+        elif kind == "latency_recorded":
+            self.engine_dwell(data)
+        elif kind == "activity_started":
+            self.activity_started(data, at)
+        elif kind in _ACTIVITY_ENDS:
+            self.activity_ended(kind, data, at)
+        elif kind in ("effect_done", "effect_failed"):
+            self.effect(kind, data, at)
+        elif kind == "barge_in_detected":
+            self.barge_in_detected(data, at)
+        elif kind == "event_received" and data.get("event") == _BARGE_IN_EVENT:
+            self.barge_in_received(at)
+        elif kind == "transition_rejected" and data.get("event") == _BARGE_IN_EVENT:
+            self.barge_in_refused("rejected")
+        elif kind == "event_stale" and data.get("event") == _BARGE_IN_EVENT:
+            self.barge_in_refused("stale")
+        elif kind == "playback_cleared":
+            self.playback_cleared(data)
+        if kind in _EFFECT_BOUNDARIES:
+            self.boundary_ms = at
+        if kind in MARKED:
+            self.marks.append(Mark(at, kind, str(record.get("level", "INFO")),
+                                   str(record.get("message", kind))))
+
+    def build(self, now_ms: float | None, lines: int, dropped: int) -> Timeline:
+        end = self.last_ms if now_ms is None or self.closed else max(self.last_ms,
+                                                                       now_ms - self.origin)
+        return Timeline(
+            session_id=self.session_id, chart=self.chart, version=self.version,
+            version_hash=self.version_hash, started_at=self.started_at,
+            origin_t_ms=self.origin, end_ms=round(end, 3),
+            state=self.states[-1].state if self.states else None, closed=self.closed,
+            lines=lines, dropped_lines=dropped, states=tuple(self.states),
+            transitions=tuple(self.transitions), bars=tuple(self.bars),
+            barge_ins=tuple(self.barge_ins), marks=tuple(self.marks))
+
+
+def build_timeline(session_id: str, records: Iterable[Record], *, now_t_ms: float | None = None,
+                   dropped_lines: int = 0) -> Timeline:
+    """The timeline of `session_id` from its lines, in the order they were written.
+
+    Lines of other sessions are skipped, so a whole trace can be passed. `now_t_ms`
+    (the session clock now) stretches what is still open up to now; `dropped_lines`
+    says how many older lines the caller no longer has (shown, never guessed)."""
+    mine = [r for r in records if r.get("session_id") == session_id]
+    builder = _Builder(session_id, float(mine[0]["t_ms"]) if mine else 0.0)
+    for record in mine:
+        builder.add(record)
+    return builder.build(now_t_ms, len(mine), dropped_lines)
+
+
+__all__ = ["MARKED", "BargeIn", "Bar", "Mark", "StateSpan", "Timeline", "Transition",
+           "build_timeline"]

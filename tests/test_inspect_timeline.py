@@ -1,0 +1,199 @@
+"""engine.timeline: a session's timeline from its log lines, checked on the lines
+the simulator writes for the shipped scenarios (the same lines a live server writes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.behaviours import default_registry
+from engine.chart import load_chart
+from engine.clock import VirtualClock
+from engine.context import EffectContext
+from engine.fakes import FakeSettings, fake_ports
+from engine.logs import EventLog, ListSink, Record
+from engine.manager import SessionManager
+from engine.simulator import Scenario, run_scenario, simulate_file
+from engine.snapshot import MemorySnapshotStore
+from engine.timeline import Timeline, build_timeline
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "voice_turn.yaml"
+
+
+def spans(timeline: Timeline) -> list[tuple[str, float, float | None]]:
+    return [(s.state, s.start_ms, s.end_ms) for s in timeline.states]
+
+
+def moves(timeline: Timeline) -> list[str]:
+    return [f"{t.source}→{t.target} ({t.event})" for t in timeline.transitions]
+
+
+def bars(timeline: Timeline, kind: str) -> list[tuple[str, str, float, float | None, str]]:
+    return [(b.name, b.state, b.start_ms, b.end_ms, b.outcome) for b in timeline.bars
+            if b.kind == kind]
+
+
+@pytest.fixture(scope="module")
+def barge_in_trace() -> list[Record]:
+    return simulate_file(ROOT / "scenarios" / "barge_in.yaml")
+
+
+def test_inspect_timeline_of_a_barge_in(barge_in_trace: list[Record]) -> None:
+    timeline = build_timeline("s1", barge_in_trace)
+    assert (timeline.chart, timeline.version, timeline.closed) == ("voice_turn", 1, True)
+    assert moves(timeline) == [
+        "IDLE→LISTENING (client_connected)", "LISTENING→THINKING (stt_final)",
+        "THINKING→SPEAKING (response_ready)", "SPEAKING→INTERRUPT (barge_in)",
+        "INTERRUPT→LISTENING (ready_after_interrupt)"]
+    assert spans(timeline) == [("IDLE", 0.0, 0.0), ("LISTENING", 0.0, 100.0),
+                               ("THINKING", 100.0, 400.0), ("SPEAKING", 400.0, 900.0),
+                               ("INTERRUPT", 900.0, 900.0), ("LISTENING", 900.0, 3000.0)]
+    assert [t.dwell_ms for t in timeline.transitions] == [0.0, 100.0, 300.0, 500.0, 0.0]
+    assert all(t.latency_ms == 0.0 for t in timeline.transitions)  # virtual clock
+    # The answer was being spoken when the user barged in: `speak` was cut at 900 ms.
+    assert bars(timeline, "activity") == [("respond", "THINKING", 100.0, 400.0, "done"),
+                                          ("speak", "SPEAKING", 400.0, 900.0, "cancelled")]
+    assert [b.detail for b in timeline.bars if b.name == "speak"] == ["state_exit"]
+    assert ("cancel_tts", "INTERRUPT", 900.0, 900.0, "done") in bars(timeline, "effect")
+    [barge_in] = timeline.barge_ins
+    assert (barge_in.at_ms, barge_in.state, barge_in.outcome) == (900.0, "SPEAKING", "applied")
+    assert barge_in.playback_cleared_ms == 0.0
+    assert barge_in.time_to_silence_ms is None  # no audio adapter in a simulation
+    assert [(m.kind, m.at_ms) for m in timeline.marks] == [("timer_fired", 900.0)]
+
+
+def test_inspect_timeline_skips_other_sessions_and_reads_a_saved_trace(
+        barge_in_trace: list[Record], tmp_path: Path) -> None:
+    saved = tmp_path / "trace.jsonl"
+    saved.write_text("".join(json.dumps(r) + "\n" for r in barge_in_trace))
+    replayed = [json.loads(line) for line in saved.read_text().splitlines()]
+    timeline = build_timeline("s1", replayed)
+    assert timeline == build_timeline("s1", barge_in_trace)
+    # The invalid raw step is logged under session "-", not on s1's timeline.
+    assert timeline.lines == sum(1 for r in barge_in_trace if r["session_id"] == "s1")
+    assert build_timeline("-", barge_in_trace).marks[0].kind == "event_invalid"
+    assert build_timeline("nobody", barge_in_trace).lines == 0
+
+
+def test_inspect_timeline_as_json_names_transitions_like_the_log(
+        barge_in_trace: list[Record]) -> None:
+    data = build_timeline("s1", barge_in_trace).as_dict()
+    json.dumps(data)  # plain data
+    assert data["transitions"][1] == {"from": "LISTENING", "to": "THINKING", "event": "stt_final",
+                                      "at_ms": 100.0, "correlation_id": "turn-2",
+                                      "latency_ms": 0.0, "dwell_ms": 100.0}
+    assert data["barge_ins"][0]["outcome"] == "applied"
+    assert data["bars"][0] == {"kind": "effect", "name": "cancel_tts", "state": "LISTENING",
+                               "start_ms": 0.0, "end_ms": 0.0, "outcome": "done", "detail": None}
+
+
+def test_inspect_timeline_of_a_session_still_speaking(barge_in_trace: list[Record]) -> None:
+    # The lines up to 600 ms: the answer is playing; `now` is 650 ms on the session clock.
+    so_far = [r for r in barge_in_trace if r["t_ms"] <= 600]
+    timeline = build_timeline("s1", so_far, now_t_ms=650.0)
+    assert not timeline.closed
+    assert timeline.state == "SPEAKING"
+    assert spans(timeline)[-1] == ("SPEAKING", 400.0, None)
+    assert bars(timeline, "activity")[-1] == ("speak", "SPEAKING", 400.0, None, "running")
+    assert timeline.end_ms == 650.0
+
+
+def test_inspect_timeline_from_a_ring_buffer_that_lost_the_start(
+        barge_in_trace: list[Record]) -> None:
+    mine = [r for r in barge_in_trace if r["session_id"] == "s1"]
+    start = next(i for i, r in enumerate(mine) if r["event_type"] == "activity_done")
+    timeline = build_timeline("s1", mine[start:], dropped_lines=start)
+    assert timeline.dropped_lines == start
+    assert timeline.origin_t_ms == 400.0
+    # THINKING was entered before the kept lines: its span and `respond` start at 0.
+    assert spans(timeline)[0] == ("THINKING", 0.0, 0.0)
+    assert bars(timeline, "activity")[0] == ("respond", "THINKING", 0.0, 0.0, "done")
+    assert moves(timeline)[0] == "THINKING→SPEAKING (response_ready)"
+
+
+def test_inspect_timeline_marks_a_barge_in_the_chart_rejects() -> None:
+    scenario = Scenario(chart=str(CHART), steps=[
+        {"at": 0, "event": "client_connected"},
+        {"at": 50, "event": "barge_in", "payload": {"reason": "cough"}}], until_ms=100)
+    registry = default_registry()
+    trace = asyncio.run(run_scenario(scenario, load_chart(CHART, registry), registry))
+    timeline = build_timeline("s1", trace)
+    [barge_in] = timeline.barge_ins
+    assert (barge_in.at_ms, barge_in.outcome, barge_in.state) == (50.0, "rejected", None)
+    [rejected] = [m for m in timeline.marks if m.kind == "transition_rejected"]
+    assert (rejected.at_ms, rejected.level) == (50.0, "ERROR")
+    assert "barge_in rejected in LISTENING" in rejected.text
+
+
+def test_inspect_timeline_joins_the_adapters_barge_in_with_the_charts() -> None:
+    """Live, the audio adapter logs `barge_in_detected` (with time to silence) and then
+    posts `barge_in`: one barge-in, with both measures."""
+
+    async def call() -> list[Record]:
+        clock, sink = VirtualClock(), ListSink()
+        log = EventLog(sink, clock)
+        registry = default_registry()
+        chart = load_chart(CHART, registry)
+        ports = fake_ports(clock, FakeSettings(respond_ms=100, speak_ms=2000))
+        async with SessionManager(chart, registry, ports, clock, log,
+                                  MemorySnapshotStore()) as manager:
+            await manager.open("live-1")
+
+            def send(event: str, **payload: object) -> None:
+                manager.deliver({"event_type": event, "session_id": "live-1",
+                                 "source": "fastrtc", "timestamp": clock.wall(),
+                                 "payload": payload})
+
+            send("client_connected")
+            await clock.advance_to(10)
+            send("stt_final", text="tell me a story", is_final=True)
+            await clock.advance_to(500)
+            log.emit("INFO", "live-1", "barge_in_detected", "✋ barge-in",
+                     {"dropped_frames": 7, "time_to_silence_ms": 1.25})
+            await clock.advance_to(503)
+            send("barge_in", reason="speech onset")
+            await clock.advance_to(600)
+            send("client_disconnected")
+            await clock.advance_to(700)
+        return sink.records
+
+    timeline = build_timeline("live-1", asyncio.run(call()))
+    [barge_in] = timeline.barge_ins
+    assert (barge_in.at_ms, barge_in.state, barge_in.outcome) == (500.0, "SPEAKING", "applied")
+    assert (barge_in.time_to_silence_ms, barge_in.dropped_frames) == (1.25, 7)
+    assert barge_in.playback_cleared_ms == 0.0
+    assert moves(timeline)[-3:] == ["SPEAKING→INTERRUPT (barge_in)",
+                                    "INTERRUPT→LISTENING (ready_after_interrupt)",
+                                    "LISTENING→IDLE (client_disconnected)"]
+
+
+def test_inspect_timeline_shows_a_failing_effect_as_a_failed_bar(tmp_path: Path) -> None:
+    chart_file = tmp_path / "explode.yaml"
+    chart_file.write_text(
+        "chart: explode\nversion: 1\ninitial: IDLE\n"
+        "contracts: {microphone: [open, closed], playback: [stopped]}\n"
+        "events: {client_connected: {}, client_disconnected: {}}\n"
+        "states:\n"
+        "  IDLE:\n    contract: {microphone: closed, playback: stopped}\n"
+        "    on: {client_connected: ON}\n"
+        "  ON:\n    contract: {microphone: open, playback: stopped}\n"
+        "    enter: [explode, cancel_filler]\n    on: {client_disconnected: IDLE}\n")
+    registry = default_registry()
+
+    @registry.effect("explode")
+    async def explode(ctx: EffectContext) -> None:
+        raise RuntimeError("boom")
+
+    scenario = Scenario(chart=str(chart_file), steps=[{"at": 5, "event": "client_connected"}],
+                        until_ms=10)
+    trace = asyncio.run(run_scenario(scenario, load_chart(chart_file, registry), registry))
+    timeline = build_timeline("s1", trace)
+    effects = [(b.name, b.state, b.outcome, b.detail) for b in timeline.bars
+               if b.kind == "effect"]
+    assert effects == [("explode", "ON", "failed", "RuntimeError: boom"),
+                       ("cancel_filler", "ON", "done", None)]
+    assert [b.start_ms for b in timeline.bars] == [5.0, 5.0]
