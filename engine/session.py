@@ -41,6 +41,7 @@ class Envelope:
     event: VoiceEvent | None = None
     raw: Any = None
     epoch: int | None = None          # set for events posted by activities and timers
+    owner: str | None = None          # the state whose activity or timer posted it
     entry_id: str | None = None       # bus entry id, for de-duplication (Redis)
     ack: Ack | None = None
 
@@ -115,6 +116,10 @@ class Session:
         self._slots: dict[str, _Owned] = {}
         self._timers: dict[str, list[TimerHandle]] = {}
         self._last_seen: dict[str, float] = {}
+        # state -> the epoch at which it was (last) entered. An activity or timer
+        # belongs to its state: what it posts is stale once that state is exited or
+        # re-entered, not when a transition elsewhere (say, between its children) happens.
+        self._entered: dict[str, int] = {}
         self._tg: asyncio.TaskGroup | None = None
 
     # ------------------------------------------------------------------ API
@@ -204,6 +209,7 @@ class Session:
                    "version_hash": self.chart.version_hash, "state": self.state,
                    "chart_path": self.chart.path})
         self.epoch += 1
+        self._entered = dict.fromkeys(self.configuration, self.epoch)
         for name in self.configuration:
             await self._run_effects(self.chart.states[name].enter, name, "(start)", {})
         self._apply_contract()
@@ -219,6 +225,7 @@ class Session:
                    "version_hash": self.chart.version_hash, "state": self.state,
                    "epoch": self.epoch, "chart_path": self.chart.path})
         self.epoch += 1
+        self._entered = dict.fromkeys(self.configuration, self.epoch)
         self._apply_contract()
         for name in self.configuration:
             self._start_owned(name)
@@ -235,11 +242,13 @@ class Session:
         self._log("INFO", "event_received", f"📨 {name} from {event.source}",
                   {"event": name, "correlation_id": event.correlation_id, "source": event.source,
                    "payload": _loggable(event.payload)})
-        if env.epoch is not None and env.epoch != self.epoch:
-            self._log("INFO", "event_stale", f"🕰️ stale {name} (epoch {env.epoch}, now "
-                      f"{self.epoch}) dropped",
+        if env.epoch is not None and not self._still_owned(env.owner, env.epoch):
+            owner = f"{env.owner} left" if env.owner else f"now {self.epoch}"
+            self._log("INFO", "event_stale", f"🕰️ stale {name} (epoch {env.epoch}, {owner}) "
+                      f"dropped",
                       {"event": name, "correlation_id": event.correlation_id,
-                       "current_epoch": self.epoch, "event_epoch": env.epoch})
+                       "current_epoch": self.epoch, "event_epoch": env.epoch,
+                       "owner": env.owner})
             await self._ack(env)
             return
         leaf = self.state
@@ -273,6 +282,13 @@ class Session:
         self.last_event_id = env.entry_id or self.last_event_id
         await self._save()
         await self._ack(env)
+
+    def _still_owned(self, owner: str | None, epoch: int) -> bool:
+        """Is the state instance that posted an event (entered at `epoch`) still active?
+        Without an owner, any transition since makes the event stale."""
+        if owner is None:
+            return epoch == self.epoch
+        return self._entered.get(owner) == epoch
 
     def _accept(self, env: Envelope) -> VoiceEvent | None:
         """Parse and check an inbox item against the chart; log and drop what is invalid."""
@@ -312,6 +328,10 @@ class Session:
             await self._run_effects(chart.states[name].exit, name, event.event_type, event.payload)
         await self._run_effects(row.do, source_leaf, event.event_type, event.payload)
         self.epoch += 1
+        for name in exited:
+            self._entered.pop(name, None)
+        for name in entered:
+            self._entered[name] = self.epoch
         if not event.source.startswith(_INTERNAL_SOURCES):
             self.turn += 1
             self._correlation_id = event.correlation_id
@@ -412,14 +432,15 @@ class Session:
             self._timers[state] = [self._start_timer(t, state) for t in info.after]
 
     def _start_timer(self, timer: Timer, state: str) -> TimerHandle:
-        epoch, cid = self.epoch, self.correlation_id
+        epoch, cid = self._entered.get(state, self.epoch), self.correlation_id
 
         def fire() -> None:
-            if self.closed or epoch != self.epoch:
+            if self.closed or not self._still_owned(state, epoch):
                 return
             self._log("INFO", "timer_fired", f"⏰ {timer.event} after {timer.delay} in {state}",
                       {"event": timer.event, "state": state, "delay_ms": timer.delay_ms})
-            self.post(Envelope(event=self._make_event(timer.event, {}, "timer", cid), epoch=epoch))
+            self.post(Envelope(event=self._make_event(timer.event, {}, "timer", cid), epoch=epoch,
+                               owner=state))
 
         return self.clock.call_later(timer.delay_ms / 1000.0, fire)
 
@@ -436,11 +457,11 @@ class Session:
             previous.reason.append("superseded")
             previous.task.cancel()
         fn = self.registry.activity_fn(activity)
-        epoch, cid = self.epoch, self.correlation_id
+        epoch, cid = self._entered.get(state, self.epoch), self.correlation_id
 
         def post(name: str, payload: dict[str, Any]) -> None:
             self.post(Envelope(event=self._make_event(name, payload, f"activity:{activity}", cid),
-                               epoch=epoch))
+                               epoch=epoch, owner=state))
 
         ctx = ActivityContext(self.id, activity, state, epoch, cid, dict(self.trigger), self.ports,
                               self.clock, self._log, post, self._emit_audio)
@@ -472,7 +493,7 @@ class Session:
             self._log("ERROR", "activity_failed", f"💥 {ctx.activity} failed: {error}",
                       {**data, "reason": error})
             error_spec = self.chart.events.get("error")
-            if error_spec is not None and ctx.epoch == self.epoch:
+            if error_spec is not None and self._still_owned(ctx.state, ctx.epoch):
                 # Only the fields the chart declares: `error: {}` must not turn a
                 # failure into an invalid event that nothing handles.
                 message = f"{ctx.activity} failed: {error}"

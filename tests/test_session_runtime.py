@@ -284,6 +284,56 @@ async def test_an_event_from_an_older_epoch_is_dropped_as_stale() -> None:
         assert len(rig.lines("event_received", event="tick")) == 2
 
 
+PARENT_OWNED = ROOT / "tests" / "charts" / "runtime_parent_owned.yaml"
+
+
+def parent_owned_registry(answers: bool) -> Registry:
+    registry = default_registry()
+
+    @registry.activity()
+    async def slow_answer(ctx: ActivityContext) -> None:
+        if not answers:
+            await ctx.clock.sleep(3600)
+        await ctx.clock.sleep(0.1)
+        ctx.post("answer", {})
+        ctx.post("late", {})              # queued behind `answer`, which leaves WORKING
+
+    return registry
+
+
+async def test_a_parents_activity_still_answers_after_a_move_between_its_children() -> None:
+    rig = Rig(PARENT_OWNED, parent_owned_registry(answers=True))
+    async with rig.manager:
+        session = await rig.manager.open("s1")
+        rig.send("go")
+        await rig.advance(50)
+        rig.send("next")                  # ASKING → CONFIRMING: WORKING stays active
+        await rig.advance(100)
+        assert transitions(rig.sink.records) == ["IDLE → ASKING (go)",
+                                                 "ASKING → CONFIRMING (next)",
+                                                 "CONFIRMING → IDLE (answer)"]
+        assert session.state == "IDLE"
+        [stale] = rig.lines("event_stale")
+        assert stale["data"]["event"] == "late"
+        assert stale["data"]["owner"] == "WORKING"
+        assert "WORKING left" in stale["message"]
+        assert len(transitions(rig.sink.records)) == 3
+
+
+async def test_a_parents_timer_still_fires_after_a_move_between_its_children() -> None:
+    rig = Rig(PARENT_OWNED, parent_owned_registry(answers=False))
+    async with rig.manager:
+        session = await rig.manager.open("s1")
+        rig.send("go")
+        await rig.advance(50)
+        rig.send("next")
+        await rig.advance(400)
+        assert transitions(rig.sink.records)[-1] == "CONFIRMING → IDLE (give_up)"
+        assert session.state == "IDLE"
+        assert not rig.lines("event_stale")
+        assert session.live_tasks() == 0
+
+
 async def test_a_child_invoking_its_parents_activity_supersedes_it() -> None:
     rig = Rig(RUNTIME_CHART, runtime_registry())
     async with rig.manager:
