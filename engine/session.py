@@ -337,7 +337,11 @@ class Session:
             self._correlation_id = event.correlation_id
         self.configuration = new_configuration
         self.entered_at = self.clock.now_ms()
-        self.trigger = dict(event.payload)
+        if event.payload or event.source != "timer":
+            # A timer carries no data: the states it enters keep working on what
+            # entered the state it left (THINKING → CONFIRMING → `after` → SPEAKING
+            # still speaks the answer that response_ready brought).
+            self.trigger = dict(event.payload)
         for name in entered:
             await self._run_effects(chart.states[name].enter, name, event.event_type,
                                     event.payload)

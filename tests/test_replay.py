@@ -20,7 +20,7 @@ from adapters.redis.bus import RedisEventBus
 from engine.behaviours import default_registry
 from engine.chart import load_chart
 from engine.events import VoiceEvent
-from engine.replay import parse_log, replay_recording
+from engine.replay import inputs_from_events, parse_log, replay_recording
 from engine.simulator import simulate_file, transitions
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_for
@@ -262,7 +262,8 @@ def test_more_activity_runs_than_recorded_are_unanswered(tmp_path: Path,
 
 # ------------------------------------------------------------ bad input
 @pytest.mark.parametrize(("line", "message"), [
-    ("Traceback (most recent call last):", ":3: not a JSON line"),
+    ('{"ts": "2025-11-22T22:20:00.100Z", "t_ms": 100.0, "level": "IN',
+     ":3: not a JSON line (Unterminated string"),
     ('{"ts": "x", "t_ms": 5, "level": "INFO", "session_id": "s1", '
      '"event_type": "state_transition", "message": "", "data": {"from": "IDLE", "event": "x"}}',
      ":3: state_transition line has no usable data.to"),
@@ -289,13 +290,14 @@ def test_lines_of_other_tools_are_skipped_and_counted(tmp_path: Path, charts: di
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     lines = record(tmp_path, TURN, charts["base"]).read_text().splitlines()
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text("\n".join(['{"pip": "installing"}', *lines, "", "[1, 2]",
+    mixed.write_text("\n".join(["turnchart serving on http://127.0.0.1:5204/charts",
+                                '{"pip": "installing"}', *lines, "", "[1, 2]",
                                 '{"ts": "x", "t_ms": null, "level": "INFO", "session_id": "-", '
                                 '"event_type": "http_access", "message": "GET /", "data": {}}'])
                      + "\n")
     code, out, _ = replay(capsys, str(mixed))
     assert code == 0
-    assert "(2 line(s) of other tools skipped)" in out
+    assert "(3 line(s) that are not turnchart log lines skipped, the first at line 1)" in out
 
 
 def test_without_a_chart_in_the_log_replay_asks_for_one(tmp_path: Path, charts: dict[str, Path],
@@ -311,6 +313,23 @@ def test_without_a_chart_in_the_log_replay_asks_for_one(tmp_path: Path, charts: 
     assert code == 2
     assert "the log does not say which chart session s1 ran; pass --chart PATH" in err
     assert replay(capsys, str(old), "--chart", str(charts["base"]))[0] == 0
+
+
+def test_a_log_that_begins_mid_call_is_replayed_with_a_warning(
+        tmp_path: Path, charts: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """A rotated log: the call's start and its first `respond` run are not in it."""
+    lines = record(tmp_path, TURN, charts["base"]).read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if '"activity_started"' in line) + 1
+    rotated = tmp_path / "rotated.jsonl"
+    rotated.write_text("\n".join(lines[cut:]) + "\n")
+    code, out, _ = replay(capsys, str(rotated), "--chart", str(charts["base"]))
+    assert code == 1
+    assert "only in the recording: 1 activity event(s) of runs started before the log " \
+           "begins are not replayed" in out
+    # the replay starts in IDLE, so the recorded moves are missing and the
+    # later question is refused: the log cannot stand for the whole call
+    assert [_mark(row) for row in table(out)] == ["-"] * 6
+    assert "2400  only in the replay: 🚫 stt_final rejected in IDLE: no_transition" in out
 
 
 def test_sessions_are_replayed_each_or_picked(tmp_path: Path, charts: dict[str, Path],
@@ -382,6 +401,22 @@ def test_a_redis_stream_is_replayed_alone_or_against_its_log(
     assert code == 1 and "at 400 ms, response_ready from activity:respond" in out
 
 
+async def test_a_long_stream_is_read_to_its_end_page_by_page(redis: Any) -> None:
+    from adapters.redis.history import read_history
+    bus = RedisEventBus(redis)
+    texts = [f"question {n}" for n in range(7)]
+    await bus.publish_many([VoiceEvent(event_type="stt_final", session_id="long", source="stt",
+                                       timestamp=1_763_900_000.0 + n,
+                                       payload={"text": text, "is_final": True})
+                            for n, text in enumerate(texts)])
+    await bus.end_session("long")
+    history = await read_history(redis, "long", page=3)
+    assert [e["payload"]["text"] for e in history.events] == texts
+    assert history.ended and history.unreadable == []
+    inputs, skipped = inputs_from_events(history.events, offset_ms=50.0)
+    assert [i.t_ms for i in inputs] == [50.0 + 1000.0 * n for n in range(7)] and skipped == 0
+
+
 def test_a_missing_stream_or_server_is_a_usage_error(server: RedisServer, charts: dict[str, Path],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = replay(capsys, "--redis", server.url, "--session", "nobody",
@@ -395,8 +430,10 @@ def test_a_missing_stream_or_server_is_a_usage_error(server: RedisServer, charts
 
 
 # ------------------------------------------------------- a real server
-def test_a_call_to_a_real_server_replays_identically_and_against_the_tutorial_edit(
+def test_a_call_to_a_real_server_replays_identically_and_shows_an_edit(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`turnchart serve` with its real responder and TTS, one call over the
+    WebSocket transport; its stdout is the recording."""
     from websockets.sync.client import connect
 
     server = ServerProcess(tmp_path)
@@ -414,12 +451,51 @@ def test_a_call_to_a_real_server_replays_identically_and_against_the_tutorial_ed
                                     and r["session_id"] == "call-1" for r in server.records()), 10)
     finally:
         server.stop()
-    code, out, _ = replay(capsys, str(server.log_path))
+    code, out, _ = replay(capsys, str(server.log_path))     # the chart the log names
     assert code == 0, out
     assert "call-1: identical (5 same, 0 changed, 0 missing, 0 extra)" in out
 
-    tutorial = ROOT / "docs" / "tutorial" / "voice_turn_confirming.yaml"
-    code, out, _ = replay(capsys, str(server.log_path), "--chart", str(tutorial))
+    # The edit: after the answer, the session goes back to IDLE instead of LISTENING.
+    product = (ROOT / "charts" / "voice_turn.yaml").read_text()
+    edited = product.replace("          playback_done: LISTENING\n",
+                             "          playback_done: IDLE\n")
+    assert edited != product
+    (tmp_path / "edited.yaml").write_text(edited)
+    code, out, _ = replay(capsys, str(server.log_path), "--chart", str(tmp_path / "edited.yaml"))
     assert code == 1
-    assert "at " in out and "ms, stt_final from websocket: recorded LISTENING → THINKING " \
-           "(stt_final), replayed LISTENING → CONFIRMING (stt_final)" in out
+    assert [_mark(row) for row in table(out)] == ["=", "=", "=", "≠", "-"]
+    assert "playback_done from activity:speak: recorded SPEAKING → LISTENING (playback_done), " \
+           "replayed SPEAKING → IDLE (playback_done)" in out
+    assert "only in the replay: 🚫 client_disconnected rejected in IDLE: no_transition" in out
+
+
+def test_the_tutorial_edit_puts_confirming_before_every_spoken_answer(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tutorial = ROOT / "docs" / "tutorial" / "voice_turn_confirming.yaml"
+    assert main(["validate", str(tutorial)]) == 0
+    calls = tmp_path / "calls.jsonl"
+    with calls.open("w") as out:
+        for scenario in ("turn", "barge_in"):
+            trace = tmp_path / f"{scenario}.jsonl"
+            assert main(["simulate", str(ROOT / "scenarios" / f"{scenario}.yaml"),
+                         "--out", str(trace)]) == 0
+            out.write(trace.read_text())
+    code, out_text, _ = replay(capsys, str(calls), "--chart", str(tutorial))
+    assert code == 1
+    assert "s1: DIVERGES (3 same, 1 changed, 0 missing, 1 extra) at 400 ms, response_ready " \
+           "from activity:respond: recorded THINKING → SPEAKING (response_ready), replayed " \
+           "THINKING → CONFIRMING (response_ready)" in out_text
+    # the answer is spoken 400 ms later, so the recorded barge-in (at 900 ms) now
+    # cuts it 100 ms into speaking instead of 500 ms: still SPEAKING → INTERRUPT
+    assert "900  SPEAKING → INTERRUPT (barge_in)               =     900  SPEAKING → " \
+           "INTERRUPT (barge_in)" in out_text
+    assert out_text.strip().splitlines()[-1] == "2 session(s): 0 identical, 2 diverging"
+
+    trace = tmp_path / "replayed.jsonl"
+    code, out_text, _ = replay(capsys, str(calls), "--chart", str(tutorial), "--session", "s1",
+                               "--trace", str(trace))
+    assert code == 1
+    replayed = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [r["message"] for r in replayed if r["event_type"] == "state_transition"][2:5] == [
+        "🔄 THINKING → CONFIRMING (response_ready)", "🔄 CONFIRMING → SPEAKING (confirmed)",
+        "🔄 SPEAKING → LISTENING (playback_done)"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from engine.clock import VirtualClock
 from engine.compiler import CompiledChart
 from engine.context import ActivityContext
 from engine.events import VoiceEvent
-from engine.fakes import FakeResponder, FakeSettings, fake_ports
+from engine.fakes import FakeResponder, FakeSettings, FakeSpeech, fake_ports
 from engine.kernel import Kernel
 from engine.logs import EventLog, ListSink, Record
 from engine.manager import SessionManager
@@ -332,6 +334,36 @@ async def test_a_parents_timer_still_fires_after_a_move_between_its_children() -
         assert session.state == "IDLE"
         assert not rig.lines("event_stale")
         assert session.live_tasks() == 0
+
+
+class RecordingSpeech(FakeSpeech):
+    """FakeSpeech that remembers what it was asked to say."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__(clock, FakeSettings())
+        self.said: list[str] = []
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        self.said.append(text)
+        async for chunk in super().synthesize(text):
+            yield chunk
+
+
+async def test_a_timer_into_speaking_keeps_the_answer_that_entered_the_state_before() -> None:
+    """The README tutorial's CONFIRMING: response_ready → CONFIRMING → (timer) → SPEAKING
+    speaks the answer, not the timer's empty payload."""
+    rig = Rig(ROOT / "docs" / "tutorial" / "voice_turn_confirming.yaml")
+    speech = RecordingSpeech(rig.clock)
+    rig.manager.ports = dataclasses.replace(rig.ports, speech=speech)
+    async with rig.manager:
+        await rig.manager.open("s1")
+        rig.send("client_connected")
+        rig.send("stt_final", HELLO)
+        await rig.advance(3000)
+        assert transitions(rig.sink.records)[-3:] == ["THINKING → CONFIRMING (response_ready)",
+                                                      "CONFIRMING → SPEAKING (confirmed)",
+                                                      "SPEAKING → LISTENING (playback_done)"]
+        assert speech.said == ["Hi there!"]
 
 
 async def test_a_child_invoking_its_parents_activity_supersedes_it() -> None:
