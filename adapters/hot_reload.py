@@ -73,8 +73,12 @@ class ChartReloader:
         if not result.changed and not result.previous_errors:
             return          # e.g. only comments changed: the same version
         old = result.previous
-        what = (f"v{old.version} {old.version_hash} → " if old and result.changed
-                else "errors cleared, still ")
+        if old is None:
+            what = "first good version: "
+        elif result.changed:
+            what = f"v{old.version} {old.version_hash} → "
+        else:
+            what = "errors fixed, still "
         self.log.emit("INFO", NO_SESSION, "chart_reloaded",
                       f"🔁 {entry.name}: {what}v{running_data['version']} "
                       f"{running_data['version_hash']} (new sessions)",

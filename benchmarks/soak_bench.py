@@ -2,14 +2,15 @@
 
 Each caller connects, takes turns (partial transcripts, a final one, the
 answer spoken back), sometimes talks over the answer (barge-in), sometimes
-sends a malformed event, and sometimes hangs up and calls back, at `rate_multiplier` times the pace of a
-real call. The ports are the engine's fake playback and filler plus a
-responder and a speech engine whose times come from realistic ranges divided
-by the same multiplier; the chart's own timers (the 600 ms filler) keep their
-real length. What comes out: events/s, step time and event-to-transition
-latency percentiles, RSS over time and its growth per hour (a linear fit after
-warm-up), the tasks still alive after every session closed, ERROR lines,
-contract violations, and whether every session ended.
+sends a malformed event, and sometimes hangs up and calls back, at
+`rate_multiplier` times the pace of a real call. The ports are the engine's
+fake playback and filler plus a responder and a speech engine whose times
+come from realistic ranges divided by the same multiplier; the chart's own
+timers (the 600 ms filler) keep their real length. What comes out: events/s,
+step time and event-to-transition latency percentiles, event-loop lag, RSS
+over time and its growth per hour (a linear fit after warm-up), the tasks
+still alive after every session closed, ERROR lines, contract violations, and
+whether every session ended.
 Run: `turnchart bench soak --sessions 1000 --duration-s 60 --rate-multiplier 10`.
 """
 
@@ -228,11 +229,7 @@ class Caller:
         if rng.random() < pace.invalid_p:   # a front-end bug: a transcript without text
             self.stats.invalid_sent += 1
             self._send(session, "stt_final", {"text": None, "is_final": "yes"})
-        roll = rng.random()
-        if roll < pace.slow_p:
-            question = SLOW_QUESTION
-        else:
-            question = rng.choice(sorted(ANSWERS))
+        question = SLOW_QUESTION if rng.random() < pace.slow_p else rng.choice(sorted(ANSWERS))
         words = question.split()
         for i in range(rng.randint(*pace.partials)):
             self._send(session, "stt_partial", {"text": " ".join(words[:i + 1])})

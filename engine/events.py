@@ -57,11 +57,39 @@ class EventProblem(Exception):
 
 
 def truncate_raw(raw: Any, limit: int = RAW_LIMIT) -> str:
+    """The input as short, printable text for a log line, whatever it is."""
     try:
         text = raw if isinstance(raw, str) else json.dumps(raw, default=repr, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(raw)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = repr(raw)
+        except RecursionError:
+            text = f"<{type(raw).__name__} nested too deeply to show>"
+    if not text.isascii():   # unpaired surrogates (JSON's \ud800) cannot be written as UTF-8
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[:limit] + f"…(+{len(text) - limit} chars)"
+
+
+def _not_unicode(event: VoiceEvent) -> str | None:
+    """Where the first text holding an unpaired surrogate is (JSON can carry
+    `\\ud800`; no log line, socket or stream can), or None."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((name,), getattr(event, name))
+                                                for name in VoiceEvent.model_fields]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return ".".join(truncate_raw(part, 40) for part in where)
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                stack.append(((*where, key), key))
+                stack.append(((*where, key), item))
+        elif isinstance(value, list | tuple):
+            stack.extend(((*where, i), item) for i, item in enumerate(value))
+    return None
 
 
 def parse_event(raw: Any) -> VoiceEvent:
@@ -73,16 +101,22 @@ def parse_event(raw: Any) -> VoiceEvent:
             raw_obj = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise EventProblem("(json)", f"not valid JSON: {exc}", raw) from None
+        except RecursionError:
+            raise EventProblem("(json)", "JSON nested too deeply to be an event", raw) from None
     else:
         raw_obj = raw
     if not isinstance(raw_obj, Mapping):
         raise EventProblem("(event)", "an event must be a JSON object", raw)
     try:
-        return VoiceEvent.model_validate(dict(raw_obj))
+        event = VoiceEvent.model_validate(dict(raw_obj))
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or "(event)"
         raise EventProblem(field, str(first["msg"]), raw) from None
+    bad = _not_unicode(event)
+    if bad is not None:
+        raise EventProblem(bad, "text that is not valid Unicode (an unpaired surrogate)", raw)
+    return event
 
 
 def check_payload(event: VoiceEvent, events: Mapping[str, EventSpec]) -> None:
@@ -91,19 +125,19 @@ def check_payload(event: VoiceEvent, events: Mapping[str, EventSpec]) -> None:
     if spec is None:
         known = ", ".join(sorted(events))
         raise EventProblem("event_type", f"unknown event '{event.event_type}' for this chart "
-                           f"(known: {known})", event.model_dump(mode="json"))
+                           f"(known: {known})", dict(event))
     for name in event.payload:
         if name not in spec.payload:
             declared = ", ".join(spec.payload) or "none"
             raise EventProblem(f"payload.{name}", f"undeclared payload field for "
                                f"'{event.event_type}' (declared: {declared})",
-                               event.model_dump(mode="json"))
+                               dict(event))
     for name, type_text in spec.payload.items():
         expected, optional = parse_payload_type(type_text)
         if name not in event.payload or event.payload[name] is None:
             if not optional:
                 raise EventProblem(f"payload.{name}", f"missing required {type_text} field",
-                                   event.model_dump(mode="json"))
+                                   dict(event))
             continue
         value = event.payload[name]
         ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
@@ -114,4 +148,4 @@ def check_payload(event: VoiceEvent, events: Mapping[str, EventSpec]) -> None:
         if not ok:
             raise EventProblem(f"payload.{name}", f"expected {type_text}, got "
                                f"{type(value).__name__} {truncate_raw(value, 40)}",
-                               event.model_dump(mode="json"))
+                               dict(event))

@@ -26,7 +26,11 @@ class JsonLinesSink:
         self.stream = stream or sys.stdout
 
     def write(self, record: Record) -> None:
-        self.stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        line = json.dumps(record, ensure_ascii=False, default=str)
+        try:
+            self.stream.write(line + "\n")
+        except UnicodeEncodeError:   # text UTF-8 cannot hold (an unpaired surrogate): escape it
+            self.stream.write(json.dumps(record, default=str) + "\n")
         self.stream.flush()
 
 

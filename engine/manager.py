@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.compiler import CompiledChart
-from engine.events import EventProblem, VoiceEvent, parse_event
+from engine.events import EventProblem, VoiceEvent, parse_event, truncate_raw
 from engine.kernel import Kernel
 from engine.logs import EventLog
 from engine.ports import Ports
@@ -148,7 +148,9 @@ class SessionManager:
             event = parse_event(raw)
         except EventProblem as problem:
             sid = raw.get("session_id") if isinstance(raw, Mapping) else None
-            sid = sid if isinstance(sid, str) and sid.strip() else NO_SESSION
+            if not (isinstance(sid, str) and sid.strip() and len(sid) <= 256
+                    and truncate_raw(sid) == sid):
+                sid = NO_SESSION   # a session_id that is itself the problem is not repeated
             self.log.emit("WARNING", sid, "event_invalid",
                           f"❌ invalid event: {problem.field}: {problem.error}",
                           {"error": f"{problem.field}: {problem.error}", "field": problem.field,

@@ -158,6 +158,7 @@ class Recording:
     moves: list[Move] = field(default_factory=list)
     records: list[tuple[int, Record]] = field(default_factory=list)
     received: int = 0
+    orphans: int = 0                  # activity events whose run started before the log did
     cause: tuple[str | None, str | None] = (None, None)   # last received: source, correlation
 
     def _rel(self, t_ms: float) -> float:
@@ -169,8 +170,9 @@ class Recording:
 @dataclass(slots=True)
 class ParsedLog:
     recordings: list[Recording]
-    skipped: int                      # JSON lines that are not §3 log lines (other tools)
+    skipped: int                      # lines that are not §3 log lines (other tools, banners)
     unscoped: int                     # §3 lines of no session (`session_id: "-"`)
+    first_skipped: int | None = None  # the line number of the first one skipped
 
     def select(self, session: str | None) -> list[Recording]:
         """The recordings of `session` (an id, or a label like `s1#2`); all when None."""
@@ -187,26 +189,33 @@ def load_log(path: str | Path) -> ParsedLog:
 
 def parse_log(lines: Iterable[str], path: str = "<log>") -> ParsedLog:
     """Split a log into recordings, one per session (a second `session_started`
-    of the same id starts another, labelled `id#2`). A line that is not JSON, or
-    a §3 line that lacks a field replay needs, is a `LogError` naming the line;
-    JSON lines without `event_type` and `session_id` (another tool's) are counted
-    and skipped."""
+    of the same id starts another, labelled `id#2`).
+
+    A line that starts like a JSON object but does not parse (cut short, corrupt),
+    or a §3 line that lacks a field replay needs, is a `LogError` naming the line.
+    Lines of other tools are counted and skipped: plain text (a banner on a
+    merged stderr, a traceback) and JSON objects without `event_type` and
+    `session_id`."""
     recordings: list[Recording] = []
     current: dict[str, Recording] = {}
     seen: Counter[str] = Counter()
     skipped = unscoped = 0
+    first_skipped: int | None = None
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
         if not text:
             continue
-        try:
-            record = json.loads(text)
-        except ValueError as exc:
-            shown = text if len(text) <= 60 else text[:60] + "…"
-            raise LogError(f"{path}:{number}: not a JSON line ({exc}): {shown}") from None
+        record: Any = None
+        if text.startswith("{"):
+            try:
+                record = json.loads(text)
+            except ValueError as exc:
+                shown = text if len(text) <= 60 else text[:60] + "…"
+                raise LogError(f"{path}:{number}: not a JSON line ({exc}): {shown}") from None
         if not isinstance(record, dict) or not isinstance(record.get("event_type"), str) \
                 or not isinstance(record.get("session_id"), str):
             skipped += 1
+            first_skipped = first_skipped or number
             continue
         sid = record["session_id"]
         if sid == NO_SESSION:
@@ -224,7 +233,7 @@ def parse_log(lines: Iterable[str], path: str = "<log>") -> ParsedLog:
         if rec.moves and not rec.received:
             raise LogError(f"{path}: session {rec.label} has {len(rec.moves)} transition(s) but "
                            f"no event_received lines: record at log level INFO or DEBUG")
-    return ParsedLog(recordings, skipped, unscoped)
+    return ParsedLog(recordings, skipped, unscoped, first_skipped)
 
 
 def _field(record: Record, name: str, kind: type, where: str, optional: bool = False) -> Any:
@@ -277,8 +286,7 @@ def _add(rec: Recording, record: Record, number: int, path: str) -> None:
         correlation = _field(record, "correlation_id", str, where, optional=True)
         rec.cause = (source, correlation)
         if source.startswith("activity:"):
-            _attach_output(rec, source.removeprefix("activity:"), t, event, payload, number,
-                           path)
+            _attach_output(rec, source.removeprefix("activity:"), t, event, payload)
         elif not source.startswith(CHART_SOURCES):
             rec.inputs.append(RecordedInput(t, event, source, payload, correlation, number))
     elif kind == "activity_started":
@@ -307,12 +315,12 @@ def _add(rec: Recording, record: Record, number: int, path: str) -> None:
 
 
 def _attach_output(rec: Recording, activity: str, t: float, event: str,
-                   payload: Mapping[str, Any], number: int, path: str) -> None:
+                   payload: Mapping[str, Any]) -> None:
     """An activity's event belongs to the latest run of that activity started before it."""
     runs = rec.runs.get(activity)
-    if not runs:
-        raise LogError(f"{path}:{number}: {event} from activity:{activity} but no "
-                       f"activity_started line for {activity} comes before it")
+    if not runs:                      # the log starts after that run did
+        rec.orphans += 1
+        return
     run = runs[-1]
     run.outputs.append(RecordedOutput(round(max(0.0, t - run.started_ms), 3), event,
                                       dict(payload)))
@@ -630,6 +638,14 @@ def replay_recording(recording: Recording, chart: CompiledChart, registry: Regis
     unanswered = [Note("replay", r["t_ms"], r["event_type"],
                        f"{r['data']['activity']} in {r['data']['state']}: {r['data']['reason']}")
                   for r in mine if r["event_type"] == "replay_unanswered"]
+    if recording.resumed_in is not None:
+        notes.insert(0, Note("recording", 0.0, "session_resumed",
+                             f"the recording starts with a resume in {recording.resumed_in} (the "
+                             f"log begins mid-session); the replay starts from the initial state"))
+    if recording.orphans:
+        notes.insert(0, Note("recording", 0.0, "event_received",
+                             f"{recording.orphans} activity event(s) of runs started before the "
+                             f"log begins are not replayed"))
     return Report(recording.label, recording.session_id, chart.path, chart.version_hash,
                   recording.chart, compare, rows, notes, unanswered,
                   len(recording.inputs if inputs is None else inputs), trace)

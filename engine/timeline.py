@@ -329,5 +329,13 @@ def build_timeline(session_id: str, records: Iterable[Record], *, now_t_ms: floa
     return builder.build(now_t_ms, len(mine), dropped_lines)
 
 
-__all__ = ["MARKED", "BargeIn", "Bar", "Mark", "StateSpan", "Timeline", "Transition",
-           "build_timeline"]
+__all__ = [
+    "MARKED",
+    "Bar",
+    "BargeIn",
+    "Mark",
+    "StateSpan",
+    "Timeline",
+    "Transition",
+    "build_timeline",
+]

@@ -10,17 +10,7 @@ import pytest
 from engine.behaviours import default_registry
 from engine.catalog import ChartCatalog, LiveVersion, VersionUse, count_versions
 from engine.chart import compile_text
-
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = (ROOT / "charts" / "voice_turn.yaml").read_text(encoding="utf-8")
-# A flow change: after an answer, a WRAP_UP state hands the floor back.
-EDITED = SHIPPED.replace("          playback_done: LISTENING\n",
-                         "          playback_done: WRAP_UP\n") + (
-    "\n      WRAP_UP:\n"
-    "        after: {0ms: ready_after_interrupt}\n"
-    "        on:\n"
-    "          ready_after_interrupt: LISTENING\n")
-BROKEN = SHIPPED.replace("playback_done: LISTENING", "playback_done: LISTENNING")
+from tests.support.chart_edits import BROKEN, BROKEN_LINE, EDITED, SHIPPED
 
 
 @pytest.fixture
@@ -64,9 +54,8 @@ def test_a_broken_edit_keeps_the_running_version_and_records_every_error(
     result = catalog.reload(chart_file)
     assert not result.ok and not result.changed
     assert result.current is running and entry.chart is running
-    line = BROKEN.splitlines().index("          playback_done: LISTENNING") + 1
     assert [str(e) for e in entry.errors] == [
-        f"{chart_file}:{line}:26: E130 unknown target state 'LISTENNING' "
+        f"{chart_file}:{BROKEN_LINE}:26: E130 unknown target state 'LISTENNING' "
         "(did you mean 'LISTENING'?)"]
 
 

@@ -38,6 +38,7 @@ from engine.fakes import fake_ports
 from engine.logs import EventLog, ListSink
 from engine.manager import SessionManager
 from engine.snapshot import MemorySnapshotStore, Snapshot
+from tests.support.chart_edits import BROKEN, BROKEN_LINE, EDITED, SHIPPED
 from tests.support.redis_server import RedisServer, read_log, signal_child, wait_for_log
 from tests.support.voice_fakes import (
     EnergyDetector,
@@ -47,12 +48,10 @@ from tests.support.voice_fakes import (
 )
 from tests.support.waiting import wait_for, wait_until
 from tests.support.webrtc_client import ServerProcess
-from tests.test_catalog import BROKEN, EDITED, SHIPPED
 
 TOKEN = "s3cret-admin-token-0123"
 V1 = compile_text(SHIPPED).version_hash
 V2 = compile_text(EDITED).version_hash
-BROKEN_LINE = BROKEN.splitlines().index("          playback_done: LISTENNING") + 1
 V1_TURN = ["IDLE → LISTENING (client_connected)", "LISTENING → THINKING (stt_final)",
            "THINKING → SPEAKING (response_ready)", "SPEAKING → LISTENING (playback_done)"]
 V2_TURN = ["IDLE → LISTENING (client_connected)", "LISTENING → THINKING (stt_final)",
@@ -233,14 +232,14 @@ def test_a_call_keeps_its_flow_while_the_next_call_follows_the_edit(tmp_path: Pa
     chart = chart_copy(tmp_path)
     with voice_client(sink, chart) as client, \
             client.websocket_connect("/websocket/offer") as first:
-        assert wait_for(lambda: sink.of_type("chart_watch_started"))
+        assert wait_for(lambda: sink.of_type("chart_watch_started"), 10)
         first.send_json({"event": "start", "websocket_id": "first"})
-        assert wait_for(lambda: moves(sink.records, "first"))
+        assert wait_for(lambda: moves(sink.records, "first"), 10)
         save(chart, EDITED)
         assert wait_for(lambda: sink.of_type("chart_reloaded"), 10)
         with client.websocket_connect("/websocket/offer") as second:
             second.send_json({"event": "start", "websocket_id": "second"})
-            assert wait_for(lambda: moves(sink.records, "second"))
+            assert wait_for(lambda: moves(sink.records, "second"), 10)
             [listed] = client.get("/charts").json()["charts"]
             assert listed["version_hash"] == V2
             assert listed["live_versions"] == [
@@ -266,7 +265,7 @@ def test_a_broken_edit_shows_its_errors_and_changes_nothing(tmp_path: Path,
     chart = chart_copy(tmp_path)
     expected = f"{chart}:{BROKEN_LINE}:26: E130 unknown target state 'LISTENNING'"
     with voice_client(sink, chart) as client:
-        assert wait_for(lambda: sink.of_type("chart_watch_started"))
+        assert wait_for(lambda: sink.of_type("chart_watch_started"), 10)
         save(chart, BROKEN)
         assert wait_for(lambda: sink.of_type("chart_reload_failed"), 10)
         [failed] = sink.of_type("chart_reload_failed")
@@ -280,7 +279,7 @@ def test_a_broken_edit_shows_its_errors_and_changes_nothing(tmp_path: Path,
         assert client.get("/health").json()["charts"] == {"voice_turn": "errors"}
         with client.websocket_connect("/websocket/offer") as ws:
             ws.send_json({"event": "start", "websocket_id": "after-bad-edit"})
-            assert wait_for(lambda: moves(sink.records, "after-bad-edit"))
+            assert wait_for(lambda: moves(sink.records, "after-bad-edit"), 10)
             call_turn(ws, "after-bad-edit", sink, V1_TURN[-1])
             ws.send_json({"event": "stop"})
         save(chart, SHIPPED)                       # fixed: the errors go away

@@ -67,7 +67,7 @@ def test_inspect_events_snapshot_then_live_lines_and_the_timeline(
         def keep(event: str, record: Any) -> bool:
             if event == "record":
                 seen.append(record)
-            return match(event, record)
+            return bool(match(event, record))
         return dict(stream.until(keep)[1])
 
     try:
@@ -216,6 +216,17 @@ def test_inspect_a_subscriber_that_falls_behind_is_resynced(
     assert wait_for(lambda: inspector.subscribers == set())  # the closed stream unsubscribed
 
 
+def test_inspect_streams_end_when_the_server_stops(small: tuple[Served, Inspector]) -> None:
+    served, inspector = small
+    stream = EventStream(served.base_url + "/inspect/events")
+    try:
+        assert stream.next()[0] == "snapshot"
+        served.call_soon(inspector.close_streams)  # what `turnchart serve` does on a stop
+        assert stream.until(lambda e, _: e != "comment") == ("closed", "end of stream")
+    finally:
+        stream.close()
+
+
 async def simulated(sessions: list[str], steps: list[dict[str, Any]],
                     until_ms: float) -> list[Record]:
     from engine.behaviours import default_registry
@@ -241,6 +252,29 @@ async def test_inspect_keeps_closed_sessions_a_while_and_bounds_lines() -> None:
     assert kept is not None and kept["closed"] and not kept["live"]
     assert kept["lines"] == 5
     assert kept["dropped_lines"] == sum(1 for r in trace if r["session_id"] == "c") - 5
-    # Ten minutes later another session closes: the old ones go, whatever the count.
+    # An event for a closed session much later does not make it young again...
+    inspector.write({**trace[-1], "session_id": "c", "event_type": "session_unknown",
+                     "level": "WARNING", "t_ms": 500_000.0, "data": {"event": "stt_final"}})
+    # ...so ten minutes after they closed, when another session closes, they go.
     inspector.write({**trace[-1], "session_id": "d", "t_ms": 100.0 + 600_001.0})
     assert sorted(inspector.views) == ["d"]
+
+
+def test_inspect_on_a_redis_front_end_shows_what_the_front_end_saw() -> None:
+    """Sessions run on workers there; the front-end's own lines still show, without states."""
+    app = create_app(Settings(bus="redis://127.0.0.1:9/0"))
+    inspector: Inspector = app.state.inspector
+    log = EventLog(inspector, RealClock())
+    log.emit("DEBUG", "rtc-1", "connection_mapped", "mapped",
+             {"connection_id": "rtc-1", "rule": "direct_match"})
+    log.emit("INFO", "rtc-1", "barge_in_detected", "✋ barge-in",
+             {"dropped_frames": 3, "time_to_silence_ms": 0.4})
+    snap = inspector.snapshot()
+    assert snap["mode"] == "redis"
+    [view] = snap["sessions"]
+    assert (view["session_id"], view["live"], view["state"], view["closed_t_ms"]) == (
+        "rtc-1", False, None, None)
+    timeline = inspector.timeline("rtc-1")
+    assert timeline is not None and timeline["transitions"] == []
+    assert [(b["outcome"], b["time_to_silence_ms"]) for b in timeline["barge_ins"]] == [
+        ("pending", 0.4)]

@@ -200,7 +200,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     chart = args.chart or (settings.charts[0] if settings.charts else None)
     return asyncio.run(run_live_worker(url, settings, chart_path=str(chart),
                                        worker_id=args.worker_id, lease_ms=args.lease_ms,
-                                       headless=args.headless))
+                                       headless=args.headless, redis_wait_s=args.redis_wait))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,13 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="own and run sessions from Redis (no audio, no HTTP)")
-    p.add_argument("--redis", metavar="URL", help="redis://host:port/db (or bus: in config)")
+    p.add_argument("--redis", metavar="URL",
+                   help="redis://host:port/db, or redis+cluster://host:port for a Redis "
+                        "Cluster (or bus: in config)")
     p.add_argument("--config", metavar="PATH")
     p.add_argument("--chart", metavar="PATH", help="default: the config's first chart")
     p.add_argument("--worker-id")
     p.add_argument("--lease-ms", type=int, default=5000)
     p.add_argument("--headless", action="store_true",
                    help="fake responder and speech (no models): load tests")
+    p.add_argument("--redis-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for Redis at start-up before exiting 1 (default 30)")
     p.set_defaults(func=cmd_worker)
 
     from adapters.cli.replay import add_replay_command

@@ -22,6 +22,7 @@ from typing import Any
 
 from engine.compiler import CompiledChart
 from engine.errors import ChartErrors
+from engine.logs import JsonLinesSink
 from engine.registry import Registry
 from engine.replay import (
     LogError,
@@ -52,6 +53,10 @@ def add_replay_command(sub: Any) -> None:
     p.add_argument("--redis", metavar="URL",
                    help="take the session's received events from its Redis stream")
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--changes-only", action="store_true",
+                   help="text: a session that replays identically gets its summary line only")
+    p.add_argument("--trace", metavar="FILE",
+                   help="also write the replay's own log lines (JSON lines) here")
     p.add_argument("--registry", metavar="MODULE:FACTORY")
     p.set_defaults(func=cmd_replay)
 
@@ -59,24 +64,42 @@ def add_replay_command(sub: Any) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from adapters.cli.main import _registry
     try:
-        reports, skipped = _replay(args, _registry(args.registry))
+        reports, parsed = _replay(args, _registry(args.registry))
     except UsageProblem as exc:
         print(f"turnchart: {exc}", file=sys.stderr)
         return EXIT_USAGE
     diverged = any(r.diverges for r in reports)
+    if args.trace:
+        try:
+            with open(args.trace, "w", encoding="utf-8") as out:
+                sink = JsonLinesSink(out)
+                for report in reports:
+                    for record in report.trace:
+                        sink.write(record)
+        except OSError as exc:
+            print(f"turnchart: cannot write {args.trace}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.format == "json":
-        print(json.dumps({"log": args.log, "redis": bool(args.redis), "skipped_lines": skipped,
+        print(json.dumps({"log": args.log, "redis": bool(args.redis),
+                          "skipped_lines": parsed.skipped,
+                          "lines_without_session": parsed.unscoped,
                           "diverges": diverged, "sessions": [r.to_dict() for r in reports]},
                          indent=2, ensure_ascii=False))
     else:
         for report in reports:
-            print(render_text(report))
-        if skipped:
-            print(f"({skipped} line(s) of other tools skipped)")
+            print(_summary(report) if args.changes_only and not report.diverges
+                  else render_text(report))
+        if len(reports) > 1:
+            changed = sum(1 for r in reports if r.diverges)
+            print(f"{len(reports)} session(s): {len(reports) - changed} identical, "
+                  f"{changed} diverging")
+        if parsed.skipped:
+            print(f"({parsed.skipped} line(s) that are not turnchart log lines skipped, the "
+                  f"first at line {parsed.first_skipped})")
     return EXIT_DIVERGED if diverged else EXIT_SAME
 
 
-def _replay(args: argparse.Namespace, registry: Registry) -> tuple[list[Report], int]:
+def _replay(args: argparse.Namespace, registry: Registry) -> tuple[list[Report], ParsedLog]:
     if not args.log and not args.redis:
         raise UsageProblem("replay needs a LOG.jsonl, or --redis URL --session ID")
     if args.redis and not args.session:
@@ -101,7 +124,7 @@ def _replay(args: argparse.Namespace, registry: Registry) -> tuple[list[Report],
         chart = _chart_for(recording, args, registry, charts)
         reports.append(replay_recording(recording, chart, registry, stream,
                                         compare=bool(args.log)))
-    return reports, parsed.skipped
+    return reports, parsed
 
 
 def _read_log(path: str) -> ParsedLog:

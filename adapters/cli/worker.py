@@ -4,7 +4,9 @@ It owns sessions through Redis leases (adapters/redis/worker.py) and gives
 them real behaviour: the configured responder, espeak-ng for the answers,
 and the output link that sends contracts and audio back to whichever
 `turnchart serve --redis` front-end holds the caller. `--headless` uses the
-engine's fake ports instead (no speech models: load tests, CI).
+engine's fake ports instead (no speech models: load tests, CI). Unless
+`server.watch_charts` is false it watches its chart file: new sessions run a
+good edit, running ones keep their version (adapters/hot_reload.py).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import contextlib
 import sys
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from adapters.config import Settings
+from adapters.redis.availability import DEFAULT_WAIT_S
+from adapters.redis.connection import open_client
 from adapters.redis.output_link import ContractPublisher, RedisOutputLink
 from adapters.redis.run import run_worker
 from adapters.responder.settings import build_responder
@@ -27,18 +29,18 @@ from engine.ports import Ports
 
 async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str | Path,
                           worker_id: str | None = None, lease_ms: int = 5000,
-                          headless: bool = False) -> int:
+                          headless: bool = False, redis_wait_s: float = DEFAULT_WAIT_S) -> int:
     if headless:
         return await run_worker(redis_url, chart_path, worker_id=worker_id, lease_ms=lease_ms,
                                 log_level=settings.log.level,
-                                watch=settings.server.watch_charts)
+                                watch=settings.server.watch_charts, redis_wait_s=redis_wait_s)
     from adapters.server.voice_factory import FILLER_TEXT
     from adapters.speech.tts import EspeakTTS
     from engine.ports import AudioChunk
     tts = EspeakTTS(voice=settings.speech.tts_voice, wpm=settings.speech.tts_wpm,
                     output_rate=settings.voice.output_rate)   # workers speak; they never listen
     rate, pcm = tts.synthesize_all(FILLER_TEXT)
-    out = Redis.from_url(redis_url)          # bytes: audio stays binary
+    out = open_client(redis_url)             # bytes: audio stays binary
     link = RedisOutputLink(out, filler_clip=AudioChunk(pcm.tobytes(), len(pcm) / rate * 1000))
     publisher = ContractPublisher(out)
     log = EventLog(FanOutSink(JsonLinesSink(sys.stdout), publisher), RealClock(),
@@ -50,7 +52,8 @@ async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str
         try:
             code = await run_worker(redis_url, chart_path, worker_id=worker_id,
                                     lease_ms=lease_ms, ports=ports, log=log,
-                                    watch=settings.server.watch_charts)
+                                    watch=settings.server.watch_charts,
+                                    redis_wait_s=redis_wait_s)
         finally:
             publishing.cancel()
     with contextlib.suppress(Exception):

@@ -72,6 +72,8 @@ class TurnRTC(WebRTCConnectionMixin):
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             return bad_request(f"body is not JSON: {exc}")
+        except RecursionError:
+            return bad_request("body is not usable JSON: nested too deeply")
         try:
             body = OfferBody.model_validate(data)
         except ValidationError as exc:
@@ -127,11 +129,20 @@ class ValidatingWebSocket:
 
     async def receive_json(self) -> dict[str, Any]:
         while True:
-            text = await self._ws.receive_text()  # size: limits.max_ws_message_bytes (server)
+            received = await self._ws.receive()  # size: limits.max_ws_message_bytes (server)
+            if received["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(received.get("code", 1000), received.get("reason"))
+            text = received.get("text")
+            if text is None:
+                await self._error("binary messages are not accepted: send JSON text")
+                continue
             try:
                 message = json.loads(text)
             except ValueError as exc:
                 await self._error(f"not JSON: {exc}")
+                continue
+            except RecursionError:
+                await self._error("not usable JSON: nested too deeply")
                 continue
             problem = self._problem(message)
             if problem:
@@ -171,7 +182,18 @@ class ValidatingWebSocket:
                 return "send a start event before media"
         if event == "transcript" and not isinstance(message.get("text"), str):
             return "transcript needs text (a string)"
+        if event == "transcript" and not _is_unicode(message["text"]):
+            return "transcript text is not valid Unicode (an unpaired surrogate such as \\ud800)"
         return None
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text JSON can hold but UTF-8 cannot (`\\ud800`): no log line could carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def serve_websocket(websocket: WebSocket, handler: TurnStreamHandler,

@@ -24,6 +24,11 @@ session's shard that
 
 The first publish for a session also announces it (SADD to the sessions
 index, XADD to the announce stream) so that workers adopt it.
+
+On a Redis Cluster (`redis+cluster://` URL) the scripts run on their
+sessions' nodes and the wake-up hints go out once the entries are in: the
+hint stream lives on one node, and a hint that overtook its entry would wake
+a worker for nothing.
 """
 
 from __future__ import annotations
@@ -32,10 +37,10 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from adapters.redis.connection import connect
+from adapters.redis.connection import Client, connect
 from adapters.redis.keys import Keys
 from adapters.redis.pipeline import LuaScript
 from engine.events import VoiceEvent
@@ -108,7 +113,7 @@ def event_key(event: VoiceEvent, data: str) -> str:
 
 
 class RedisEventBus:
-    def __init__(self, redis: Redis, keys: Keys | None = None, *, group: str = DEFAULT_GROUP,
+    def __init__(self, redis: Client, keys: Keys | None = None, *, group: str = DEFAULT_GROUP,
                  maxlen: int = 10_000, dedupe_window_ms: int = 300_000,
                  owns_client: bool = False) -> None:
         self.redis = redis
@@ -161,27 +166,32 @@ class RedisEventBus:
         calls = [self._script_args(e) for e in events]
         for keys, argv in calls:
             pipe.execute_command(*PUBLISH.evalsha(keys, argv))
-        for sid in dict.fromkeys(e.session_id for e in events):
-            pipe.execute_command("XADD", self.keys.activity, "MAXLEN", "~", 10_000, "*",
-                                 "s", sid)
+        sessions = list(dict.fromkeys(e.session_id for e in events))
+        clustered = isinstance(self.redis, RedisCluster)
+        if not clustered:
+            self._hint(pipe, sessions)
         results = (await pipe.execute(raise_on_error=False))[:len(calls)]
-        late: list[str] = []
+        late: list[str] = sessions if clustered else []
         for i, r in enumerate(results):
             if isinstance(r, NoScriptError):      # Redis restarted: scripts reloaded
                 results[i] = await PUBLISH(self.redis, *calls[i])
                 late.append(events[i].session_id)
             elif isinstance(r, Exception):
                 raise r
-        if late:                                  # the hints went before these entries
+        if late:               # a cluster, or the hints went before these entries
             pipe = self.redis.pipeline(transaction=False)
-            for sid in dict.fromkeys(late):
-                pipe.xadd(self.keys.activity, {"s": sid}, maxlen=10_000, approximate=True)
+            self._hint(pipe, list(dict.fromkeys(late)))
             await pipe.execute()
         ids = []
         for added, entry_id in results:
             self._count(added)
             ids.append(str(entry_id))
         return ids
+
+    def _hint(self, pipe: Any, session_ids: Sequence[str]) -> None:
+        for sid in session_ids:
+            pipe.execute_command("XADD", self.keys.activity, "MAXLEN", "~", 10_000, "*",
+                                 "s", sid)
 
     def _count(self, added: Any) -> None:
         if int(added) == 1:

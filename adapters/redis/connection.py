@@ -4,18 +4,27 @@
 Every connection error that redis-py retries is one `redis_retry` log line;
 what is still failing after N retries reaches the caller, and the worker's
 own loops back off and try again (they never give up while running).
+
+A Redis Cluster is named by its scheme: `redis+cluster://host:port` (or
+`rediss+cluster://` for TLS), any node as the seed; the client is then
+redis-py's `RedisCluster`, which finds the other nodes and routes each
+command to the node that owns its key's slot. A plain `redis://` URL always
+means one server (`require_standalone` says so clearly when it is a cluster
+node), so nothing depends on guessing.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import AbstractBackoff, ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.redaction import redact_credentials
@@ -25,6 +34,23 @@ NO_SESSION = "-"
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,
                                                   ConnectionError, OSError)
 RetryLog = Callable[[Exception, int], None]
+Client: TypeAlias = Redis | RedisCluster
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+class NotStandalone(Exception):
+    """A plain `redis://` URL that points at a Redis Cluster node."""
+
+
+def is_cluster_url(url: str) -> bool:
+    """`redis+cluster://…` / `rediss+cluster://…` name a Redis Cluster."""
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def plain_url(url: str) -> str:
+    """The URL as redis-py reads it: `redis+cluster://h:6379` → `redis://h:6379`."""
+    scheme, sep, rest = url.partition("://")
+    return f"{CLUSTER_SCHEMES.get(scheme.lower(), scheme)}{sep}{rest}"
 
 
 class LoggingRetry(Retry):
@@ -78,17 +104,55 @@ def make_retry(log: EventLog, retries: int = 6, what: str = "commands",
 
 
 def connect(url: str, log: EventLog, *, retry: Retry | None = None, what: str = "commands",
-            retries: int = 6, **kwargs: Any) -> Redis:
-    """A client from a URL with the logging retry policy; use it as `async with`."""
+            retries: int = 6, **kwargs: Any) -> Client:
+    """A client from a URL with the logging retry policy; use it as `async with`.
+    A cluster URL gives a `RedisCluster` (redis-py uses the policy there only
+    for its number of retries)."""
     policy = retry if retry is not None else make_retry(log, retries, what)
-    client: Redis = Redis.from_url(url, decode_responses=True, retry=policy,
-                                   socket_keepalive=True, **kwargs)
+    kwargs.setdefault("encoding_errors", "replace")   # non-UTF-8 bytes: U+FFFD, not a crash
+    return open_client(url, decode_responses=True, retry=policy, socket_keepalive=True,
+                       **kwargs)
+
+
+def open_client(url: str, **options: Any) -> Client:
+    """`Redis.from_url`, or `RedisCluster.from_url` for a cluster URL."""
+    if is_cluster_url(url):
+        return RedisCluster.from_url(plain_url(url), **options)
+    client: Redis = Redis.from_url(url, **options)
     return client
 
 
-async def command(redis: Redis, *args: Any) -> Any:
+async def require_standalone(client: Client, url: str) -> None:
+    """A plain URL must not point at a cluster node: multi-key commands over
+    several sessions would fail there with CROSSSLOT, much later and less clearly."""
+    if isinstance(client, RedisCluster):
+        return
+    info = await client.info("cluster")
+    if int(info.get("cluster_enabled", 0)):
+        raise NotStandalone(redact_credentials(
+            f"{url} is a Redis Cluster node: use redis+cluster://{url.partition('://')[2]} "
+            f"to run on the cluster"))
+
+
+async def command(redis: Client, *args: Any) -> Any:
     """`redis.execute_command` with a signature (redis-py leaves it untyped)."""
-    return await redis.execute_command(*args)  # type: ignore[no-untyped-call]
+    return await redis.execute_command(*args)
+
+
+async def command_on(client: Client, key: str, *args: Any) -> Any:
+    """A command about `key`, sent straight to the node that owns it: a cluster
+    client would otherwise first ask a server which keys an XREAD names (one
+    more round trip). After a MOVED it falls back to redis-py's own routing."""
+    if not isinstance(client, RedisCluster):
+        return await command(client, *args)
+    await client.initialize()
+    try:
+        return await client.execute_command(*args,
+                                            target_nodes=client.get_node_from_key(key))
+    except ResponseError as error:
+        if not str(error).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")):
+            raise
+        return await client.execute_command(*args)
 
 
 def raw_reply(response: Any, **options: Any) -> Any:

@@ -43,10 +43,10 @@ async def read_history(redis: Redis, session_id: str, keys: Keys | None = None,
     ended = False
     start = "-"
     while True:
-        entries = await redis.xrange(key, min=start, max="+", count=page)
+        entries = await redis.xrange(key, min=start, max="+", count=page) or []
         for entry_id, fields in entries:
             eid = _text(entry_id)
-            values = {_text(k): _text(v) for k, v in fields.items()}
+            values = {_text(k): _text(v) for k, v in (fields or {}).items()}
             if values.get("control") == "end":
                 ended = True
                 continue

@@ -25,9 +25,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from adapters.redis.connection import Client
 from adapters.redis.keys import Keys
 from adapters.redis.pipeline import LuaScript
 
@@ -73,7 +73,7 @@ return {now, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 Call = tuple[LuaScript, Sequence[str], Sequence[Any]]
 
 
-async def run_scripts(redis: Redis, calls: Sequence[Call]) -> list[Any]:
+async def run_scripts(redis: Client, calls: Sequence[Call]) -> list[Any]:
     """Run many scripts in one pipeline round trip; EVAL those Redis forgot."""
     if not calls:
         return []
@@ -96,7 +96,7 @@ async def run_scripts(redis: Redis, calls: Sequence[Call]) -> list[Any]:
 
 
 class LeaseManager:
-    def __init__(self, redis: Redis, owner: str, lease_ms: int, keys: Keys | None = None, *,
+    def __init__(self, redis: Client, owner: str, lease_ms: int, keys: Keys | None = None, *,
                  safety: float = 0.8, handoff_ms: int | None = None) -> None:
         if lease_ms < 100:
             raise ValueError("lease_ms must be at least 100")

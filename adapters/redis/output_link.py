@@ -18,6 +18,11 @@ keys); the front-end follows the streams of the sessions it holds with one
 Audio is raw int16 PCM at the front-end's output rate (24 kHz: 48 KB/s while
 speaking). `drain` on the worker waits for the audio's real-time length,
 since the worker cannot hear the caller's speaker.
+
+On a Redis Cluster one XREAD may only name streams of one slot, and the
+front-end's sessions are spread over many: there the follower polls instead,
+one write per node carrying one XREAD per slot, every `poll_ms` (10 ms) while
+nothing comes and at once while ops flow.
 """
 
 from __future__ import annotations
@@ -28,9 +33,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
+from adapters.redis.connection import Client
 from adapters.redis.keys import Keys
+from adapters.redis.reader import stream_pairs
+from adapters.redis.topology import Topology, is_redirect
+from adapters.redis.wire import Wire
 from engine.logs import Record
 from engine.ports import AudioChunk
 
@@ -44,7 +54,7 @@ def output_key(keys: Keys, session_id: str) -> str:
 class RedisOutputLink:
     """Worker side: the `Playback` and `Filler` ports, as ops on the output stream."""
 
-    def __init__(self, redis: Redis, keys: Keys | None = None,
+    def __init__(self, redis: Client, keys: Keys | None = None,
                  filler_clip: AudioChunk | None = None) -> None:
         self.redis = redis
         self.keys = keys or Keys()
@@ -96,7 +106,7 @@ class ContractPublisher:
 
     Published in the order the log lines are written (one task, FIFO queue)."""
 
-    def __init__(self, redis: Redis, keys: Keys | None = None) -> None:
+    def __init__(self, redis: Client, keys: Keys | None = None) -> None:
         self.redis = redis
         self.keys = keys or Keys()
         self.queue: asyncio.Queue[tuple[str, dict[Any, Any]]] = asyncio.Queue()
@@ -122,14 +132,17 @@ OpHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 class OutputFollower:
-    """Front-end side: one XREAD loop over the output streams of the sessions held here."""
+    """Front-end side: one XREAD loop over the output streams of the sessions held
+    here (a cluster: polled slot by slot, see the module doc; `url` names it)."""
 
-    def __init__(self, redis: Redis, on_op: OpHandler, keys: Keys | None = None,
-                 block_ms: int = 200) -> None:
+    def __init__(self, redis: Client, on_op: OpHandler, keys: Keys | None = None,
+                 block_ms: int = 200, *, url: str | None = None, poll_ms: int = 10) -> None:
         self.redis = redis
         self.on_op = on_op
         self.keys = keys or Keys()
         self.block_ms = block_ms
+        self.url = url
+        self.poll_ms = poll_ms
         self.positions: dict[str, str] = {}
         self._changed = asyncio.Event()
 
@@ -141,6 +154,11 @@ class OutputFollower:
         self.positions.pop(output_key(self.keys, session_id), None)
 
     async def run(self) -> None:
+        if isinstance(self.redis, RedisCluster):
+            if self.url is None:
+                raise ValueError("OutputFollower on a cluster needs the cluster's url")
+            await self._poll(await Topology.of(self.url, self.redis))
+            return
         while True:
             if not self.positions:
                 self._changed.clear()
@@ -163,3 +181,67 @@ class OutputFollower:
                     decoded = {(k.decode() if isinstance(k, bytes) else k): v
                                for k, v in fields.items()}
                     await self.on_op(session_id, decoded)
+
+    async def _apply(self, key: str, entries: Any) -> None:
+        if key not in self.positions:
+            return
+        session_id = self.keys.session_of(key)
+        for entry_id, fields in entries:
+            self.positions[key] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            if isinstance(fields, dict):
+                pairs = list(fields.items())
+            else:
+                pairs = list(zip(fields[::2], fields[1::2], strict=False)) if fields else []
+            await self.on_op(session_id, {(k.decode() if isinstance(k, bytes) else k): v
+                                          for k, v in pairs})
+
+    async def _poll(self, topology: Topology) -> None:
+        """The cluster loop: every node gets one write with one non-blocking XREAD
+        per slot of the followed streams; read again at once while ops come."""
+        wires: dict[str, Wire] = {}
+
+        def wire(node: str) -> Wire:
+            if node not in wires:
+                wires[node] = Wire(topology.pool(node, socket_keepalive=True), node=node)
+            return wires[node]
+
+        try:
+            while True:
+                if not self.positions:
+                    self._changed.clear()
+                    await self._changed.wait()
+                    continue
+                self._changed.clear()
+                plan = {node: [("XREAD", "COUNT", 200, "STREAMS", *group,
+                                *(self.positions[k] for k in group))
+                               for group in topology.by_slot(node_keys).values()]
+                        for node, node_keys in topology.by_node(list(self.positions)).items()}
+                results = await asyncio.gather(
+                    *(wire(node).round_trip(commands, 5.0) for node, commands in plan.items()),
+                    return_exceptions=True)
+                got, trouble = False, False
+                for result in results:
+                    if isinstance(result, BaseException):
+                        trouble = True
+                        continue
+                    for reply in result:
+                        if isinstance(reply, ResponseError):
+                            trouble = True
+                            if is_redirect(reply):
+                                with contextlib.suppress(Exception):
+                                    await topology.refresh()
+                            continue
+                        for key, entries in stream_pairs(reply):
+                            got = got or bool(entries)
+                            await self._apply(key.decode() if isinstance(key, bytes) else key,
+                                              entries)
+                if trouble:
+                    await asyncio.sleep(0.2)
+                elif not got:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_ms / 1000.0):
+                            await self._changed.wait()
+        finally:
+            for w in wires.values():
+                with contextlib.suppress(Exception):
+                    await w.aclose()

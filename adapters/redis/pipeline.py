@@ -1,37 +1,32 @@
 """Automatic pipelining: commands issued in the same event-loop turn by many
 sessions (snapshot saves, XACKs) go to Redis as one pipeline, one round trip,
-on a connection of its own.
+on a connection of its own (one per node of a cluster, written concurrently).
 
 One batch is in flight at a time; whatever arrives meanwhile forms the next
 batch, so batches grow with load and a lone command waits for nobody. Every
 command sent through here is idempotent (a fenced SET, XACK), so a batch that
 failed on a connection error is simply sent again, after a backoff, until it
 goes through: an XACK is never dropped, a save's caller waits (bounded by its
-own timeout).
+own timeout). In a cluster each command goes to the node that owns its key's
+slot; a MOVED/ASK/TRYAGAIN/CLUSTERDOWN reply re-reads the slot map and sends
+the command again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import AbstractBackoff, ExponentialBackoff, NoBackoff
-from redis.exceptions import NoScriptError, ResponseError
+from redis.backoff import AbstractBackoff, ExponentialBackoff
+from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 
-from adapters.redis.connection import CONNECTION_ERRORS, NO_SESSION, command, error_text
+from adapters.redis.connection import CONNECTION_ERRORS, NO_SESSION, Client, command, error_text
+from adapters.redis.topology import STANDALONE, Topology, is_redirect
+from adapters.redis.wire import Wire
 from engine.logs import EventLog
-
-_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py works too
-    _hiredis_pack = None
-
 
 RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TimeoutError)
 
@@ -50,7 +45,7 @@ class LuaScript:
     def eval(self, keys: Sequence[str], argv: Sequence[Any]) -> tuple[Any, ...]:
         return ("EVAL", self.body, len(keys), *keys, *argv)
 
-    async def __call__(self, redis: Redis, keys: Sequence[str], argv: Sequence[Any]) -> Any:
+    async def __call__(self, redis: Client, keys: Sequence[str], argv: Sequence[Any]) -> Any:
         try:
             return await command(redis, *self.evalsha(keys, argv))
         except NoScriptError:
@@ -61,65 +56,39 @@ class LuaScript:
 class _Call:
     args: tuple[Any, ...]
     future: asyncio.Future[Any] | None
+    key: str | None = None                    # the key that routes it (cluster)
+    node: str | None = None                   # or the node it must go to (CLIENT UNBLOCK)
     fallback: tuple[Any, ...] | None = None   # EVAL form of an EVALSHA
     deadline: float | None = None             # loop time after which the caller gives up
 
 
-class Wire:
-    """One dedicated connection that sends many commands in one write and reads
-    the raw replies back (an error reply becomes that command's result).
+Acks = dict[tuple[str, str], list[str]]
 
-    Commands are packed by hiredis when it is installed (about 8× faster than
-    redis-py's asyncio packer, which is pure Python); replies skip redis-py's
-    response callbacks. No retries here: the owner decides (see AutoPipeline).
-    """
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 2.0) -> None:
-        self._pool = ConnectionPool.from_url(
-            url, decode_responses=True, socket_keepalive=True,
-            socket_connect_timeout=connect_timeout_s, retry=Retry(NoBackoff(), 0))
-        self.conn: Any = self._pool.connection_class(**self._pool.connection_kwargs)
+@dataclass(slots=True)
+class _Batch:
+    """What one node gets in one round trip: the XACKs first, then the calls."""
 
-    def pack(self, args: Sequence[Any]) -> list[bytes]:
-        if _hiredis_pack is not None:
-            return [_hiredis_pack(tuple(args))]
-        packed: list[bytes] = self.conn.pack_command(*args)
-        return packed
+    acks: list[tuple[tuple[str, str], list[str]]]
+    calls: list[_Call]
 
-    async def round_trip(self, commands: Sequence[Sequence[Any]], timeout_s: float) -> list[Any]:
-        packed = [chunk for args in commands for chunk in self.pack(args)]
-        try:
-            async with asyncio.timeout(timeout_s):
-                if not self.conn.is_connected:
-                    await self.conn.connect()
-                await self.conn.send_packed_command(packed, check_health=False)
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(await self.conn.read_response())
-                    except ResponseError as error:
-                        replies.append(error)
-                return replies
-        except BaseException:
-            await self.conn.disconnect(nowait=True)   # half-read replies: start clean
-            raise
-
-    async def aclose(self) -> None:
-        await self.conn.disconnect()
-        await self._pool.disconnect()
+    def commands(self) -> list[tuple[Any, ...]]:
+        return [("XACK", key, group, *ids) for (key, group), ids in self.acks] \
+            + [c.args for c in self.calls]
 
 
 class AutoPipeline:
     """Run `run()` in a task; `call()` returns a future, `ack()` and `send()` don't wait."""
 
-    def __init__(self, url: str, log: EventLog, *, backoff: AbstractBackoff | None = None,
-                 batch_timeout_s: float = 5.0) -> None:
-        self.wire = Wire(url)
+    def __init__(self, topology: Topology | str, log: EventLog, *,
+                 backoff: AbstractBackoff | None = None, batch_timeout_s: float = 5.0) -> None:
+        self.topology = topology if isinstance(topology, Topology) else Topology(topology)
+        self.wires: dict[str, Wire] = {}
         self.log = log
         self.batch_timeout_s = batch_timeout_s
         self.backoff = backoff or ExponentialBackoff(cap=1.0, base=0.01)
         self._calls: list[_Call] = []
-        self._acks: dict[tuple[str, str], list[str]] = {}
+        self._acks: Acks = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -128,25 +97,27 @@ class AutoPipeline:
         self.failures = 0
 
     # ---------------------------------------------------------------- enqueue
-    def call(self, *args: Any, fallback: tuple[Any, ...] | None = None,
+    def call(self, *args: Any, key: str | None = None, node: str | None = None,
+             fallback: tuple[Any, ...] | None = None,
              timeout: float | None = None) -> asyncio.Future[Any]:
-        """Queue a command; the future gets its reply, its error, or a TimeoutError
-        once `timeout` has passed without Redis answering (a long outage)."""
+        """Queue a command (routed by `key`, or to `node`); the future gets its
+        reply, its error, or a TimeoutError once `timeout` has passed without
+        Redis answering (a long outage)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         deadline = None if timeout is None else loop.time() + timeout
-        self._calls.append(_Call(args, future, fallback, deadline))
+        self._calls.append(_Call(args, future, key, node, fallback, deadline))
         self._kick()
         return future
 
     def script(self, script: LuaScript, keys: Sequence[str], argv: Sequence[Any],
                timeout: float | None = None) -> asyncio.Future[Any]:
-        return self.call(*script.evalsha(keys, argv), fallback=script.eval(keys, argv),
-                         timeout=timeout)
+        return self.call(*script.evalsha(keys, argv), key=keys[0] if keys else None,
+                         fallback=script.eval(keys, argv), timeout=timeout)
 
-    def send(self, *args: Any) -> None:
+    def send(self, *args: Any, key: str | None = None, node: str | None = None) -> None:
         """Fire and forget (retried on connection errors, logged on a command error)."""
-        self._calls.append(_Call(args, None))
+        self._calls.append(_Call(args, None, key, node))
         self._kick()
 
     def ack(self, key: str, group: str, entry_id: str) -> None:
@@ -170,7 +141,44 @@ class AutoPipeline:
             return False
         return True
 
+    async def aclose(self) -> None:
+        for wire in self.wires.values():
+            await wire.aclose()
+        self.wires.clear()
+
     # ------------------------------------------------------------------ flush
+    def _wire(self, node: str) -> Wire:
+        wire = self.wires.get(node)
+        if wire is None:
+            pool = self.topology.pool(node, decode_responses=True, socket_keepalive=True,
+                                      socket_connect_timeout=2.0, encoding_errors="replace")
+            wire = self.wires[node] = Wire(pool, node=node)
+        return wire
+
+    def _route(self, calls: list[_Call], acks: Acks) -> dict[str, _Batch]:
+        batches: dict[str, _Batch] = {}
+        for (key, group), ids in acks.items():
+            batches.setdefault(self.topology.node(key), _Batch([], [])).acks.append(
+                ((key, group), ids))
+        for c in calls:
+            node = c.node or self.topology.node(c.key or "")
+            batches.setdefault(node, _Batch([], [])).calls.append(c)
+        return batches
+
+    async def _round_trips(self, batches: dict[str, _Batch]
+                           ) -> dict[str, list[Any] | BaseException]:
+        if len(batches) == 1:
+            [(node, batch)] = batches.items()
+            try:
+                return {node: await self._wire(node).round_trip(batch.commands(),
+                                                                self.batch_timeout_s)}
+            except RETRYABLE as exc:
+                return {node: exc}
+        results = await asyncio.gather(
+            *(self._wire(node).round_trip(batch.commands(), self.batch_timeout_s)
+              for node, batch in batches.items()), return_exceptions=True)
+        return dict(zip(batches, results, strict=True))
+
     async def run(self) -> None:
         failures = 0
         while True:
@@ -182,21 +190,42 @@ class AutoPipeline:
             if not calls and not acks:
                 self._idle.set()
                 continue
-            commands = [("XACK", key, group, *ids) for (key, group), ids in acks.items()]
-            commands.extend(c.args for c in calls)
             try:
-                results = await self.wire.round_trip(commands, self.batch_timeout_s)
-            except RETRYABLE as exc:
+                batches = self._route(calls, acks)
+            except RedisClusterException as exc:     # a slot nobody serves right now
+                self._requeue(calls, acks)
+                self.log.emit("WARNING", NO_SESSION, "redis_unavailable",
+                              f"🔌 redis pipeline cannot route: {error_text(exc)}",
+                              {"client": "pipeline", "error": error_text(exc)})
+                await self._follow_redirects(0.2)
+                self._wake.set()
+                continue
+            outcomes = await self._round_trips(batches)
+            failed: list[tuple[str, BaseException]] = []
+            redirected = False
+            for node, batch in batches.items():
+                outcome = outcomes[node]
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, RETRYABLE):
+                        raise outcome
+                    failed.append((node, outcome))
+                    self._requeue(self._live(batch.calls), dict(batch.acks))
+                    continue
+                self.round_trips += 1
+                self.commands += len(outcome)
+                redirected |= self._settle(batch, outcome)
+            if failed:
                 failures += 1
                 self.failures += 1
                 delay = self.backoff.compute(failures)
+                node, error = failed[0]
                 self.log.emit("WARNING", NO_SESSION, "redis_unavailable",
-                              f"🔌 redis pipeline failed ({error_text(exc)}); "
-                              f"{len(calls)} command(s), {sum(len(i) for i in acks.values())} "
-                              f"ack(s) kept, retry in {delay:.2f}s",
-                              {"client": "pipeline", "error": error_text(exc),
-                               "retry_in_s": delay, "attempt": failures})
-                self._requeue(self._live(calls), acks)
+                              f"🔌 redis pipeline failed ({error_text(error)}); "
+                              f"{self.pending()} command(s) and ack(s) kept, "
+                              f"retry in {delay:.2f}s",
+                              {"client": "pipeline", "error": error_text(error),
+                               "retry_in_s": delay, "attempt": failures,
+                               **({"node": node} if node != STANDALONE else {})})
                 await asyncio.sleep(delay)
                 self._wake.set()
                 continue
@@ -205,30 +234,52 @@ class AutoPipeline:
                               f"🔌 redis pipeline works again after {failures} failure(s)",
                               {"client": "pipeline", "failures": failures})
             failures = 0
-            self.round_trips += 1
-            self.commands += len(results)
-            for (key, _group), result in zip(acks, results, strict=False):
-                if isinstance(result, Exception):
-                    self._command_failed(("XACK", key), result)
-            retry: list[_Call] = []
-            for c, result in zip(calls, results[len(acks):], strict=True):
-                if isinstance(result, NoScriptError) and c.fallback is not None:
-                    retry.append(_Call(c.fallback, c.future))
-                elif c.future is not None:
-                    if c.future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        c.future.set_exception(result)
-                    else:
-                        c.future.set_result(result)
-                elif isinstance(result, Exception):
-                    self._command_failed(c.args, result)
-            if retry:
-                self._calls[:0] = retry
+            if redirected:
+                await self._follow_redirects()
             if self._calls or self._acks:
                 self._wake.set()
             else:
                 self._idle.set()
+
+    def _settle(self, batch: _Batch, results: list[Any]) -> bool:
+        """Hand each reply to its caller; True when some went to the wrong node."""
+        redirected = False
+        for ((key, group), ids), result in zip(batch.acks, results, strict=False):
+            if isinstance(result, Exception):
+                if is_redirect(result):
+                    self._requeue([], {(key, group): ids})
+                    redirected = True
+                else:
+                    self._command_failed(("XACK", key), result)
+        retry: list[_Call] = []
+        for c, result in zip(batch.calls, results[len(batch.acks):], strict=True):
+            if isinstance(result, NoScriptError) and c.fallback is not None:
+                retry.append(_Call(c.fallback, c.future, c.key, c.node, None, c.deadline))
+            elif isinstance(result, ResponseError) and is_redirect(result) and c.node is None:
+                retry.append(c)
+                redirected = True
+            elif c.future is not None:
+                if c.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    c.future.set_exception(result)
+                else:
+                    c.future.set_result(result)
+            elif isinstance(result, Exception):
+                self._command_failed(c.args, result)
+        if retry:
+            self._calls[:0] = retry
+        return redirected
+
+    async def _follow_redirects(self, pause_s: float = 0.01) -> None:
+        """The slot map moved (resharding, failover): re-read it, then go on."""
+        try:
+            await self.topology.refresh()
+        except Exception as exc:
+            self.log.emit("WARNING", NO_SESSION, "redis_unavailable",
+                          f"🔌 cannot re-read the cluster's slots: {error_text(exc)}",
+                          {"client": "pipeline", "error": error_text(exc)})
+        await asyncio.sleep(pause_s)
 
     @staticmethod
     def _live(calls: list[_Call]) -> list[_Call]:
@@ -245,7 +296,7 @@ class AutoPipeline:
             live.append(c)
         return live
 
-    def _requeue(self, calls: list[_Call], acks: dict[tuple[str, str], list[str]]) -> None:
+    def _requeue(self, calls: list[_Call], acks: Acks) -> None:
         self._calls[:0] = calls
         for key, ids in acks.items():
             self._acks.setdefault(key, [])[:0] = ids

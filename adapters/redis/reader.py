@@ -1,39 +1,41 @@
-"""The one stream reader of a worker process: a dedicated connection that runs
-`XREADGROUP … BLOCK … STREAMS k1 … kN > … >` over every stream the worker owns
-(or, with many streams, blocks on the activity hints and reads the streams
-that moved: see RedisWorker).
+"""The worker's stream reading, on raw connections (adapters/redis/wire.py).
 
-Why a raw connection: with 1,000 streams the command has 2,000+ arguments and
-redis-py's asyncio client packs it in pure Python (about 1.3 ms per call
-here), which alone would blow the p99 budget. Commands are packed by hiredis
-(and the blocking read once per change of the owned set, its bytes re-sent);
-replies are read raw (no response callbacks), which is also stable across
-redis-py versions and RESP2/RESP3.
+Two ways to wait for new entries (RedisWorker picks one, see docs/redis.md):
 
-This connection does not retry by itself (the worker's loop does, with backoff
-and a PEL sweep afterwards: a reply lost with the connection leaves entries
-pending for us that were never received, and the sweep re-reads them).
-`client_id` is the connection's CLIENT ID, so another connection can end a
-blocking read early with `CLIENT UNBLOCK` when the owned set changes.
+- `Lane`: one blocking `XREADGROUP … BLOCK … STREAMS k1 … kN > … >` over at
+  most a few dozen streams that may share a command (any streams on one
+  server; one slot's streams in a cluster), on a connection of its own. A new
+  entry wakes it directly: one hop from the producer's XADD to the worker.
+- `StreamReader.read_hints`: a blocking `XREAD` of the activity-hint stream,
+  followed by `read_now` of just the streams that moved: two hops, but the
+  cost per wake-up does not grow with the number of streams, and it works
+  for any number of cluster slots.
+
+`read_now` and `read_pending` read any set of streams without blocking: the
+streams are grouped by node and by slot (CROSSSLOT: a cluster command names
+keys of one slot only), each node gets one write with one XREADGROUP per
+slot group, and the nodes are read concurrently.
+
+The blocking commands are packed once per change of their streams and the
+bytes re-sent. Nothing here retries: the worker backs off, reconnects and
+re-reads its own pending entries (a reply lost with a connection leaves
+entries delivered to us that we never received).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
-_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # pragma: no cover
-    _hiredis_pack = None
+from adapters.redis.topology import Topology
+from adapters.redis.wire import Wire
 
 RawEntry = tuple[str, list[str] | None]           # (entry id, [field, value, …] or None)
 RawReply = list[tuple[str, list[RawEntry]]]       # [(stream key, entries)]
+MAX_KEYS_PER_READ = 1000
 
 
 def stream_pairs(reply: Any) -> RawReply:
@@ -46,89 +48,157 @@ def stream_pairs(reply: Any) -> RawReply:
     return [(item[0], item[1]) for item in reply]
 
 
-class StreamReader:
-    def __init__(self, url: str, *, group: str, consumer: str, count: int = 100,
-                 socket_timeout_s: float | None = None) -> None:
-        self._pool = ConnectionPool.from_url(
-            url, decode_responses=True, socket_timeout=socket_timeout_s,
-            socket_keepalive=True, retry=Retry(NoBackoff(), 0))
-        self._conn: Any = self._pool.connection_class(**self._pool.connection_kwargs)
+def xreadgroup(group: str, consumer: str, count: int, keys: Sequence[str],
+               ids: Sequence[str], block_ms: int | None = None) -> tuple[Any, ...]:
+    wait = ("BLOCK", block_ms) if block_ms is not None else ()
+    return ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, *wait,
+            "STREAMS", *keys, *ids)
+
+
+def _checked(reply: Any) -> RawReply:
+    if isinstance(reply, ResponseError):
+        raise reply
+    return stream_pairs(reply)
+
+
+class Lane:
+    """One blocking read over a few streams, on its own connection. `keys` may be
+    changed at any time; the owner then ends a read in progress with
+    `CLIENT UNBLOCK client_id` (sent on another connection to the same node)."""
+
+    def __init__(self, wire: Wire, slot: int, *, group: str, consumer: str,
+                 count: int) -> None:
+        self.wire = wire
+        self.slot = slot
         self.group = group
         self.consumer = consumer
         self.count = count
-        self.client_id: int | None = None
+        self.keys: list[str] = []
         self.blocked = False
-        self._packed: Any = None
+        self._packed: list[bytes] = []
         self._packed_for: tuple[tuple[str, ...], int] | None = None
 
-    async def _ensure(self) -> None:
-        if self.client_id is None or not self._conn.is_connected:
-            self.client_id = None
-            await self._conn.connect()
-            await self._conn.send_command("CLIENT", "ID")
-            self.client_id = int(await self._conn.read_response())
+    @property
+    def node(self) -> str:
+        return self.wire.node
 
-    def _pack(self, args: tuple[Any, ...]) -> Any:
-        return [_hiredis_pack(args)] if _hiredis_pack is not None \
-            else self._conn.pack_command(*args)
-
-    async def command(self, *args: Any) -> Any:
-        await self._ensure()
-        await self._conn.send_packed_command(self._pack(args), check_health=False)
-        return await self._conn.read_response()
-
-    async def read_new(self, keys: Sequence[str], block_ms: int) -> RawReply:
-        """New entries (`>`) of any of `keys`, waiting up to `block_ms`."""
-        await self._ensure()
-        shape = (tuple(keys), block_ms)
+    async def read(self, block_ms: int) -> RawReply:
+        shape = (tuple(self.keys), block_ms)
         if self._packed_for != shape:
-            self._packed = self._pack((
-                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
-                "BLOCK", block_ms, "STREAMS", *keys, *([">"] * len(keys))))
+            self._packed = self.wire.pack(xreadgroup(self.group, self.consumer, self.count,
+                                                     self.keys, [">"] * len(self.keys),
+                                                     block_ms))
             self._packed_for = shape
+        await self.wire.send_packed(self._packed)
         self.blocked = True
         try:
-            await self._conn.send_packed_command(self._packed, check_health=False)
-            reply = await self._conn.read_response()
+            return _checked(await self.wire.read())
         finally:
             self.blocked = False
-        return stream_pairs(reply)
 
+
+class StreamReader:
+    def __init__(self, topology: Topology, *, group: str, consumer: str, count: int = 100,
+                 socket_timeout_s: float | None = None) -> None:
+        self.topology = topology
+        self.group = group
+        self.consumer = consumer
+        self.count = count
+        self.socket_timeout_s = socket_timeout_s
+        self._data: dict[str, Wire] = {}
+        self.hints: Wire | None = None
+        self.hints_blocked = False
+
+    def wire(self, node: str, *, identify: bool = False) -> Wire:
+        """A new raw connection to `node` with the reader's settings."""
+        pool = self.topology.pool(node, decode_responses=True, socket_keepalive=True,
+                                  socket_timeout=self.socket_timeout_s,
+                                  encoding_errors="replace")
+        return Wire(pool, node=node, identify=identify)
+
+    def lane(self, slot: int, node: str) -> Lane:
+        return Lane(self.wire(node, identify=True), slot, group=self.group,
+                    consumer=self.consumer, count=self.count)
+
+    def _data_wire(self, node: str) -> Wire:
+        wire = self._data.get(node)
+        if wire is None:
+            wire = self._data[node] = self.wire(node)
+        return wire
+
+    # ------------------------------------------------------- non-blocking
     async def read_now(self, keys: Sequence[str]) -> RawReply:
         """New entries (`>`) of `keys`, without blocking."""
-        return stream_pairs(await self.command(
-            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
-            "STREAMS", *keys, *([">"] * len(keys))))
+        return await self._read(keys, {})
 
-    async def read_hints(self, key: str, after: str, block_ms: int,
-                         count: int = 1000) -> RawReply:
-        """Entries of one plain stream (no group) after `after`, waiting up to `block_ms`."""
-        await self._ensure()
-        self.blocked = True
-        try:
-            await self._conn.send_packed_command(self._pack((
-                "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key, after)),
-                check_health=False)
-            reply = await self._conn.read_response()
-        finally:
-            self.blocked = False
-        return stream_pairs(reply)
+    async def read_pending(self, keys: Sequence[str], after: Mapping[str, str]) -> RawReply:
+        """Our own pending entries (history) of each key after the given id (`0`: all)."""
+        return await self._read(keys, after, default="0")
+
+    async def _read(self, keys: Sequence[str], ids: Mapping[str, str],
+                    default: str = ">") -> RawReply:
+        plan: dict[str, list[tuple[Any, ...]]] = {}
+        for node, node_keys in self.topology.by_node(keys).items():
+            commands = plan.setdefault(node, [])
+            for group in self.topology.by_slot(node_keys).values():
+                for i in range(0, len(group), MAX_KEYS_PER_READ):
+                    chunk = group[i:i + MAX_KEYS_PER_READ]
+                    commands.append(xreadgroup(self.group, self.consumer, self.count, chunk,
+                                               [ids.get(k, default) for k in chunk]))
+        timeout = self.socket_timeout_s or 10.0
+        if len(plan) == 1:
+            [(node, commands)] = plan.items()
+            replies = await self._data_wire(node).round_trip(commands, timeout)
+        else:
+            results = await asyncio.gather(
+                *(self._data_wire(node).round_trip(commands, timeout)
+                  for node, commands in plan.items()), return_exceptions=True)
+            replies = []
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+                replies.extend(result)
+        pairs: RawReply = []
+        for reply in replies:
+            pairs.extend(_checked(reply))
+        return pairs
 
     async def last_id(self, key: str) -> str:
-        reply = await self.command("XREVRANGE", key, "+", "-", "COUNT", 1)
+        [reply] = await self._data_wire(self.topology.node(key)).round_trip(
+            [("XREVRANGE", key, "+", "-", "COUNT", 1)], self.socket_timeout_s or 10.0)
+        if isinstance(reply, ResponseError):
+            raise reply
         return str(reply[0][0]) if reply else "0-0"
 
-    async def read_pending(self, keys: Sequence[str], after: Sequence[str]) -> RawReply:
-        """Our own pending entries (history) of each key after the given id."""
-        return stream_pairs(await self.command(
-            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
-            "STREAMS", *keys, *after))
+    # ----------------------------------------------------------- hints
+    async def send_hints(self, key: str, after: str, block_ms: int, count: int = 1000) -> None:
+        """Start a blocking read of the hint stream; `receive_hints` gets its reply.
+        Sent ahead, it waits in Redis while the streams that moved are read."""
+        node = self.topology.node(key)
+        if self.hints is None or self.hints.node != node:
+            if self.hints is not None:
+                await self.hints.aclose()
+            self.hints = self.wire(node, identify=True)
+        await self.hints.send([("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key,
+                                after)])
+        self.hints_blocked = True
 
+    async def receive_hints(self) -> RawReply:
+        assert self.hints is not None
+        try:
+            return _checked(await self.hints.read())
+        finally:
+            self.hints_blocked = False
+
+    # ----------------------------------------------------------- closing
     async def disconnect(self) -> None:
-        self.client_id = None
-        self.blocked = False
-        await self._conn.disconnect()
+        """Drop the connections (lanes have their own); the next read reconnects."""
+        self.hints_blocked = False
+        for wire in [*self._data.values(), *([self.hints] if self.hints else [])]:
+            await wire.disconnect()
 
     async def aclose(self) -> None:
-        await self.disconnect()
-        await self._pool.disconnect()
+        for wire in [*self._data.values(), *([self.hints] if self.hints else [])]:
+            await wire.aclose()
+        self._data.clear()
+        self.hints = None

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adapters.hot_reload import ChartReloader, ChartWatcher
+from adapters.redis.availability import DEFAULT_WAIT_S, RedisUnreachable, wait_for_redis
+from adapters.redis.connection import NO_SESSION
 from adapters.redis.worker import RedisWorker
 from engine.behaviours import default_registry
 from engine.catalog import ChartCatalog, Reload
@@ -78,7 +80,7 @@ async def run_worker(redis_url: str, chart_path: str | Path = DEFAULT_CHART, *,
                      log: EventLog | None = None, log_level: str = "INFO",
                      freeze_gc: bool = True, install_signals: bool = True,
                      respond_ms: float = 300.0, speak_ms: float = 1200.0,
-                     watch: bool = False) -> int:
+                     watch: bool = False, redis_wait_s: float = DEFAULT_WAIT_S) -> int:
     """Run a worker until SIGTERM/SIGINT; then hand its sessions back. Returns an exit code.
     With `watch`, an edit of the chart file is validated and, when good, new
     sessions start on it (adapters/hot_reload.py); running ones keep theirs."""
@@ -87,6 +89,13 @@ async def run_worker(redis_url: str, chart_path: str | Path = DEFAULT_CHART, *,
     clock = RealClock()
     log = log or EventLog(JsonLinesSink(sys.stdout), clock, level=log_level)
     ports = ports or fake_ports(clock, FakeSettings(respond_ms=respond_ms, speak_ms=speak_ms))
+    try:    # Redis may come up after us: wait for it, bounded, then say why not
+        await wait_for_redis(redis_url, log, redis_wait_s)
+    except RedisUnreachable as exc:
+        log.emit("ERROR", NO_SESSION, "worker_failed", f"💥 worker cannot start: {exc}",
+                 {"error": str(exc), "redis_wait_s": redis_wait_s})
+        print(f"turnchart worker: {exc}", file=sys.stderr)
+        return 1
     worker = RedisWorker(redis_url, chart, registry, ports, log, worker_id=worker_id,
                          lease_ms=lease_ms, clock=clock, hooks=PauseAt.from_env(log),
                          freeze_gc=freeze_gc)
@@ -125,10 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--respond-ms", type=float, default=300.0)
     parser.add_argument("--speak-ms", type=float, default=1200.0)
+    parser.add_argument("--redis-wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
+                        help="how long to wait for Redis at start-up (default %(default)g)")
     args = parser.parse_args(argv)
     return asyncio.run(run_worker(args.redis, args.chart, worker_id=args.worker_id,
                                   lease_ms=args.lease_ms, log_level=args.log_level,
-                                  respond_ms=args.respond_ms, speak_ms=args.speak_ms))
+                                  respond_ms=args.respond_ms, speak_ms=args.speak_ms,
+                                  redis_wait_s=args.redis_wait))
 
 
 if __name__ == "__main__":

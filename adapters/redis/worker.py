@@ -10,8 +10,10 @@ One worker process has
   discovery (announce stream every tick, full index rescan now and then),
   fair-share acquisition, hand-off of quiet sessions when over its share,
   supervision (a session that failed is resumed from its snapshot);
-- one reader loop: a single `XREADGROUP … BLOCK` over every owned stream,
-  handing entries to the session inboxes (never one connection per session);
+- one reader: blocking `XREADGROUP`s over its owned streams in lanes of at
+  most 64 (or, past `max_lanes` lanes, one blocking read of the activity
+  hints), handing entries to the session inboxes (never one connection per
+  session; in a cluster, slot by slot);
 - one auto-pipeline that sends the snapshot saves and XACKs of all sessions
   in shared round trips.
 
@@ -47,23 +49,26 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from adapters.redis.bus import DEFAULT_GROUP
 from adapters.redis.connection import (
     CONNECTION_ERRORS,
     NO_SESSION,
-    command,
+    Client,
+    command_on,
     connect,
     error_text,
     raw_reply,
+    require_standalone,
 )
 from adapters.redis.keys import ZERO_ID, Keys, StreamId, format_id, parse_id
+from adapters.redis.lanes import LanePlan
 from adapters.redis.leases import LeaseManager
 from adapters.redis.pipeline import AutoPipeline
-from adapters.redis.reader import RawEntry, StreamReader, stream_pairs
+from adapters.redis.reader import Lane, RawEntry, StreamReader, stream_pairs
 from adapters.redis.snapshots import LeaseLost, RedisSnapshotStore
+from adapters.redis.topology import Topology, is_redirect
 from engine.catalog import count_versions
 from engine.clock import Clock, RealClock
 from engine.compiler import CompiledChart
@@ -146,8 +151,9 @@ class RedisWorker:
                  rebalance: bool = True, max_sessions: int | None = None,
                  drain_timeout_s: float = 2.0, ended_ttl_ms: int = 600_000,
                  adopt_concurrency: int = 16, block_all_max: int = 64,
-                 sweep_s: float = 0.25, freeze_gc: bool = False,
+                 max_lanes: int = 32, sweep_s: float = 0.25, freeze_gc: bool = False,
                  full_gc_every_s: float = 600.0, hooks: WorkerHooks | None = None,
+                 ack_with_save: bool = True,
                  max_in_flight: int = 256) -> None:
         self.url = redis_url
         self.chart = chart
@@ -174,15 +180,24 @@ class RedisWorker:
         # A session slower than its producers is handed at most this many entries
         # (+ one read's worth); the rest wait in Redis, not in this process's memory.
         self.max_in_flight = max(1, max_in_flight)
+        # A step's snapshot save also XACKs its entry (one script, one round trip).
+        self.ack_with_save = ack_with_save
+        # The reader: blocking reads ("lanes") of at most `block_all_max` streams
+        # each, at most `max_lanes` of them; past that, activity hints (docs/redis.md).
         self.block_all_max = block_all_max
+        self.max_lanes = max_lanes
         self.freeze_gc = freeze_gc
         self.full_gc_every_s = full_gc_every_s
         self._frozen_at_adopted = 0
         self._next_full_gc = time.monotonic() + full_gc_every_s
         self.sweep_s = sweep_s
-        self._hint_cursor: str | None = None
-        self._next_sweep = 0.0
         self._moved: set[str] = set()
+        self._lanes: dict[int, tuple[Lane, asyncio.Task[None]]] = {}
+        self._hinted: asyncio.Task[None] | None = None
+        self._hinted_stop = False
+        self._replan = False
+        self._unswept = False           # a reader died with its connection: sweep first
+        self._reader_reporter: str | None = None
         self.owned: dict[str, _Owned] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             ("delivered", "acked", "duplicates", "invalid", "claimed", "adopted", "resumed",
@@ -192,7 +207,6 @@ class RedisWorker:
         self._read_keys: list[str] = []      # live and not throttled
         self._live_dirty = True
         self._live_changed = asyncio.Event()
-        self._sweep = False
         # Bounds on concurrent Redis work (redis-py's pool holds 100 connections).
         self._adopt_gate = asyncio.Semaphore(adopt_concurrency)
         self._io_gate = asyncio.Semaphore(adopt_concurrency)
@@ -207,12 +221,13 @@ class RedisWorker:
         self._stop_requested = asyncio.Event()
         self._stopping = False
         self._tg: asyncio.TaskGroup | None = None
-        self.redis: Redis | None = None
+        self.redis: Client | None = None
         self.manager: SessionManager | None = None
         self.pipeline: AutoPipeline | None = None
         self.leases: LeaseManager | None = None
         self._store: _OwnerStore | None = None
         self._reader: StreamReader | None = None
+        self._topology: Topology | None = None
 
     # ------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> RedisWorker:
@@ -226,8 +241,7 @@ class RedisWorker:
         try:
             await self._start()
         except BaseException:
-            for closing in (self._reader, self.pipeline.wire if self.pipeline else None,
-                            self.redis):
+            for closing in (self._reader, self.pipeline, self.redis):
                 if closing is not None:
                     with contextlib.suppress(Exception):
                         await closing.aclose()
@@ -241,16 +255,19 @@ class RedisWorker:
         for name in ("XREAD", "XREADGROUP", "XAUTOCLAIM"):
             self.redis.set_response_callback(name, cast(Any, raw_reply))
         await self.redis.ping()
-        self.pipeline = AutoPipeline(self.url, self.log,
+        await require_standalone(self.redis, self.url)
+        self._topology = await Topology.of(self.url, self.redis)
+        self.pipeline = AutoPipeline(self._topology, self.log,
                                      batch_timeout_s=max(2.0, self.lease_ms / 1000.0))
         self._store = _OwnerStore(RedisSnapshotStore(
             self.redis, self.keys, owner=self.worker_id, pipeline=self.pipeline,
-            save_timeout_s=self.lease_ms / 1000.0), self._fenced)
+            save_timeout_s=self.lease_ms / 1000.0,
+            ack_group=self.group if self.ack_with_save else None), self._fenced)
         self.leases = LeaseManager(self.redis, self.worker_id, self.lease_ms, self.keys)
         self.manager = SessionManager(self.chart, self.registry, self.ports, self.clock,
                                       self.log, self._store)
-        self._reader = StreamReader(self.url, group=self.group, consumer=self.worker_id,
-                                    count=self.read_count,
+        self._reader = StreamReader(self._topology, group=self.group,
+                                    consumer=self.worker_id, count=self.read_count,
                                     socket_timeout_s=self.block_ms / 1000.0 + 10.0)
         last = await self.redis.xrevrange(self.keys.announce, count=1)
         self._announce_cursor = str(last[0][0]) if last else "0-0"
@@ -313,7 +330,7 @@ class RedisWorker:
                 if self._reader is not None:
                     await self._reader.aclose()
                 if self.pipeline is not None:
-                    await self.pipeline.wire.aclose()
+                    await self.pipeline.aclose()
                 if self.redis is not None:
                     await self.redis.aclose()
                 self.log.emit("INFO", NO_SESSION, "worker_stopped",
@@ -343,16 +360,20 @@ class RedisWorker:
                           {"task": what, "error": error_text(exc)})
 
     def _mark_live_changed(self) -> None:
+        """The set of streams to read changed: the reader replans (`_read_loop`)."""
         self._live_dirty = True
         self._live_changed.set()
-        reader = self._reader
-        if reader is not None and reader.blocked and reader.client_id is not None \
-                and self.pipeline is not None:
-            self.pipeline.send("CLIENT", "UNBLOCK", reader.client_id)
 
     def _log(self, level: str, sid: str, event_type: str, message: str,
              data: dict[str, Any]) -> None:
         self.log.emit(level, sid, event_type, message, data)
+
+    @property
+    def read_mode(self) -> str:
+        """How the reader waits: `lanes:N` (N blocking reads), `hints`, or `idle`."""
+        if self._hinted is not None and not self._hinted.done():
+            return "hints"
+        return f"lanes:{len(self._lanes)}" if self._lanes else "idle"
 
     def owner_snapshot(self) -> dict[str, str]:
         """What this worker believes it owns right now (tests sample it)."""
@@ -508,8 +529,8 @@ class RedisWorker:
         now = time.monotonic()
         candidates: set[str] = set()
         announced: set[str] = set()
-        reply = await command(self.redis, "XREAD", "COUNT", 1000, "STREAMS",
-                              self.keys.announce, self._announce_cursor or "0-0")
+        reply = await command_on(self.redis, self.keys.announce, "XREAD", "COUNT", 1000,
+                                 "STREAMS", self.keys.announce, self._announce_cursor or "0-0")
         for _stream, entries in stream_pairs(reply):
             for entry_id, fields in entries:
                 self._announce_cursor = entry_id
@@ -677,9 +698,9 @@ class RedisWorker:
         assert self.redis is not None
         cursor, total = "0-0", 0
         while True:
-            reply = await command(
-                self.redis, "XAUTOCLAIM", key, self.group, self.worker_id, 0, cursor, "COUNT", 1000,
-                "JUSTID")
+            reply = await command_on(
+                self.redis, key, "XAUTOCLAIM", key, self.group, self.worker_id, 0, cursor,
+                "COUNT", 1000, "JUSTID")
             cursor, ids = reply[0], reply[1]
             total += len(ids)
             if cursor in ("0-0", b"0-0"):
@@ -689,9 +710,9 @@ class RedisWorker:
         assert self.redis is not None
         after, entries = "0", list[RawEntry]()
         while True:
-            reply = await command(
-                self.redis, "XREADGROUP", "GROUP", self.group, self.worker_id, "COUNT", 1000,
-                "STREAMS", key, after)
+            reply = await command_on(
+                self.redis, key, "XREADGROUP", "GROUP", self.group, self.worker_id, "COUNT",
+                1000, "STREAMS", key, after)
             pairs = stream_pairs(reply)
             batch = pairs[0][1] if pairs else []
             if not batch:
@@ -700,98 +721,222 @@ class RedisWorker:
             after = batch[-1][0]
 
     # --------------------------------------------------------------- reader
+    def _refresh_live(self) -> None:
+        if self._live_dirty:
+            self._live_dirty = False
+            self._live_changed.clear()
+            live = [o for o in self._by_key.values() if o.phase == LIVE]
+            self._live_keys = [o.key for o in live]
+            self._read_keys = [o.key for o in live if not o.throttled]
+
     async def _read_loop(self) -> None:
-        """The one reader. Up to `block_all_max` live streams: one blocking
-        XREADGROUP over all of them (a new entry wakes it directly). Above
-        that, a blocking read costs Redis O(streams) per wake-up (0.6 ms at
-        1,000 streams, measured), so the reader blocks on the activity hints
-        instead and XREADGROUPs only the streams that moved, plus every
-        stream each `sweep_s` (a producer that XADDs without a hint is still
-        read, just later)."""
+        """The one reader of this process; this task plans, its lanes read.
+
+        A lane is one blocking XREADGROUP over at most `block_all_max` streams
+        (one slot's, in a cluster) on its own connection: a new entry wakes it
+        directly, and a wake-up costs Redis O(block_all_max), not O(streams)
+        (a blocking read over 1,000 streams costs 0.6 ms per wake-up,
+        measured). When more than `max_lanes` lanes would be needed (many
+        streams, or streams in many cluster slots), one loop blocks on the
+        activity hints instead and reads the streams that moved, plus every
+        stream each `sweep_s` (`_hinted_loop`). A lane or the hinted loop is
+        stopped by asking it (and ending its blocking read), never by
+        cancelling a read whose reply could carry entries."""
+        assert self._reader is not None and self._topology is not None
+        plan = LanePlan(self._topology, self.block_all_max, self.max_lanes)
+        while True:
+            self._refresh_live()
+            if self._replan:            # the cluster's slot map changed
+                self._replan = False
+                plan.reset()
+                await self._stop_lanes(list(self._lanes), wait=True)
+            fit = plan.plan(self._read_keys)
+            if fit is None:
+                await self._stop_lanes(list(self._lanes), wait=True)
+                if self._hinted is None or self._hinted.done():
+                    self._hinted_stop = False
+                    self._hinted = self._start_reader(self._hinted_loop(self._take_unswept()),
+                                                      "redis:reader:hints")
+                else:
+                    self._unblock_hints()
+            else:
+                if self._hinted is not None:
+                    self._hinted_stop = True
+                    self._unblock_hints()
+                    await asyncio.wait([self._hinted])
+                    self._hinted = None
+                changed, gone = fit
+                await self._stop_lanes(list(gone), wait=False)
+                sweep = self._take_unswept()
+                for lane_id in changed:
+                    spec = plan.lanes[lane_id]
+                    running = self._lanes.get(lane_id)
+                    if running is not None:
+                        running[0].keys = list(spec.keys)
+                        self._unblock(running[0])
+                        continue
+                    lane = self._reader.lane(spec.slot, spec.node)
+                    lane.keys = list(spec.keys)
+                    self._lanes[lane_id] = (lane, self._start_reader(
+                        self._lane_loop(lane, sweep), f"redis:reader:lane{lane_id}"))
+            await self._live_changed.wait()
+
+    def _start_reader(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        assert self._tg is not None
+        task = self._tg.create_task(coro, name=name)
+        self._track(task)
+        return task
+
+    def _take_unswept(self) -> bool:
+        unswept, self._unswept = self._unswept, False
+        return unswept
+
+    def _unblock(self, lane: Lane) -> None:
+        if lane.blocked and lane.wire.client_id is not None and self.pipeline is not None:
+            self.pipeline.send("CLIENT", "UNBLOCK", lane.wire.client_id, node=lane.node)
+
+    def _unblock_hints(self) -> None:
+        reader = self._reader
+        if reader is not None and reader.hints_blocked and reader.hints is not None \
+                and reader.hints.client_id is not None and self.pipeline is not None:
+            self.pipeline.send("CLIENT", "UNBLOCK", reader.hints.client_id,
+                               node=reader.hints.node)
+
+    async def _stop_lanes(self, lane_ids: list[int], *, wait: bool) -> None:
+        """Ask lanes to stop (no streams left, blocking read ended); `wait` for them
+        when their streams move to other readers (no reply may be left unread)."""
+        stopping = []
+        for lane_id in lane_ids:
+            running = self._lanes.pop(lane_id, None)
+            if running is None:
+                continue
+            lane, task = running
+            lane.keys = []
+            self._unblock(lane)
+            stopping.append(task)
+        if wait and stopping:
+            await asyncio.wait(stopping)
+
+    async def _lane_loop(self, lane: Lane, sweep: bool) -> None:
+        """Read one lane's streams until it has none left. After a lost connection
+        it first re-reads its streams' pending entries (a reply lost with the
+        connection left entries delivered to us that we never received)."""
+        name = f"lane {lane.node}/{lane.slot}" if lane.node != "-" else "lane"
+        failures = 0
+        try:
+            while lane.keys:
+                keys = lane.keys
+                try:
+                    if sweep:
+                        await self._sweep_pending(list(keys))
+                        sweep = False
+                    reply = await lane.read(self.block_ms)
+                except CONNECTION_ERRORS as exc:
+                    failures += 1
+                    sweep = True
+                    with contextlib.suppress(Exception):
+                        await lane.wire.disconnect()
+                    if not lane.keys:
+                        self._unswept = True
+                        return
+                    await self._reader_failed(name, exc, failures)
+                    continue
+                except ResponseError as exc:
+                    sweep = await self._read_refused(exc, list(keys))
+                    continue
+                if failures:
+                    self._reader_recovered(name, failures)
+                    failures = 0
+                if reply:
+                    self.stats["reads"] += 1
+                    await self._deliver(reply)
+                    if self._live_dirty:
+                        # What to read changed while delivering (a session throttled):
+                        # the planner updates `lane.keys` before this lane reads again.
+                        await asyncio.sleep(0)
+        finally:
+            with contextlib.suppress(Exception):
+                await lane.wire.aclose()
+
+    async def _hinted_loop(self, sweep: bool) -> None:
+        """Many streams: block on the activity hints (the next hint read is sent
+        before the streams that moved are read, so it already waits in Redis),
+        read just the streams that moved, and every stream each `sweep_s`."""
         assert self._reader is not None
         reader = self._reader
         failures = 0
-        while True:
-            if self._live_dirty:
-                self._live_dirty = False
-                self._live_changed.clear()
-                live = [o for o in self._by_key.values() if o.phase == LIVE]
-                self._live_keys = [o.key for o in live]
-                self._read_keys = [o.key for o in live if not o.throttled]
-            keys = self._live_keys
-            if not self._read_keys:
-                await self._live_changed.wait()
-                continue
-            try:
-                if self._sweep:
-                    await self._sweep_pending(keys)
-                    self._sweep = False
-                reading = self._read_keys
-                if len(reading) <= self.block_all_max:
-                    self._hint_cursor = None
-                    reply = await reader.read_new(reading, self.block_ms)
-                else:
-                    reply = await self._read_hinted(reading)
-            except CONNECTION_ERRORS as exc:
-                failures += 1
-                self.stats["reconnects"] += 1
+        cursor: str | None = None
+        hint_sent = False
+        next_sweep = 0.0
+        try:
+            while not self._hinted_stop:
+                keys = self._read_keys
+                try:
+                    if sweep:
+                        await self._sweep_pending(list(self._live_keys))
+                        sweep = False
+                    if cursor is None:
+                        # Hints from here on, and one read of every stream for
+                        # whatever came before.
+                        cursor = await reader.last_id(self.keys.activity)
+                        next_sweep = 0.0
+                    now = time.monotonic()
+                    if now >= next_sweep:
+                        self._moved.update(keys)
+                        next_sweep = now + self.sweep_s
+                    if not hint_sent:
+                        block = max(1, int(min(self.block_ms, (next_sweep - now) * 1000)))
+                        await reader.send_hints(self.keys.activity, cursor, block)
+                        hint_sent = True
+                    if self._moved:
+                        reply = await self._read_moved(keys)
+                        if reply:
+                            self.stats["reads"] += 1
+                            await self._deliver(reply)
+                        continue
+                    hints = await reader.receive_hints()
+                    hint_sent = False
+                    cursor = self._note_hints(hints, cursor)
+                except CONNECTION_ERRORS as exc:
+                    failures += 1
+                    sweep, cursor, hint_sent = True, None, False
+                    with contextlib.suppress(Exception):
+                        await reader.disconnect()
+                    if self._hinted_stop:
+                        self._unswept = True
+                        return
+                    await self._reader_failed("hints", exc, failures)
+                    continue
+                except ResponseError as exc:
+                    if hint_sent:        # its reply may still come: start that wire clean
+                        with contextlib.suppress(Exception):
+                            await reader.disconnect()
+                        hint_sent, cursor = False, None
+                    sweep = await self._read_refused(exc, list(keys))
+                    continue
+                if failures:
+                    self._reader_recovered("hints", failures)
+                    failures = 0
+        finally:
+            if hint_sent and reader.hints is not None:   # never read a stale reply later
                 with contextlib.suppress(Exception):
-                    await reader.disconnect()
-                delay = min(2.0, 0.01 * 2 ** min(failures, 8))
-                self._log("WARNING", NO_SESSION, "redis_unavailable",
-                          f"🔌 stream reader: {error_text(exc)}; retry in {delay:.2f}s",
-                          {"client": "reader", "error": error_text(exc), "attempt": failures,
-                           "retry_in_s": delay})
-                self._sweep = True   # a reply lost with the connection left entries pending
-                self._hint_cursor = None
-                await asyncio.sleep(delay)
-                continue
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self._recreate_groups(keys)
-                self._sweep = True
-                continue
-            if failures:
-                self._log("INFO", NO_SESSION, "redis_reconnected",
-                          f"🔌 stream reader reconnected after {failures} failure(s)",
-                          {"client": "reader", "failures": failures})
-                failures = 0
-            if reply:
-                self.stats["reads"] += 1
-                await self._deliver(reply)
+                    await reader.hints.disconnect()
 
-    async def _read_hinted(self, keys: list[str]) -> list[Any]:
-        """One step of the hinted mode: read the streams known to have moved, or
-        wait for hints (up to the next sweep) and note which streams moved."""
+    async def _read_moved(self, keys: list[str]) -> list[Any]:
         assert self._reader is not None
-        reader = self._reader
-        now = time.monotonic()
-        if self._hint_cursor is None:
-            # Entering the mode (or after a reconnect): hints from here on, and
-            # one read of every stream for whatever came before.
-            self._hint_cursor = await reader.last_id(self.keys.activity)
-            self._next_sweep = 0.0
-        if now >= self._next_sweep:
-            self._moved.update(keys)
-            self._next_sweep = now + self.sweep_s
-        if self._moved:
-            live = set(keys)
-            moved = [k for k in self._moved if k in live]
-            self._moved.clear()
-            reply: list[Any] = []
-            for i in range(0, len(moved), 1000):
-                chunk = await reader.read_now(moved[i:i + 1000])
-                for key, entries in chunk:
-                    if len(entries) >= reader.count:
-                        self._moved.add(key)      # more where these came from
-                reply.extend(chunk)
-            return reply
-        block = max(1, int(min(self.block_ms, (self._next_sweep - now) * 1000)))
-        hints = await reader.read_hints(self.keys.activity, self._hint_cursor, block)
+        live = set(keys)
+        moved = [k for k in self._moved if k in live]
+        self._moved.clear()
+        reply = await self._reader.read_now(moved)
+        for key, entries in reply:
+            if len(entries) >= self._reader.count:
+                self._moved.add(key)      # more where these came from
+        return reply
+
+    def _note_hints(self, hints: list[Any], cursor: str) -> str:
         for _key, entries in hints:
             for entry_id, fields in entries:
-                self._hint_cursor = entry_id
+                cursor = entry_id
                 if fields:
                     values = dict(zip(fields[::2], fields[1::2], strict=False))
                     sid = values.get("s")
@@ -799,7 +944,46 @@ class RedisWorker:
                         owned = self.owned.get(sid)
                         if owned is not None and owned.phase == LIVE:
                             self._moved.add(owned.key)
-        return []
+        return cursor
+
+    async def _read_refused(self, exc: ResponseError, keys: list[str]) -> bool:
+        """A read's error reply: NOGROUP (the group or stream was deleted) recreates
+        the groups; MOVED and friends (the cluster moved a slot) re-read the slot
+        map and replan the lanes. True: sweep the pending entries before reading."""
+        if "NOGROUP" in str(exc):
+            await self._recreate_groups(keys)
+            return True
+        if is_redirect(exc) and self._topology is not None:
+            self._log("INFO", NO_SESSION, "redis_rerouted",
+                      f"🧭 {error_text(exc)}: re-reading the cluster's slots",
+                      {"client": "reader", "error": error_text(exc)})
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._topology.refresh()
+            self._replan = True
+            self._mark_live_changed()
+            await asyncio.sleep(0.05)
+            return True
+        raise exc
+
+    async def _reader_failed(self, name: str, exc: Exception, failures: int) -> None:
+        """Back off after a lost connection; the first reader to notice says so
+        (every lane notices an outage at once: one line, not one per lane)."""
+        self.stats["reconnects"] += 1
+        delay = min(2.0, 0.01 * 2 ** min(failures, 8))
+        if self._reader_reporter in (None, name):
+            self._reader_reporter = name
+            self._log("WARNING", NO_SESSION, "redis_unavailable",
+                      f"🔌 stream reader ({name}): {error_text(exc)}; retry in {delay:.2f}s",
+                      {"client": "reader", "reader": name, "error": error_text(exc),
+                       "attempt": failures, "retry_in_s": delay})
+        await asyncio.sleep(delay)
+
+    def _reader_recovered(self, name: str, failures: int) -> None:
+        if self._reader_reporter == name:
+            self._reader_reporter = None
+            self._log("INFO", NO_SESSION, "redis_reconnected",
+                      f"🔌 stream reader reconnected after {failures} failure(s)",
+                      {"client": "reader", "reader": name, "failures": failures})
 
     async def _deliver(self, reply: list[Any]) -> None:
         for key, entries in reply:
@@ -815,20 +999,19 @@ class RedisWorker:
                 self._dispatch(owned, entries)
 
     async def _sweep_pending(self, keys: list[str]) -> None:
-        """Re-read our own pending entries of every live stream (after a reconnect)."""
+        """Re-read our own pending entries of `keys` (after a lost connection)."""
         assert self._reader is not None
-        after = ["0"] * len(keys)
-        todo = list(range(len(keys)))
+        after = dict.fromkeys(keys, "0")
+        todo = list(keys)
         while todo:
             chunk = todo[:500]
-            reply = await self._reader.read_pending([keys[i] for i in chunk],
-                                                   [after[i] for i in chunk])
+            reply = await self._reader.read_pending(chunk, after)
             more = []
-            for i, (_key, entries) in zip(chunk, reply, strict=False):
+            for key, entries in reply:
                 if entries:
-                    after[i] = entries[-1][0]
+                    after[key] = entries[-1][0]
                     if len(entries) >= self._reader.count:
-                        more.append(i)
+                        more.append(key)
             if reply:
                 await self._deliver(reply)
             todo = more + todo[500:]
@@ -948,8 +1131,9 @@ class RedisWorker:
             if owned.in_flight <= 0:
                 owned.drained.set()
             self.stats["acked"] += 1
-            assert self.pipeline is not None
-            self.pipeline.ack(owned.key, self.group, entry_id)
+            assert self.pipeline is not None and self._store is not None
+            if self._store.inner.acked.get(owned.sid) != entry_id:   # not done by its save
+                self.pipeline.ack(owned.key, self.group, entry_id)
         return ack
 
     # ------------------------------------------------------ ending, dropping
@@ -1000,6 +1184,8 @@ class RedisWorker:
     def _forget(self, owned: _Owned) -> None:
         if self.owned.get(owned.sid) is owned:
             del self.owned[owned.sid]
+            if self._store is not None:
+                self._store.inner.forget(owned.sid)
         if self._by_key.get(owned.key) is owned:
             del self._by_key[owned.key]
         self._mark_live_changed()

@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -149,7 +150,8 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
         *voice_routes(voice),
         *inspect_routes(inspector, catalog.charts),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error})
     app.add_middleware(InputLimits, max_body_bytes=settings.limits.max_body_bytes,
                        max_ws_message_bytes=settings.limits.max_ws_message_bytes,
                        offer_paths=OFFER_PATHS,
@@ -161,6 +163,21 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
     app.state.inspector = inspector
     app.state.reloader = reloader
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method) as JSON that says why,
+    like every other 4xx of this server."""
+    assert isinstance(exc, HTTPException)
+    path, method = request.scope["path"], request.method   # not request.url: it decodes the query
+    allowed = (exc.headers or {}).get("Allow")
+    if exc.status_code == 404:
+        error = f"no route {method} {path} (routes: /health, /charts, /sessions, /fastrtc, …)"
+    elif exc.status_code == 405 and allowed:
+        error = f"method {method} is not allowed on {path}: use {allowed}"
+    else:
+        error = str(exc.detail)
+    return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _rtc(service: VoiceService, concurrency_limit: int) -> TurnRTC:

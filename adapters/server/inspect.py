@@ -45,6 +45,8 @@ _SKIPPED = frozenset({"audio_out"})
 """Lines never kept or sent: one per answer-audio chunk, and nothing to draw."""
 
 ChartLookup = Callable[[str], CompiledChart | None]
+_CLOSE_CHECK_S = 0.5
+"""How often an idle stream looks whether the server is stopping."""
 
 
 @dataclass
@@ -86,8 +88,8 @@ class SessionView:
 
     def as_dict(self, charts: ChartLookup) -> dict[str, Any]:
         chart = charts(self.chart) if self.chart else None
-        configuration = ([self.state] if self.state else [])
-        if chart is not None and self.state in chart.states:
+        configuration = [self.state] if self.state else []
+        if chart is not None and self.state is not None and self.state in chart.states:
             configuration = list(chart.configuration_of(self.state))
         return {"session_id": self.session_id, "live": self.live, "chart": self.chart,
                 "version": self.version, "version_hash": self.version_hash,
@@ -149,6 +151,13 @@ class Inspector:
         self.lines: dict[str, _Lines] = {}
         self._closed: OrderedDict[str, float] = OrderedDict()  # session → t_ms closed, oldest first
         self.subscribers: set[Subscriber] = set()
+        self.closing = False
+
+    def close_streams(self) -> None:
+        """The server is stopping: open streams end within `_CLOSE_CHECK_S` (they never
+        end by themselves, and the server waits for open responses). Only sets a flag,
+        so a signal handler may call it."""
+        self.closing = True
 
     # ------------------------------------------------------------------ sink
     def write(self, record: Record) -> None:
@@ -165,14 +174,17 @@ class Inspector:
         if view is None:
             view = self.views[sid] = SessionView(sid)
         view.apply(record)
-        if record["event_type"] == "session_closed" or not view.started:
+        if view.live:
+            self._closed.pop(sid, None)   # started, or resumed after a close
+        else:
             # Closed sessions, and ids with lines but no session here (Redis front-ends),
-            # are kept for a while and a number, oldest dropped first.
-            self._closed[sid] = float(record["t_ms"])
-            self._closed.move_to_end(sid)
-            self._evict(float(record["t_ms"]))
-        elif sid in self._closed:
-            del self._closed[sid]   # resumed
+            # are kept for a while and a number, oldest dropped first. A late line of a
+            # closed session does not make it young again.
+            at = float(record["t_ms"])
+            if record["event_type"] == "session_closed" or not view.started:
+                self._closed[sid] = at
+                self._closed.move_to_end(sid)
+            self._evict(at)
         if self.subscribers:
             message = sse("record", record)
             for subscriber in list(self.subscribers):
@@ -181,7 +193,8 @@ class Inspector:
     def _evict(self, now_t_ms: float) -> None:
         while self._closed:
             sid, closed_at = next(iter(self._closed.items()))
-            if len(self._closed) <= self.keep_closed and now_t_ms - closed_at <= self.keep_closed_ms:
+            recent = now_t_ms - closed_at <= self.keep_closed_ms
+            if len(self._closed) <= self.keep_closed and recent:
                 return
             del self._closed[sid]
             self.views.pop(sid, None)
@@ -240,11 +253,17 @@ def inspect_routes(inspector: Inspector, charts: Callable[[], list[CompiledChart
         async def stream() -> AsyncIterator[str]:
             try:
                 yield "retry: 1000\n\n" + first
-                while True:
+                step = min(heartbeat_s, _CLOSE_CHECK_S)
+                idle_s = 0.0
+                while not inspector.closing:
                     try:
-                        message = await asyncio.wait_for(subscriber.queue.get(), heartbeat_s)
+                        message = await asyncio.wait_for(subscriber.queue.get(), step)
+                        idle_s = 0.0
                     except TimeoutError:
-                        message = ": keep-alive\n\n"
+                        idle_s += step
+                        if idle_s < heartbeat_s:
+                            continue
+                        idle_s, message = 0.0, ": keep-alive\n\n"
                     if message == RESYNC:
                         subscriber.resynced()
                         message = sse("resync", {"reason": "the page fell behind; lines "

@@ -257,7 +257,7 @@ def _is_an_offer(body: bytes) -> bool:
     """Everything but a trickled ICE candidate counts, garbage included."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):   # RecursionError: nested too deeply ("[[[…")
         return True
     return not (isinstance(data, dict) and data.get("type") == "ice-candidate")
 

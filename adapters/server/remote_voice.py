@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from redis.asyncio import Redis
-
+from adapters.redaction import redact_credentials
 from adapters.redis.bus import RedisEventBus
-from adapters.redis.connection import error_text
+from adapters.redis.connection import CONNECTION_ERRORS, Client, error_text, open_client
 from adapters.redis.output_link import OutputFollower
 from adapters.server.voice import VoiceService
 from engine.catalog import VersionUse
@@ -42,11 +42,12 @@ class RemoteVoiceService(VoiceService):
         super().__init__(*args, **kwargs)
         self.redis_url = redis_url
         self.bus = RedisEventBus.from_url(redis_url, self.log)
-        self.out_redis: Redis = Redis.from_url(redis_url)   # bytes: audio stays binary
-        self.follower = OutputFollower(self.out_redis, self._on_op)
+        self.out_redis: Client = open_client(redis_url)   # bytes: audio stays binary
+        self.follower = OutputFollower(self.out_redis, self._on_op, url=redis_url)
         self.contracts: dict[str, Mapping[str, str]] = {}
         self.muted: set[str] = set()   # barge-in decided here; drop audio until the clear
         self._outbox: asyncio.Queue[VoiceEvent] = asyncio.Queue()
+        self.publish_retry_s = 10.0   # how long an event waits out a Redis outage, in order
         self._tg: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
 
@@ -55,6 +56,19 @@ class RemoteVoiceService(VoiceService):
         await self._tg.__aenter__()
         self._loops = [self._tg.create_task(self.follower.run(), name="redis-output-follower"),
                        self._tg.create_task(self._publisher(), name="redis-publisher")]
+        await self._say_if_unreachable()
+
+    async def _say_if_unreachable(self) -> None:
+        """Redis down at start-up is said at once; the server still starts, /health
+        answers 503 with the reason, and calls work as soon as Redis is back."""
+        try:
+            await asyncio.wait_for(self.out_redis.ping(), 2.0)
+        except Exception as exc:
+            where = redact_credentials(self.redis_url)
+            self.log.emit("WARNING", "-", "redis_unavailable",
+                          f"🔌 front-end: Redis at {where} is unreachable: {error_text(exc)}; "
+                          f"serving anyway (/health: 503 until it is back)",
+                          {"client": "front-end", "url": where, "error": error_text(exc)})
 
     async def stop(self) -> None:
         for connection_id in list(self.handlers):
@@ -106,15 +120,40 @@ class RemoteVoiceService(VoiceService):
         return [VersionUse.from_dict(v) for s in stats.values() for v in s.get("versions", [])]
 
     async def _publisher(self) -> None:
-        """One task publishes in order; a Redis outage is retried by the client."""
+        """One task publishes in order; an outage holds the queue (see `_send`)."""
         while True:
             event = await self._outbox.get()
             try:
-                await self.bus.publish(event)
-            except Exception as exc:
-                self.report_error(event.session_id, "publish", exc)
+                await self._send(event.session_id, event.event_type,
+                                 functools.partial(self.bus.publish, event))
             finally:
                 self._outbox.task_done()
+
+    async def _send(self, session_id: str, what: str,
+                    call: Callable[[], Awaitable[object]]) -> None:
+        """Publish, trying again while Redis is unreachable, for `publish_retry_s`
+        (the bus de-duplicates a try that did arrive, so nothing is added twice).
+        What Redis still has not taken then is reported lost by name: never silently."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.publish_retry_s
+        tries = 0
+        while True:
+            try:
+                await call()
+                return
+            except CONNECTION_ERRORS as exc:
+                tries += 1
+                if loop.time() < give_up:
+                    await asyncio.sleep(min(0.5, 0.05 * 2 ** tries))
+                    continue
+                self.log.emit("ERROR", session_id, "event_lost",
+                              f"💥 {what} for {session_id} lost: Redis did not take it within "
+                              f"{self.publish_retry_s:g} s ({error_text(exc)})",
+                              {"event": what, "tries": tries, "error": error_text(exc)})
+                return
+            except Exception as exc:
+                self.report_error(session_id, "publish", exc)
+                return
 
     # connections -------------------------------------------------------------------
     async def _open(self, session_id: str) -> None:
@@ -128,7 +167,8 @@ class RemoteVoiceService(VoiceService):
             self.post(session_id, "client_disconnected", {})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._outbox.join(), 5.0)
-            await self.bus.end_session(session_id)
+            await self._send(session_id, "end of session",
+                             functools.partial(self.bus.end_session, session_id))
             self.follower.unfollow(session_id)
             self.router.detach(session_id)
             self.contracts.pop(session_id, None)

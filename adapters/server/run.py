@@ -8,6 +8,8 @@ reach the address can start calls and read sessions, transcripts and metrics.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from types import FrameType
 from typing import TextIO
 
 import uvicorn
@@ -21,6 +23,7 @@ from engine.logs import EventLog
 # uvicorn drops (1009, no message) WebSocket frames this many times over the limit;
 # up to there the app's limit answers with an error message first (limits.py).
 WS_FRAME_CAP_FACTOR = 4
+SHUTDOWN_GRACE_S = 3
 
 
 def warn_if_exposed(settings: Settings, log: EventLog, stderr: TextIO) -> bool:
@@ -66,7 +69,25 @@ def serve(settings: Settings) -> int:
         return 1
     host, port = settings.server.host, settings.server.port
     print(f"turnchart serving on http://{host}:{port}/charts", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log.level.lower(),
-                log_config=uvicorn_log_config(settings.log.level), server_header=False,
-                ws_max_size=settings.limits.max_ws_message_bytes * WS_FRAME_CAP_FACTOR)
-    return 0
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=settings.log.level.lower(),
+        log_config=uvicorn_log_config(settings.log.level), server_header=False,
+        # Open event streams (the /fastrtc page's log) never end by themselves: without
+        # a limit they would hold a stop until the browser tab closes.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        ws_max_size=settings.limits.max_ws_message_bytes * WS_FRAME_CAP_FACTOR)
+    server = _Server(config, on_exit=app.state.inspector.close_streams)
+    server.run()
+    return 0 if server.started else 1
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, telling the inspector's event streams to end as soon as a stop is asked."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)

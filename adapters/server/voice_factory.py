@@ -42,7 +42,8 @@ def build_voice(settings: Settings, chart: CompiledChart, registry: Registry, ev
     responder = build_responder(settings.responder,
                                 on_problem=lambda problem: log.error("%s", problem))
     filler = filler_clip(models)
-    if settings.bus.startswith(("redis://", "rediss://", "unix://")):
+    if settings.bus.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
+                                "rediss+cluster://")):
         from adapters.server.remote_voice import RemoteVoiceService
         return RemoteVoiceService(chart, registry, event_log, metrics, stt=models.stt,
                                   detector_factory=models.detector, speech=models.tts,

@@ -34,7 +34,14 @@ from adapters.redis import Keys, RedisEventBus, RedisWorker
 from engine.behaviours import default_registry
 from engine.chart import load_chart
 from engine.clock import RealClock, VirtualClock
-from engine.events import RAW_LIMIT, EventProblem, VoiceEvent, check_payload, parse_event
+from engine.events import (
+    RAW_LIMIT,
+    EventProblem,
+    VoiceEvent,
+    check_payload,
+    parse_event,
+    truncate_raw,
+)
 from engine.fakes import FakeSettings, fake_ports
 from engine.logs import EventLog, FanOutSink, JsonLinesSink, ListSink, Record
 from engine.manager import SessionManager
@@ -301,7 +308,7 @@ def entry_junk(rng: random.Random) -> dict[str, Any]:
         try:
             raw = json.dumps(raw)
         except (TypeError, ValueError, RecursionError):
-            raw = repr(raw)[:1000]
+            raw = truncate_raw(raw, 1000)
     if isinstance(raw, str):   # unpaired surrogates become the bytes a broken encoder sends
         raw = raw.encode("utf-8", "surrogatepass")
     return {"event": raw}

@@ -156,8 +156,9 @@ class RedisClusterServers:
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-port", str(bus), "--cluster-node-timeout", str(node_timeout_ms)]))
         share = CLUSTER_SLOTS // nodes
-        self.slot_ranges = [(i * share, CLUSTER_SLOTS - 1 if i == nodes - 1 else (i + 1) * share - 1)
-                            for i in range(nodes)]
+        self.slot_ranges = [
+            (i * share, CLUSTER_SLOTS - 1 if i == nodes - 1 else (i + 1) * share - 1)
+            for i in range(nodes)]
 
     @property
     def url(self) -> str:
@@ -182,9 +183,10 @@ class RedisClusterServers:
         clients = [redis.Redis(port=s.port, decode_responses=True) for s in self.servers]
         try:
             for client, (lo, hi) in zip(clients, self.slot_ranges, strict=True):
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)  # type: ignore[no-untyped-call]
             for server, bus in zip(self.servers[1:], self.bus_ports[1:], strict=True):
-                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port, bus)
+                clients[0].execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "MEET", "127.0.0.1", server.port, bus)
             deadline = time.monotonic() + timeout
             while True:
                 infos = [client.cluster("info") for client in clients]

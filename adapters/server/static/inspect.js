@@ -117,6 +117,13 @@ function setConn(status, text) {
 function onSnapshot(snap) {
   model.clock = {t: snap.t_ms, at: performance.now()};
   model.mode = snap.mode;
+  for (const chart of snap.charts || []) {   // reloaded while this page was away
+    const old = model.charts.find((c) => c.name === chart.name);
+    if (old && old.version_hash !== chart.version_hash) {
+      chartData.delete(chart.name);
+      if (shownChart === chart.name) shownChart = null;
+    }
+  }
   model.charts = snap.charts || [];
   model.sessions = new Map(snap.sessions.map((v) => [v.session_id, v]));
   $("mode").textContent = snap.mode === "redis" ? "Redis front-end" : "in-memory sessions";
@@ -126,8 +133,10 @@ function onSnapshot(snap) {
            + "states with a server that runs sessions itself (no --redis).");
   }
   const select = $("chart-select");
+  const picked = select.value;
   select.replaceChildren(...model.charts.map((c) => el("option", {value: c.name},
                                                       `${c.name} v${c.version}`)));
+  if (model.charts.some((c) => c.name === picked)) select.value = picked;
   select.hidden = model.charts.length < 2;
   renderAll();
   if (model.selected) scheduleTimeline();
@@ -136,10 +145,30 @@ function onRecord(rec) {
   if (typeof rec.t_ms === "number" && rec.t_ms > serverNow()) {
     model.clock = {t: rec.t_ms, at: performance.now()};
   }
+  const d = rec.data || {};
+  if (rec.event_type === "session_started" && d.version_hash && !checkedHashes.has(d.version_hash)) {
+    checkedHashes.add(d.version_hash);
+    const entry = model.charts.find((c) => c.name === d.chart);
+    if (entry && entry.version_hash !== d.version_hash) refreshCharts();
+  }
   applyRecord(rec);
   renderSessions();
   renderDiagram();
   if (rec.session_id === model.selected) scheduleTimeline();
+}
+const checkedHashes = new Set();
+async function refreshCharts() {   // a chart was reloaded: draw the version sessions now start on
+  const response = await fetch("/charts", {headers: {Accept: "application/json"}});
+  if (!response.ok) return;
+  for (const fresh of (await response.json()).charts) {
+    const entry = model.charts.find((c) => c.name === fresh.name);
+    if (entry && fresh.version_hash && entry.version_hash !== fresh.version_hash) {
+      Object.assign(entry, {version: fresh.version, version_hash: fresh.version_hash});
+      chartData.delete(fresh.name);
+      if (shownChart === fresh.name) shownChart = null;
+    }
+  }
+  renderDiagram();
 }
 function connect() {
   const events = new EventSource("/inspect/events");
@@ -278,8 +307,9 @@ function renderSessions() {
     row.classList.toggle("selected", v.session_id === model.selected);
     row.querySelector(".state-tag").textContent = v.state || "—";
     const since = v.since_t_ms === null ? null : (v.live ? now : v.closed_t_ms) - v.since_t_ms;
-    row.querySelector(".for").textContent =
-      v.live ? (since === null ? "" : fmtFor(Math.max(0, since))) : "closed";
+    row.querySelector(".for").textContent = v.live
+      ? (since === null ? "" : fmtFor(Math.max(0, since)))
+      : (v.closed_t_ms !== null ? "closed" : "");   // no session lines here (Redis front-end)
     row.querySelector(".contract").textContent = contractText(v.contract);
     body.appendChild(row);   // moves it into order; the element itself stays
   }
