@@ -276,7 +276,9 @@ def test_a_broken_edit_shows_its_errors_and_changes_nothing(tmp_path: Path,
         assert "The last edit of this chart was rejected" in page
         assert expected.replace("'", "&#x27;") in page
         assert "<svg" in page and "SPEAKING" in page and "WRAP_UP" not in page
-        assert client.get("/health").json()["charts"] == {"voice_turn": "errors"}
+        health = client.get("/health")             # the last good version still serves
+        assert health.status_code == 200
+        assert health.json()["charts"] == {"voice_turn": "ok, last edit rejected"}
         with client.websocket_connect("/websocket/offer") as ws:
             ws.send_json({"event": "start", "websocket_id": "after-bad-edit"})
             assert wait_for(lambda: moves(sink.records, "after-bad-edit"), 10)

@@ -97,7 +97,10 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
                 voice.service, voice.rtc = None, None
 
     async def health(request: Request) -> JSONResponse:
-        charts = {e.name: ("ok" if not e.errors else "errors") for e in catalog.entries.values()}
+        # A rejected edit leaves the last good version running: that is still "ok".
+        charts = {e.name: ("errors" if e.chart is None else
+                           "ok, last edit rejected" if e.errors else "ok")
+                  for e in catalog.entries.values()}
         extra = await voice.service.health() if voice.service is not None else {}
         ok = bool(catalog.charts()) and not str(extra.get("redis", "ok")).startswith("unreachable")
         return JSONResponse({"status": "ok" if ok else "degraded", "charts": charts,
