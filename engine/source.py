@@ -12,6 +12,7 @@ exhausting the stack or the memory.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,11 +215,15 @@ class _Builder:
         return yaml.serialize(node).strip()
 
 
+_LINE_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")   # YAML's line breaks, not only \n
+
+
 def _line_col(text: str, index: int) -> tuple[int, int]:
     """1-based line and column of a character index (for errors YAML gives no mark for)."""
     index = max(0, min(index, len(text)))
-    line_start = text.rfind("\n", 0, index) + 1
-    return text.count("\n", 0, index) + 1, index - line_start + 1
+    breaks = list(_LINE_BREAKS.finditer(text, 0, index))
+    line_start = breaks[-1].end() if breaks else 0
+    return len(breaks) + 1, index - line_start + 1
 
 
 def _syntax_error(path: str, text: str, exc: yaml.YAMLError) -> ChartErrors:

@@ -17,12 +17,16 @@ def test_redis_bench_reports_ceiling_latency_and_throughput() -> None:
     json.dumps(result)             # JSON-able
     ceiling = result["xadd_ceiling"]
     assert ceiling["redis_py_xadd_per_s"] > 0 and ceiling["redis_py_xadd_pipelined_per_s"] > 0
-    assert set(result["latency"]) == {"1_session_inline", "80_sessions_inline",
-                                      "1_session_process", "80_sessions_process"}
+    runs = {"1_session_inline", "80_sessions_inline", "1_session_process", "80_sessions_process"}
+    assert set(result["latency"]) == runs | {f"{name}_before" for name in runs}
     for name, lat in result["latency"].items():
         assert lat["publish_to_applied"]["n"] == 60, name
         assert lat["error_lines"] == 0, name
-    assert result["latency"]["80_sessions_inline"]["read_mode"].startswith("activity")
+    # Side by side: the old read path (activity hints above 64 streams) and lanes.
+    assert result["latency"]["80_sessions_inline_before"]["read_mode"] == "hints"
+    assert result["latency"]["80_sessions_inline"]["read_mode"] == "lanes:2"
+    assert result["latency"]["1_session_process"]["read_mode"] == "lanes:1"
+    assert "at 80 sessions" in result["targets"]["latency_summary"]
     [one] = result["throughput"].values()
     assert one["events"] == 400 and one["events_per_s"] > 0
     assert set(result["targets"]) >= {"p99_le_2ms_at_many_sessions",

@@ -124,8 +124,11 @@ REGISTRY = registry_for_seeds()
 
 
 # ------------------------------------------------------------ the checks
+YAML_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")   # what YAML counts as a new line
+
+
 def check_problem(problem: ChartError, text: str, path: str) -> None:
-    lines = text.split("\n")
+    lines = YAML_BREAKS.split(text)
     assert problem.path == path, problem
     assert 1 <= problem.line <= len(lines) + 1, f"{problem} (the file has {len(lines)} lines)"
     width = len(lines[problem.line - 1]) if problem.line <= len(lines) else 0
