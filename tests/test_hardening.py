@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 import redis as redis_sync
-import uvicorn
 from starlette.testclient import TestClient
 
 from adapters.config import LogSettings, ServerSettings, Settings, VoiceSettings
@@ -378,7 +377,7 @@ def test_serve_warns_before_it_listens_and_caps_websocket_frames(
     def fake_run(app: Any, **options: Any) -> None:   # stands in for uvicorn: no socket
         started.update(options)
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(server_run, "listen", fake_run)
     settings = Settings(server=ServerSettings(host="0.0.0.0", port=5299),
                         voice=VoiceSettings(enabled=False))
     assert server_run.serve(settings) == 0

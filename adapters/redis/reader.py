@@ -25,7 +25,7 @@ entries delivered to us that we never received).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -64,15 +64,18 @@ def _checked(reply: Any) -> RawReply:
 class Lane:
     """One blocking read over a few streams, on its own connection. `keys` may be
     changed at any time; the owner then ends a read in progress with
-    `CLIENT UNBLOCK client_id` (sent on another connection to the same node)."""
+    `CLIENT UNBLOCK client_id` (sent on another connection to the same node).
+    `on_stale` is called when the streams changed while a read was being sent
+    (an UNBLOCK sent before Redis had the read would miss it)."""
 
     def __init__(self, wire: Wire, slot: int, *, group: str, consumer: str,
-                 count: int) -> None:
+                 count: int, on_stale: Callable[[Lane], None] | None = None) -> None:
         self.wire = wire
         self.slot = slot
         self.group = group
         self.consumer = consumer
         self.count = count
+        self.on_stale = on_stale
         self.keys: list[str] = []
         self.blocked = False
         self._packed: list[bytes] = []
@@ -89,9 +92,11 @@ class Lane:
                                                      self.keys, [">"] * len(self.keys),
                                                      block_ms))
             self._packed_for = shape
-        await self.wire.send_packed(self._packed)
         self.blocked = True
         try:
+            await self.wire.send_packed(self._packed)
+            if tuple(self.keys) != shape[0] and self.on_stale is not None:
+                self.on_stale(self)
             return _checked(await self.wire.read())
         finally:
             self.blocked = False
@@ -116,9 +121,10 @@ class StreamReader:
                                   encoding_errors="replace")
         return Wire(pool, node=node, identify=identify)
 
-    def lane(self, slot: int, node: str) -> Lane:
+    def lane(self, slot: int, node: str,
+             on_stale: Callable[[Lane], None] | None = None) -> Lane:
         return Lane(self.wire(node, identify=True), slot, group=self.group,
-                    consumer=self.consumer, count=self.count)
+                    consumer=self.consumer, count=self.count, on_stale=on_stale)
 
     def _data_wire(self, node: str) -> Wire:
         wire = self._data.get(node)

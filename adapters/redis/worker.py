@@ -760,6 +760,7 @@ class RedisWorker:
                 else:
                     self._unblock_hints()
             else:
+                self._moved.clear()         # notes for the hinted loop only
                 if self._hinted is not None:
                     self._hinted_stop = True
                     self._unblock_hints()
@@ -775,7 +776,7 @@ class RedisWorker:
                         running[0].keys = list(spec.keys)
                         self._unblock(running[0])
                         continue
-                    lane = self._reader.lane(spec.slot, spec.node)
+                    lane = self._reader.lane(spec.slot, spec.node, on_stale=self._unblock)
                     lane.keys = list(spec.keys)
                     self._lanes[lane_id] = (lane, self._start_reader(
                         self._lane_loop(lane, sweep), f"redis:reader:lane{lane_id}"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 import uvicorn
 
@@ -24,6 +24,7 @@ from engine.logs import EventLog
 # up to there the app's limit answers with an error message first (limits.py).
 WS_FRAME_CAP_FACTOR = 4
 SHUTDOWN_GRACE_S = 3
+STARTUP_FAILURE = 3  # uvicorn's exit code when it cannot start
 
 
 def warn_if_exposed(settings: Settings, log: EventLog, stderr: TextIO) -> bool:
@@ -69,21 +70,25 @@ def serve(settings: Settings) -> int:
         return 1
     host, port = settings.server.host, settings.server.port
     print(f"turnchart serving on http://{host}:{port}/charts", file=sys.stderr)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=settings.log.level.lower(),
-        log_config=uvicorn_log_config(settings.log.level), server_header=False,
-        # Open event streams (the /fastrtc page's log) never end by themselves: without
-        # a limit they would hold a stop until the browser tab closes.
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-        ws_max_size=settings.limits.max_ws_message_bytes * WS_FRAME_CAP_FACTOR)
-    server = _Server(config, on_exit=app.state.inspector.close_streams)
+    listen(app, on_exit=app.state.inspector.close_streams, host=host, port=port,
+           log_level=settings.log.level.lower(),
+           log_config=uvicorn_log_config(settings.log.level), server_header=False,
+           ws_max_size=settings.limits.max_ws_message_bytes * WS_FRAME_CAP_FACTOR)
+    return 0
+
+
+def listen(app: Any, on_exit: Callable[[], None], **options: Any) -> None:
+    """`uvicorn.run(app, **options)`, calling `on_exit` as soon as a stop is asked: the
+    inspector's event streams never end by themselves, and uvicorn waits for open
+    responses. Others (the /fastrtc page's log) are cut after SHUTDOWN_GRACE_S."""
+    server = _Server(uvicorn.Config(app, timeout_graceful_shutdown=SHUTDOWN_GRACE_S, **options),
+                     on_exit)
     server.run()
-    return 0 if server.started else 1
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, telling the inspector's event streams to end as soon as a stop is asked."""
-
     def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
         super().__init__(config)
         self.on_exit = on_exit

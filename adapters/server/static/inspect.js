@@ -413,6 +413,7 @@ function drawTimeline(t) {
   const step = niceStep(x1 - x0);
   for (let ms = Math.ceil(x0 / step) * step; ms <= x1; ms += step) {
     axis.appendChild(svgEl("line", {x1: x(ms), x2: x(ms), y1: axisH - 4, y2: height}));
+    if (x(ms) + 40 > width) continue;   // no room for a label at the right edge
     axis.appendChild(svgEl("text", {x: x(ms) + 2, y: axisH - 8},
                            step < 1000 ? (ms / 1000).toFixed(2) + " s" : (ms / 1000) + " s"));
   }
