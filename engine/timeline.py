@@ -8,7 +8,8 @@ so a simulated and a live session read alike.
 What the lines allow, and so what is shown:
 
 - **States** the session was in, from `session_started` / `session_resumed`
-  and each `state_transition` (leaf states, as the lines name them).
+  and each `state_transition` (leaf states, as the lines name them); on a
+  Redis front-end, from `worker_state` (spans only: the event is the worker's).
 - **Transitions** with their event, `latency_ms` (event timestamp → transition
   done) and `dwell_ms` (time in the state left): the engine's own dwell from
   `latency_recorded` when that DEBUG line is there, else the time since the
@@ -278,6 +279,11 @@ class _Builder:
             self.session_line(record, at)
         elif kind == "state_transition":
             self.transition(data, at)
+        elif kind == "worker_state":      # a Redis front-end: states as the worker reported
+            state = data.get("state")
+            if isinstance(state, str) and (not self.states or self.states[-1].state != state
+                                           or self.states[-1].end_ms is not None):
+                self.enter(state, at)
         elif kind == "latency_recorded":
             self.engine_dwell(data)
         elif kind == "activity_started":

@@ -139,6 +139,11 @@ def test_killing_the_owning_worker_mid_answer_loses_nothing(redis_url: str,
             ws.send_json({"event": "stop"})
             assert wait_for(lambda: "LISTENING → IDLE (client_disconnected)"
                             in second.transitions(session), 10)
+            # /inspect on the front-end follows the call through the states its
+            # workers report with each contract (worker_state lines)
+            view = app.state.inspector.snapshot()["sessions"]
+            [mine] = [v for v in view if v["session_id"] == session]
+            assert mine["state"] in ("LISTENING", "IDLE") and mine["chart"] == "voice_turn"
             health = client.get("/health").json()
             assert list(health["workers"]) == [second.name]   # the killed one is gone
             assert health["workers"][second.name]["resumed"] >= 1  # it took the call over
@@ -146,6 +151,17 @@ def test_killing_the_owning_worker_mid_answer_loses_nothing(redis_url: str,
     finally:
         for w in workers:
             w.stop()
+    reported = [r["data"]["state"] for r in sink.records
+                if r["session_id"] == session and r["event_type"] == "worker_state"]
+    moves = [s for i, s in enumerate(reported) if i == 0 or reported[i - 1] != s]
+    assert "LISTENING" in moves, reported
+    start = moves.index("LISTENING")
+    assert moves[start:start + 4] == ["LISTENING", "THINKING", "SPEAKING", "LISTENING"], reported
+    assert sink.of_type("worker_session_released", session)
+    timeline = app.state.inspector.timeline(session)
+    assert timeline is not None
+    assert [s["state"] for s in timeline["states"]][start:start + 3] == [
+        "LISTENING", "THINKING", "SPEAKING"]
     before = first.transitions(session)
     after = second.transitions(session)
     assert before[:3] == ["IDLE → LISTENING (client_connected)",

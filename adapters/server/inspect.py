@@ -15,8 +15,10 @@ browser that cannot keep up never slows the server; its queue is dropped
 and it gets `resync` followed by a fresh `snapshot`.
 
 With `--redis`, sessions run on workers and their lines are written there,
-not here: the front-end's inspector then sees only its own lines (barge-ins
-it detected, turn latency, connection mapping) and no states.
+not here. The front-end still sees each session move: a worker sends the
+contract (with its state) on every state change, and the front-end logs it
+as `worker_state`; the timeline then has the front-end's own lines (states as
+reported, barge-ins it detected, turn latency), not the worker's effects.
 """
 
 from __future__ import annotations
@@ -79,7 +81,15 @@ class SessionView:
             self._enter(data.get("to"), record)
         elif kind == "contract_applied":
             self.contract = {k: str(v) for k, v in data.items() if k != "state"}
-        elif kind == "session_closed":
+        elif kind == "worker_state":      # a Redis front-end: the worker's state
+            if not self.started or self.closed_t_ms is not None:
+                self.chart, self.version = data.get("chart"), data.get("version")
+                self.version_hash = data.get("version_hash")
+                self.started, self.closed_t_ms = True, None
+            if data.get("state") != self.state:
+                self._enter(data.get("state"), record)
+            self.contract = {k: str(data[k]) for k in ("microphone", "playback") if k in data}
+        elif kind in ("session_closed", "worker_session_released"):
             self.closed_t_ms = float(record["t_ms"])
 
     def _enter(self, state: Any, record: Record) -> None:

@@ -171,8 +171,22 @@ class RemoteVoiceService(VoiceService):
                              functools.partial(self.bus.end_session, session_id))
             self.follower.unfollow(session_id)
             self.router.detach(session_id)
-            self.contracts.pop(session_id, None)
+            if self.contracts.pop(session_id, None) is not None:
+                self.log.emit("INFO", session_id, "worker_session_released",
+                              "🔴 call ended; its worker closes the session", {})
         self.connections.unregister(connection_id)
+
+    def _note_worker_state(self, session_id: str, state: str,
+                           contract: Mapping[str, str]) -> None:
+        """The session's state as its worker reported it with the contract: the
+        front-end's own log (and so /inspect) sees the session move."""
+        if not state:
+            return
+        self.log.emit("INFO", session_id, "worker_state",
+                      f"🛰️ worker: {state} (🎤 {contract['microphone']} · "
+                      f"🔈 {contract['playback']})",
+                      {"chart": self.chart.name, "version": self.chart.version,
+                       "version_hash": self.chart.version_hash, "state": state, **contract})
 
     # events ------------------------------------------------------------------------
     def contract(self, session_id: str) -> Mapping[str, str]:
@@ -195,9 +209,10 @@ class RemoteVoiceService(VoiceService):
         op = _text(fields.get("op", b""))
         stream = self.router.streams.get(session_id)
         if op == "contract":
-            self.contracts[session_id] = MappingProxyType({
-                "microphone": _text(fields.get("microphone", "closed")),
-                "playback": _text(fields.get("playback", "stopped"))})
+            contract = {"microphone": _text(fields.get("microphone", "closed")),
+                        "playback": _text(fields.get("playback", "stopped"))}
+            self.contracts[session_id] = MappingProxyType(contract)
+            self._note_worker_state(session_id, _text(fields.get("state", "")), contract)
         elif stream is None:
             return
         elif op == "start":

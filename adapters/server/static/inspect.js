@@ -98,7 +98,16 @@ function applyRecord(rec) {  // the page's copy of adapters/server/inspect.py Se
       view.contract = contract;
       break;
     }
-    case "session_closed": view.live = false; view.closed_t_ms = rec.t_ms; break;
+    case "worker_state":  // a Redis front-end: the state its worker reported
+      if (!view.live) {
+        Object.assign(view, {chart: d.chart, version: d.version, version_hash: d.version_hash,
+                             live: true, closed_t_ms: null});
+      }
+      if (d.state !== view.state) enter(view, d.state, rec);
+      view.contract = {microphone: d.microphone, playback: d.playback};
+      break;
+    case "session_closed":
+    case "worker_session_released": view.live = false; view.closed_t_ms = rec.t_ms; break;
   }
 }
 function orderedSessions() {
@@ -128,9 +137,8 @@ function onSnapshot(snap) {
   model.sessions = new Map(snap.sessions.map((v) => [v.session_id, v]));
   $("mode").textContent = snap.mode === "redis" ? "Redis front-end" : "in-memory sessions";
   if (snap.mode === "redis") {
-    notice("Sessions run on Redis workers and write their state lines there, so this front-end "
-           + "sees only its own lines: connections, barge-ins it detected, turn latency. Watch "
-           + "states with a server that runs sessions itself (no --redis).");
+    notice("Sessions run on Redis workers: states are the ones their workers report with each "
+           + "contract; effects and activities are in the workers' own logs.");
   }
   const select = $("chart-select");
   const picked = select.value;
