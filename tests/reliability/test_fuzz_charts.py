@@ -248,14 +248,14 @@ def targeted(draw: st.DrawFn) -> tuple[str, str, str, Position]:
         return seed, doc.replace(smap.keys[path], old, new), "E161", smap.keys[path]
     if kind == "duplicate":
         # a block-style `key: value` written on one line: write the line twice
-        places = [(path, pos) for path, pos in smap.keys.items()
-                  if path in smap.values and smap.values[path].line == pos.line
-                  and doc.lines()[pos.line - 1][:pos.col - 1].strip() == ""
-                  and _balanced(doc.lines()[pos.line - 1])]
-        assume(places)
-        path, pos = draw(st.sampled_from(places))
-        return (seed, doc.insert_line(pos.line, doc.lines()[pos.line - 1]), "E101",
-                Position(pos.line + 1, pos.col))
+        one_line = [at for key_path, at in smap.keys.items()
+                    if key_path in smap.values and smap.values[key_path].line == at.line
+                    and doc.lines()[at.line - 1][:at.col - 1].strip() == ""
+                    and _balanced(doc.lines()[at.line - 1])]
+        assume(one_line)
+        at = draw(st.sampled_from(one_line))
+        return (seed, doc.insert_line(at.line, doc.lines()[at.line - 1]), "E101",
+                Position(at.line + 1, at.col))
     if kind == "unknown_key":
         blocks = []
         for _, path, spec in states_of(doc.data.get("states")):
@@ -288,14 +288,14 @@ def targeted(draw: st.DrawFn) -> tuple[str, str, str, Position]:
         code = "E141" if kind == "effect" else "E142"
         return seed, doc.replace(smap.values[path], old, old + "_typo"), code, smap.values[path]
     if kind == "version":
-        pos = smap.values[("version",)]
-        old = str(doc.data["version"])
-        assume(doc.token_at(pos, old))
-        new = draw(st.sampled_from(WRONG_TYPES))
+        where = smap.values[("version",)]
+        written = str(doc.data["version"])
+        assume(doc.token_at(where, written))
         lines = doc.lines()
-        lines[pos.line - 1] = lines[pos.line - 1][:pos.col - 1] + new + \
-            lines[pos.line - 1][pos.col - 1 + len(old):]
-        return seed, "\n".join(lines), "E104", pos
+        lines[where.line - 1] = (lines[where.line - 1][:where.col - 1]
+                                 + draw(st.sampled_from(WRONG_TYPES))
+                                 + lines[where.line - 1][where.col - 1 + len(written):])
+        return seed, "\n".join(lines), "E104", where
     paths = [(*path, "contract", channel) for _, path, spec in states_of(doc.data.get("states"))
              if isinstance(spec.get("contract"), dict) for channel in spec["contract"]]
     places = value_places(doc, smap, paths)
@@ -311,7 +311,7 @@ def _balanced(line: str) -> bool:
 
 @pytest.mark.parametrize("budget", FUZZ_BUDGETS)
 def test_targeted_edits_are_reported_with_their_code_where_they_were_made(budget: str) -> None:
-    @fuzz_settings(budget, short=120, long=3000)
+    @fuzz_settings(budget, short=120, long=2000)
     @given(case=targeted())
     def run(case: tuple[str, str, str, Position]) -> None:
         seed, text, code, pos = case
@@ -368,7 +368,7 @@ def edited(draw: st.DrawFn) -> str:
 
 @pytest.mark.parametrize("budget", FUZZ_BUDGETS)
 def test_any_edit_gives_a_chart_or_errors_that_point_into_the_file(budget: str) -> None:
-    @fuzz_settings(budget, short=150, long=4000)
+    @fuzz_settings(budget, short=150, long=2000)
     @given(text=edited())
     def run(text: str) -> None:
         compile_or_errors(text)
@@ -484,10 +484,11 @@ def same_meaning(draw: st.DrawFn) -> tuple[str, str, dict[str, str], dict[str, s
     events = {n: f"ev_{n}_{draw(suffixes)}" for n in event_names if draw(st.booleans())}
     assume(not (set(states.values()) | set(events.values())) & RESERVED_NAMES)
     new = respelt(shuffled(rename(data, states, events), draw), draw)
-    style = draw(st.sampled_from([{"default_flow_style": False}, {"default_flow_style": True},
-                                  {"default_flow_style": None}, {"default_style": '"'}]))
-    return seed, yaml.safe_dump(new, sort_keys=False, allow_unicode=True, width=10_000,
-                                **style), states, events
+    style: dict[str, Any] = draw(st.sampled_from([
+        {"default_flow_style": False}, {"default_flow_style": True},
+        {"default_flow_style": None}, {"default_style": '"'}]))
+    text = yaml.safe_dump(new, sort_keys=False, allow_unicode=True, width=10_000, **style)
+    return seed, text, states, events
 
 
 @pytest.mark.parametrize("budget", FUZZ_BUDGETS)
@@ -495,7 +496,7 @@ def test_edits_that_keep_the_meaning_compile_to_the_same_chart(budget: str) -> N
     originals = {seed: signature(compile_text(text, seed, REGISTRY), {}, {})
                  for seed, text in SEEDS.items()}
 
-    @fuzz_settings(budget, short=60, long=1500)
+    @fuzz_settings(budget, short=60, long=800)
     @given(case=same_meaning())
     def run(case: tuple[str, str, dict[str, str], dict[str, str]]) -> None:
         seed, text, states, events = case
