@@ -65,16 +65,19 @@ LATENCY_TARGET_MS = 2.0
 VARIANTS = {
     "before": "above 64 streams: block on the activity hints, then XREADGROUP the streams "
               "that moved (two hops); XACK in its own round trip after the save",
-    "after": "blocking XREADGROUPs in lanes of at most 64 streams (one hop); the save "
-             "script also XACKs the entry",
+    "after": "blocking XREADGROUPs in lanes of at most 32 streams (one hop); the save "
+             "script also XACKs the entry, sent from the session's own task when the "
+             "pipeline is idle",
 }
 
 
-def variant_options(variant: str, sessions: int, lane_streams: int = 64) -> dict[str, Any]:
-    """RedisWorker options that give one read path (see VARIANTS)."""
+def variant_options(variant: str, sessions: int) -> dict[str, Any]:
+    """RedisWorker options that give one read path (see VARIANTS): `before` is one
+    blocking read up to 64 streams (as it was), hints above."""
     if variant == "after":
         return {}
-    return {"ack_with_save": False, **({"max_lanes": 0} if sessions > lane_streams else {})}
+    return {"ack_with_save": False, "block_all_max": 64,
+            **({"max_lanes": 0} if sessions > 64 else {"max_lanes": 1})}
 CHART = "\n".join([
     "chart: ring", "version: 1", "initial: S0",
     "contracts: {microphone: [open], playback: [stopped]}",
@@ -259,7 +262,8 @@ async def _produce(url: str, sids: list[str], events: int, rate_hz: float) -> No
     import random
     rng = random.Random(1)
     async with RedisEventBus.from_url(url, EventLog(NullSink(), RealClock())) as bus:
-        await bus.announce(*sids)
+        await bus.announce(*sids)       # known already: the worker reads them again once,
+        await asyncio.sleep(0.3)        # apart from the events that are timed
         start = time.perf_counter()
         for n in range(1, events + 1):
             sid = sids[0] if len(sids) == 1 else rng.choice(sids)
@@ -279,6 +283,48 @@ url, prefix, sessions, events, rate = sys.argv[1:6]
 asyncio.run(_produce(url, [f"{prefix}-{i}" for i in range(int(sessions))], int(events),
                      float(rate)))
 """
+
+RAW_PRODUCER = """
+import asyncio, sys, time
+from redis.asyncio import Redis
+async def main(url, events, rate):
+    async with Redis.from_url(url) as r:
+        await asyncio.sleep(0.3)
+        start = time.perf_counter()
+        for n in range(1, events + 1):
+            await r.xadd("bench:floor", {"t": repr(time.time())})
+            lag = start + n / rate - time.perf_counter()
+            if lag > 0:
+                await asyncio.sleep(lag)
+url, events, rate = sys.argv[1:4]
+asyncio.run(main(url, int(events), float(rate)))
+"""
+
+
+async def _floor(url: str, events: int, rate_hz: float) -> dict[str, Any]:
+    """The floor under publish → applied on this machine: a bare XADD from another
+    process to a client blocked in XREAD on that stream (no engine, no script,
+    no save), at the same rate. Whatever this tail is, every path above pays it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    got: list[float] = []
+    async with Redis.from_url(url, decode_responses=True) as r:
+        await r.delete("bench:floor")
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", RAW_PRODUCER, url, str(events), str(rate_hz), cwd=str(ROOT),
+            env=env)
+        last = "$"
+        while len(got) < events:
+            reply: Any = await r.xread({"bench:floor": last}, block=2000, count=100)
+            now = time.time()
+            if not reply:
+                break
+            for _key, entries in reply:
+                for entry_id, fields in entries:
+                    got.append((now - float(fields["t"])) * 1000.0)
+                    last = entry_id
+        await child.wait()
+        await r.delete("bench:floor")
+    return {"events": events, "rate_hz": rate_hz, "xadd_to_blocked_xread": _summary(got)}
 
 
 async def _latency(url: str, sessions: int, events: int, rate_hz: float,
@@ -342,6 +388,7 @@ async def _latency(url: str, sessions: int, events: int, rate_hz: float,
                 **({"producer": round(cpu[1] / events * 1e6)} if producer == "process" else {}),
                 **({"redis_server": round(cpu[2] / events * 1e6)} if redis_pid else {})},
             "pipeline_round_trips": worker.pipeline.round_trips if worker.pipeline else None,
+            "pipeline_direct": worker.pipeline.direct if worker.pipeline else None,
             "reads": worker.stats["reads"]}
 
 
@@ -447,6 +494,7 @@ def run(redis_url: str | None = None, *, ceiling_ops: int = 20_000, latency_even
         ceiling = asyncio.run(_xadd_ceiling(url, ceiling_ops, 100))
         ceiling["redis_benchmark"] = _redis_benchmark(url, max(ceiling_ops * 5, 10_000))
         result["xadd_ceiling"] = ceiling
+        result["latency_floor"] = asyncio.run(_floor(url, latency_events, rate_hz))
         result["latency"] = {}
         for producer in ("inline", "process"):
             for count in (1, active_sessions):

@@ -24,7 +24,7 @@ def test_redis_bench_reports_ceiling_latency_and_throughput() -> None:
         assert lat["error_lines"] == 0, name
     # Side by side: the old read path (activity hints above 64 streams) and lanes.
     assert result["latency"]["80_sessions_inline_before"]["read_mode"] == "hints"
-    assert result["latency"]["80_sessions_inline"]["read_mode"] == "lanes:2"
+    assert result["latency"]["80_sessions_inline"]["read_mode"] == "lanes:3"
     assert result["latency"]["1_session_process"]["read_mode"] == "lanes:1"
     assert "at 80 sessions" in result["targets"]["latency_summary"]
     [one] = result["throughput"].values()

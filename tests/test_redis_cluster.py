@@ -22,6 +22,7 @@ from redis.crc import key_slot
 from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore, RedisWorker
 from adapters.redis.connection import NotStandalone, open_client
 from adapters.redis.output_link import OutputFollower, RedisOutputLink, output_key
+from adapters.redis.run import run_worker
 from engine.behaviours import default_registry
 from engine.chart import compile_text
 from engine.clock import RealClock
@@ -29,7 +30,12 @@ from engine.events import VoiceEvent
 from engine.fakes import fake_ports
 from engine.logs import EventLog, ListSink
 from engine.ports import AudioChunk
-from tests.support.redis_server import RING_CHART, RedisClusterServers, ring_state
+from tests.support.redis_server import (
+    RING_CHART,
+    RedisClusterServers,
+    ring_state,
+    write_ring_chart,
+)
 from tests.test_redis_crash import SESSIONS as CRASH_SESSIONS
 from tests.test_redis_crash import sigkill_mid_step_then_resume
 
@@ -165,12 +171,20 @@ async def test_sessions_end_and_their_keys_expire_on_their_own_nodes(
 
 
 async def test_a_plain_url_to_a_cluster_node_is_refused_with_the_url_to_use(
-        cluster: RedisClusterServers) -> None:
+        cluster: RedisClusterServers, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     plain = cluster.node_url(0)
-    log, _sink = new_log()
+    log, sink = new_log()
     with pytest.raises(NotStandalone, match=r"is a Redis Cluster node: use redis\+cluster://"):
         async with make_worker(plain, log, worker_id="w1"):
             pass
+    # The worker process: one ERROR line, one line on stderr, exit code 1.
+    code = await run_worker(plain, write_ring_chart(tmp_path), log=log, install_signals=False,
+                            freeze_gc=False, redis_wait_s=2.0)
+    assert code == 1
+    [failed] = sink.of_type("worker_failed")
+    assert f"redis+cluster://127.0.0.1:{cluster.ports[0]}/0" in failed["message"]
+    assert capsys.readouterr().err.startswith(f"turnchart worker: {plain} is a Redis Cluster")
 
 
 @pytest.mark.parametrize("pause", ["before_ack:23", "received:30"])
@@ -214,3 +228,27 @@ async def test_output_ops_of_sessions_on_several_nodes_reach_the_front_end_in_or
         await front.aclose()
         await worker_side.aclose()
     assert got == {sid: [("start", b""), ("audio", pcm), ("clear", b"")] for sid in sids}
+
+
+async def test_a_slot_moved_to_another_node_mid_call_loses_and_repeats_nothing(
+        cluster3: RedisClusterServers) -> None:
+    sids = ["moving", "staying-1", "staying-2"]
+    moving = key_slot(KEYS.stream("moving").encode())
+    source = cluster3.node_of_slot(moving)
+    log, sink = new_log()
+    async with RedisEventBus.from_url(cluster3.url, log) as bus, \
+            make_worker(cluster3.url, log, worker_id="w1"):
+        for n in range(1, 6):
+            await bus.publish_many([step(sid, n) for sid in sids])
+        await settled(cluster3.url, dict.fromkeys(sids, 5))
+        # A resharding while the call runs: its stream, group, snapshot and lease
+        # move to another node; the worker's reads, saves and acks must follow.
+        await asyncio.to_thread(cluster3.move_slot, moving, (source + 1) % 3)
+        for n in range(6, 11):
+            await bus.publish_many([step(sid, n) for sid in sids])
+        await settled(cluster3.url, dict.fromkeys(sids, 10))
+    for sid in sids:
+        assert transitions(sink, sid) == [f"n-{n}" for n in range(1, 11)], sid
+    assert sink.of_type("redis_rerouted")          # it noticed, re-read the slot map
+    assert [r for r in sink.records if r["level"] == "ERROR"] == []
+    assert sink.of_type("lease_lost") == []

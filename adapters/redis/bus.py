@@ -25,8 +25,10 @@ session's shard that
 The first publish for a session also announces it (SADD to the sessions
 index, XADD to the announce stream) so that workers adopt it.
 
-On a Redis Cluster (`redis+cluster://` URL) the scripts run on their
-sessions' nodes and the wake-up hints go out once the entries are in: the
+The same script adds the wake-up hint to the activity stream (one command
+per publish, and the hint can never overtake its entry). On a Redis Cluster
+(`redis+cluster://` URL) a script may only touch its session's slot, so
+there the hints go out in a second round trip, once the entries are in: the
 hint stream lives on one node, and a hint that overtook its entry would wake
 a worker for nothing.
 """
@@ -89,6 +91,9 @@ if seen then
   return {0, ''}
 end
 local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[2], 'eid', ARGV[1])
+if KEYS[3] then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 's', ARGV[6])
+end
 local window = tonumber(ARGV[3])
 if window > 0 then
   local ms = tonumber(string.match(id, '^(%d+)'))
@@ -143,11 +148,16 @@ class RedisEventBus:
             await self.redis.aclose()
 
     # ---------------------------------------------------------------- publish
-    def _script_args(self, event: VoiceEvent) -> tuple[list[str], list[Any]]:
+    def _script_args(self, event: VoiceEvent, hint: bool) -> tuple[list[str], list[Any]]:
         data = event.model_dump_json()
         sid = event.session_id
-        return ([self.keys.stream(sid), self.keys.dedupe(sid)],
-                [event_key(event, data), data, self.dedupe_window_ms, self.maxlen, self.group])
+        keys = [self.keys.stream(sid), self.keys.dedupe(sid)]
+        argv: list[Any] = [event_key(event, data), data, self.dedupe_window_ms, self.maxlen,
+                           self.group]
+        if hint:
+            keys.append(self.keys.activity)
+            argv.append(sid)
+        return keys, argv
 
     async def publish(self, event: VoiceEvent) -> str:
         """XADD the event to its session's stream; return the entry id (the
@@ -156,31 +166,28 @@ class RedisEventBus:
         return entry_id
 
     async def publish_many(self, events: Sequence[VoiceEvent]) -> list[str]:
-        """Publish in one round trip: each event's script, then one wake-up hint
-        per session on the activity stream (after the entries, same connection,
-        so a worker woken by the hint finds the entry)."""
+        """Publish in one round trip: one script per event, each adding its entry
+        and its wake-up hint (a cluster: the hints in a second round trip)."""
         new = {e.session_id for e in events} - self._announced
         if new:
             await self.announce(*new)
-        pipe = self.redis.pipeline(transaction=False)
-        calls = [self._script_args(e) for e in events]
-        for keys, argv in calls:
-            pipe.execute_command(*PUBLISH.evalsha(keys, argv))
-        sessions = list(dict.fromkeys(e.session_id for e in events))
         clustered = isinstance(self.redis, RedisCluster)
-        if not clustered:
-            self._hint(pipe, sessions)
-        results = (await pipe.execute(raise_on_error=False))[:len(calls)]
-        late: list[str] = sessions if clustered else []
-        for i, r in enumerate(results):
-            if isinstance(r, NoScriptError):      # Redis restarted: scripts reloaded
-                results[i] = await PUBLISH(self.redis, *calls[i])
-                late.append(events[i].session_id)
-            elif isinstance(r, Exception):
-                raise r
-        if late:               # a cluster, or the hints went before these entries
+        calls = [self._script_args(e, hint=not clustered) for e in events]
+        if len(calls) == 1:         # the common case: one command, no pipeline object
+            results = [await PUBLISH(self.redis, *calls[0])]
+        else:
             pipe = self.redis.pipeline(transaction=False)
-            self._hint(pipe, list(dict.fromkeys(late)))
+            for keys, argv in calls:
+                pipe.execute_command(*PUBLISH.evalsha(keys, argv))
+            results = await pipe.execute(raise_on_error=False)
+            for i, r in enumerate(results):
+                if isinstance(r, NoScriptError):      # Redis restarted: scripts reloaded
+                    results[i] = await PUBLISH(self.redis, *calls[i])
+                elif isinstance(r, Exception):
+                    raise r
+        if clustered:
+            pipe = self.redis.pipeline(transaction=False)
+            self._hint(pipe, list(dict.fromkeys(e.session_id for e in events)))
             await pipe.execute()
         ids = []
         for added, entry_id in results:

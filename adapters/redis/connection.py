@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import AbstractBackoff, ExponentialBackoff
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.redaction import redact_credentials
@@ -134,6 +134,15 @@ async def require_standalone(client: Client, url: str) -> None:
             f"to run on the cluster"))
 
 
+async def check_url(url: str) -> None:
+    """`require_standalone` with a client of its own (a worker's start-up check)."""
+    client = open_client(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    try:
+        await require_standalone(client, url)
+    finally:
+        await client.aclose()
+
+
 async def command(redis: Client, *args: Any) -> Any:
     """`redis.execute_command` with a signature (redis-py leaves it untyped)."""
     return await redis.execute_command(*args)
@@ -149,9 +158,7 @@ async def command_on(client: Client, key: str, *args: Any) -> Any:
     try:
         return await client.execute_command(*args,
                                             target_nodes=client.get_node_from_key(key))
-    except ResponseError as error:
-        if not str(error).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")):
-            raise
+    except (AskError, TryAgainError, ClusterDownError):
         return await client.execute_command(*args)
 
 

@@ -78,12 +78,14 @@ class _Batch:
 
 
 class AutoPipeline:
-    """Run `run()` in a task; `call()` returns a future, `ack()` and `send()` don't wait."""
+    """Run `run()` in a task; `call()` returns a future, `ack()` and `send()` don't
+    wait, `request()` waits for the reply and skips the queue when it is empty."""
 
     def __init__(self, topology: Topology | str, log: EventLog, *,
                  backoff: AbstractBackoff | None = None, batch_timeout_s: float = 5.0) -> None:
         self.topology = topology if isinstance(topology, Topology) else Topology(topology)
         self.wires: dict[str, Wire] = {}
+        self._busy: dict[str, asyncio.Lock] = {}     # one round trip at a time per wire
         self.log = log
         self.batch_timeout_s = batch_timeout_s
         self.backoff = backoff or ExponentialBackoff(cap=1.0, base=0.01)
@@ -93,6 +95,7 @@ class AutoPipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self.round_trips = 0
+        self.direct = 0          # of which sent straight from the caller's task
         self.commands = 0
         self.failures = 0
 
@@ -114,6 +117,40 @@ class AutoPipeline:
                timeout: float | None = None) -> asyncio.Future[Any]:
         return self.call(*script.evalsha(keys, argv), key=keys[0] if keys else None,
                          fallback=script.eval(keys, argv), timeout=timeout)
+
+    async def run_script(self, script: LuaScript, keys: Sequence[str], argv: Sequence[Any],
+                         timeout: float | None = None) -> Any:
+        """The script's reply (an error reply raised), sent the fastest way there is.
+
+        When nothing is queued and the node's connection is up and free, the
+        command goes out at once from the caller's task and the caller reads its
+        reply: a hand-over to the pipeline task would wait behind every task
+        that is ready to run (with many sessions: their steps). Otherwise, and
+        for whatever needs a retry (a lost connection, NOSCRIPT, MOVED), it
+        takes the queue like any `call`."""
+        args = script.evalsha(keys, argv)
+        key = keys[0] if keys else ""
+        try:
+            node = self.topology.node(key)
+        except RedisClusterException:
+            node = None
+        if node is not None and not self._calls and node in self.wires \
+                and self.wires[node].connected and not self._lock(node).locked():
+            async with self._lock(node):
+                try:
+                    [reply] = await self.wires[node].round_trip([args], self.batch_timeout_s)
+                except RETRYABLE:
+                    reply = None                 # the pipeline reconnects and retries
+            if reply is not None:
+                self.round_trips += 1
+                self.direct += 1
+                self.commands += 1
+                if not isinstance(reply, ResponseError):
+                    return reply
+                if not isinstance(reply, NoScriptError) and not is_redirect(reply):
+                    raise reply
+        return await self.call(*args, key=key, fallback=script.eval(keys, argv),
+                               timeout=timeout)
 
     def send(self, *args: Any, key: str | None = None, node: str | None = None) -> None:
         """Fire and forget (retried on connection errors, logged on a command error)."""
@@ -147,6 +184,16 @@ class AutoPipeline:
         self.wires.clear()
 
     # ------------------------------------------------------------------ flush
+    def _lock(self, node: str) -> asyncio.Lock:
+        lock = self._busy.get(node)
+        if lock is None:
+            lock = self._busy[node] = asyncio.Lock()
+        return lock
+
+    async def _round_trip(self, node: str, batch: _Batch) -> list[Any]:
+        async with self._lock(node):
+            return await self._wire(node).round_trip(batch.commands(), self.batch_timeout_s)
+
     def _wire(self, node: str) -> Wire:
         wire = self.wires.get(node)
         if wire is None:
@@ -170,13 +217,12 @@ class AutoPipeline:
         if len(batches) == 1:
             [(node, batch)] = batches.items()
             try:
-                return {node: await self._wire(node).round_trip(batch.commands(),
-                                                                self.batch_timeout_s)}
+                return {node: await self._round_trip(node, batch)}
             except RETRYABLE as exc:
                 return {node: exc}
         results = await asyncio.gather(
-            *(self._wire(node).round_trip(batch.commands(), self.batch_timeout_s)
-              for node, batch in batches.items()), return_exceptions=True)
+            *(self._round_trip(node, batch) for node, batch in batches.items()),
+            return_exceptions=True)
         return dict(zip(batches, results, strict=True))
 
     async def run(self) -> None:

@@ -117,9 +117,9 @@ class StreamReader:
     def wire(self, node: str, *, identify: bool = False) -> Wire:
         """A new raw connection to `node` with the reader's settings."""
         pool = self.topology.pool(node, decode_responses=True, socket_keepalive=True,
-                                  socket_timeout=self.socket_timeout_s,
+                                  socket_connect_timeout=2.0,
                                   encoding_errors="replace")
-        return Wire(pool, node=node, identify=identify)
+        return Wire(pool, node=node, identify=identify, read_timeout_s=self.socket_timeout_s)
 
     def lane(self, slot: int, node: str,
              on_stale: Callable[[Lane], None] | None = None) -> Lane:

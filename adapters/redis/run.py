@@ -33,7 +33,7 @@ from pathlib import Path
 
 from adapters.hot_reload import ChartReloader, ChartWatcher
 from adapters.redis.availability import DEFAULT_WAIT_S, RedisUnreachable, wait_for_redis
-from adapters.redis.connection import NO_SESSION
+from adapters.redis.connection import NO_SESSION, NotStandalone, check_url
 from adapters.redis.worker import RedisWorker
 from engine.behaviours import default_registry
 from engine.catalog import ChartCatalog, Reload
@@ -91,7 +91,8 @@ async def run_worker(redis_url: str, chart_path: str | Path = DEFAULT_CHART, *,
     ports = ports or fake_ports(clock, FakeSettings(respond_ms=respond_ms, speak_ms=speak_ms))
     try:    # Redis may come up after us: wait for it, bounded, then say why not
         await wait_for_redis(redis_url, log, redis_wait_s)
-    except RedisUnreachable as exc:
+        await check_url(redis_url)     # a cluster node behind a plain URL: say so now
+    except (RedisUnreachable, NotStandalone) as exc:
         log.emit("ERROR", NO_SESSION, "worker_failed", f"💥 worker cannot start: {exc}",
                  {"error": str(exc), "redis_wait_s": redis_wait_s})
         print(f"turnchart worker: {exc}", file=sys.stderr)
@@ -126,7 +127,8 @@ async def run_worker(redis_url: str, chart_path: str | Path = DEFAULT_CHART, *,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="turnchart worker",
                                      description="a headless worker that owns sessions on Redis")
-    parser.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    parser.add_argument("--redis", required=True, metavar="URL",
+                        help="redis://host:port/db, or redis+cluster://host:port")
     parser.add_argument("--chart", default=str(DEFAULT_CHART), metavar="PATH")
     parser.add_argument("--worker-id", default=None)
     parser.add_argument("--lease-ms", type=int, default=5000)

@@ -90,8 +90,8 @@ class RedisSnapshotStore:
                     fenced[0].append(self.keys.stream(sid))
                     fenced[1].extend((self.ack_group, entry_id))
                 if self.pipeline is not None:
-                    await self.pipeline.script(SAVE_IF_OWNER, *fenced,
-                                               timeout=self.save_timeout_s)
+                    await self.pipeline.run_script(SAVE_IF_OWNER, *fenced,
+                                                   timeout=self.save_timeout_s)
                 else:
                     await SAVE_IF_OWNER(self.redis, *fenced)
             elif self.pipeline is not None:

@@ -19,6 +19,7 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
 from adapters.redis.connection import Client, plain_url
 
@@ -28,8 +29,10 @@ REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 
 
 def is_redirect(error: BaseException) -> bool:
-    """A cluster reply that means "not here, or not now": re-route and send again."""
-    return str(error).startswith(REDIRECTS)
+    """A cluster reply that means "not here, or not now": re-route and send again.
+    (redis-py's parser turns them into these classes and drops the word.)"""
+    return isinstance(error, AskError | TryAgainError | ClusterDownError) \
+        or str(error).startswith(REDIRECTS)
 
 
 class Topology:

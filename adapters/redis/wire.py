@@ -11,6 +11,12 @@ command's result, so one bad command never desynchronises the connection.
 No retries here: the owner decides (backoff, re-send, a sweep of what was
 pending). `client_id` is the connection's CLIENT ID when asked for, so another
 connection can end a blocking read early with `CLIENT UNBLOCK`.
+
+`read_timeout_s` bounds each read (a blocking read: its BLOCK time plus a
+margin) with `asyncio.timeout` around it. The pool itself gets no socket
+timeout: redis-py wraps every *write* on such a connection in
+`asyncio.wait_for`, a task per command, which was a visible part of a lane's
+cost per event.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 from redis.asyncio import ConnectionPool
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -30,11 +37,13 @@ except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-p
 
 
 class Wire:
-    def __init__(self, pool: ConnectionPool, *, node: str = "-", identify: bool = False) -> None:
+    def __init__(self, pool: ConnectionPool, *, node: str = "-", identify: bool = False,
+                 read_timeout_s: float | None = None) -> None:
         self._pool = pool
         self.conn: Any = pool.connection_class(**pool.connection_kwargs)
         self.node = node
         self.identify = identify
+        self.read_timeout_s = read_timeout_s
         self.client_id: int | None = None
 
     def pack(self, args: Sequence[Any]) -> list[bytes]:
@@ -66,9 +75,16 @@ class Wire:
     async def read(self) -> Any:
         """The next reply; an error reply is returned (a ResponseError), not raised."""
         try:
-            return await self.conn.read_response()
+            if self.read_timeout_s is None:
+                return await self.conn.read_response()
+            async with asyncio.timeout(self.read_timeout_s):
+                return await self.conn.read_response()
         except ResponseError as error:
             return error
+        except TimeoutError:
+            await self.disconnect()          # a reply may still come: start clean
+            raise RedisTimeoutError(f"no reply from {self.node} within "
+                                    f"{self.read_timeout_s}s") from None
 
     async def call(self, *args: Any) -> Any:
         """One command, its reply; an error reply is raised."""

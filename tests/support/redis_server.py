@@ -155,6 +155,7 @@ class RedisClusterServers:
             self.servers.append(RedisServer(Path(directory) / f"node{i}", extra_args=[
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-port", str(bus), "--cluster-node-timeout", str(node_timeout_ms)]))
+        self.moved: dict[int, int] = {}        # slot → node, after move_slot
         share = CLUSTER_SLOTS // nodes
         self.slot_ranges = [
             (i * share, CLUSTER_SLOTS - 1 if i == nodes - 1 else (i + 1) * share - 1)
@@ -173,7 +174,34 @@ class RedisClusterServers:
         return f"redis://127.0.0.1:{self.servers[i].port}/0"
 
     def node_of_slot(self, slot: int) -> int:
+        if slot in self.moved:
+            return self.moved[slot]
         return next(i for i, (lo, hi) in enumerate(self.slot_ranges) if lo <= slot <= hi)
+
+    def move_slot(self, slot: int, to: int) -> None:
+        """Reshard one slot to node `to` the way redis-cli does: IMPORTING/MIGRATING,
+        MIGRATE its keys, then give the slot to the new owner on every node."""
+        import redis
+
+        source = self.node_of_slot(slot)
+        clients = [redis.Redis(port=s.port, decode_responses=True) for s in self.servers]
+        try:
+            ids = [c.execute_command("CLUSTER", "MYID") for c in clients]  # type: ignore[no-untyped-call]
+            clients[to].execute_command(  # type: ignore[no-untyped-call]
+                "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+            clients[source].execute_command(  # type: ignore[no-untyped-call]
+                "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to])
+            while keys := clients[source].execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "GETKEYSINSLOT", slot, 100):
+                clients[source].execute_command(  # type: ignore[no-untyped-call]
+                    "MIGRATE", "127.0.0.1", self.servers[to].port, "", 0, 5000, "KEYS", *keys)
+            for client in clients:
+                client.execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "SETSLOT", slot, "NODE", ids[to])
+            self.moved[slot] = to
+        finally:
+            for client in clients:
+                client.close()
 
     def start(self, timeout: float = 30.0) -> None:
         import redis
