@@ -17,8 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
+from adapters.redis.connection import Client, open_client
 from adapters.redis.keys import Keys, format_id, parse_id
 
 PAGE = 500
@@ -34,7 +33,7 @@ class StreamHistory:
     unreadable: list[str]       # entry ids whose `event` is missing or not a JSON object
 
 
-async def read_history(redis: Redis, session_id: str, keys: Keys | None = None,
+async def read_history(redis: Client, session_id: str, keys: Keys | None = None,
                        page: int = PAGE) -> StreamHistory:
     """Every entry of the session's stream, in order (`XRANGE`, `page` at a time)."""
     key = (keys or Keys()).stream(session_id)
@@ -69,7 +68,7 @@ async def read_history(redis: Redis, session_id: str, keys: Keys | None = None,
 async def read_history_from_url(url: str, session_id: str, keys: Keys | None = None
                                 ) -> StreamHistory:
     """`read_history` on a client of its own (closed afterwards)."""
-    async with Redis.from_url(url) as redis:
+    async with open_client(url) as redis:        # one server or a cluster URL
         return await read_history(redis, session_id, keys)
 
 
