@@ -7,7 +7,7 @@ the screenshot the README shows (docs/img/inspect.png)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,14 @@ import pytest
 
 from adapters.speech.audio import resample, wav_bytes
 from tests.support.browser import (
-    INSTALL_HINT,
+    browser_test_server,
     chromium,
     console_lines,
-    missing_tools,
     save_screenshot,
     text_of,
 )
 from tests.support.live_clients import WebSocketCaller
+from tests.support.waiting import wait_for
 from tests.support.webrtc_client import RATE, ServerProcess, speech48k
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,26 +31,12 @@ SCREENSHOT = ROOT / "docs" / "img" / "inspect.png"
 CALL = "inspect-call"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    missing = missing_tools()
-    if missing:  # a failure, not a skip: the suite must not pass without this test
-        pytest.fail("the browser test needs " + ", ".join(missing) + "; " + INSTALL_HINT)
-    process = ServerProcess(tmp_path)
-    try:
-        process.wait_ready()
+    with browser_test_server(tmp_path) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def page_state(browser: Any) -> dict[str, Any]:

@@ -15,28 +15,20 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore, RedisWorker
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.clock import RealClock
 from engine.events import VoiceEvent
-from engine.fakes import fake_ports
-from engine.logs import EventLog, ListSink
-from tests.support.redis_server import RING_CHART, RedisServer, ring_state
+from engine.logs import ListSink
+from tests.support.redis_server import (
+    RedisServer,
+    debug_log,
+    ring_state,
+    ring_worker,
+)
 
 KEYS = Keys()
 
 
-def new_log() -> tuple[EventLog, ListSink]:
-    sink = ListSink()
-    return EventLog(sink, RealClock(), level="DEBUG"), sink
-
-
-def make_worker(url: str, log: EventLog, **options: Any) -> RedisWorker:
-    registry = default_registry()
-    chart = compile_text(RING_CHART, "ring.yaml", registry)
-    clock = RealClock()
-    options.setdefault("lease_ms", 2000)
-    return RedisWorker(url, chart, registry, fake_ports(clock), log, clock=clock, **options)
+new_log = debug_log
+make_worker = ring_worker
 
 
 def step(sid: str, n: int, **extra: Any) -> VoiceEvent:

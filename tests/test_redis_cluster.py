@@ -10,6 +10,7 @@ saves and acks to the right node."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,21 +20,18 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore, RedisWorker
+from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore
 from adapters.redis.connection import NotStandalone, open_client
 from adapters.redis.output_link import OutputFollower, RedisOutputLink, output_key
 from adapters.redis.run import run_worker
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.clock import RealClock
 from engine.events import VoiceEvent
-from engine.fakes import fake_ports
-from engine.logs import EventLog, ListSink
+from engine.logs import ListSink
 from engine.ports import AudioChunk
 from tests.support.redis_server import (
-    RING_CHART,
     RedisClusterServers,
+    debug_log,
     ring_state,
+    ring_worker,
     write_ring_chart,
 )
 from tests.test_redis_crash import SESSIONS as CRASH_SESSIONS
@@ -54,17 +52,8 @@ def cluster3(tmp_path: Path) -> Iterator[RedisClusterServers]:
         yield servers
 
 
-def new_log() -> tuple[EventLog, ListSink]:
-    sink = ListSink()
-    return EventLog(sink, RealClock(), level="DEBUG"), sink
-
-
-def make_worker(url: str, log: EventLog, **options: Any) -> RedisWorker:
-    registry = default_registry()
-    chart = compile_text(RING_CHART, "ring.yaml", registry)
-    clock = RealClock()
-    options.setdefault("lease_ms", 3000)
-    return RedisWorker(url, chart, registry, fake_ports(clock), log, clock=clock, **options)
+new_log = debug_log
+make_worker = functools.partial(ring_worker, lease_ms=3000)
 
 
 def step(sid: str, n: int) -> VoiceEvent:

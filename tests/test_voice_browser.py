@@ -4,48 +4,32 @@ loopback, and both the server log and the page show one whole turn."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.browser import (
-    INSTALL_HINT,
+    browser_test_server,
     chromium,
     console_lines,
     fake_microphone_wav,
-    missing_tools,
     save_screenshot,
     text_of,
 )
+from tests.support.waiting import wait_for
 from tests.support.webrtc_client import ServerProcess
 
 TURN = ["IDLE→LISTENING (client_connected)", "LISTENING→THINKING (stt_final)",
         "THINKING→SPEAKING (response_ready)", "SPEAKING→LISTENING (playback_done)"]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    missing = missing_tools()
-    if missing:  # a failure, not a skip: the suite must not pass without this test
-        pytest.fail("the browser test needs " + ", ".join(missing) + "; " + INSTALL_HINT)
-    process = ServerProcess(tmp_path)
-    try:
-        process.wait_ready()
+    with browser_test_server(tmp_path) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_the_fastrtc_page_holds_a_turn_in_chromium(server: ServerProcess,

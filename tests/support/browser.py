@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from adapters.speech.audio import wav_bytes
-from tests.support.webrtc_client import RATE, speech48k
+from tests.support.webrtc_client import RATE, ServerProcess, speech48k
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -124,3 +125,18 @@ def save_screenshot(driver: Any, path: Path) -> list[Path]:
         target.mkdir(parents=True, exist_ok=True)
         saved.append(Path(shutil.copyfile(path, target / path.name)))
     return saved
+
+
+@contextmanager
+def browser_test_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real `turnchart serve` for a browser test; missing Chromium tools fail the
+    test (a skip would let the suite pass without it)."""
+    missing = missing_tools()
+    if missing:
+        pytest.fail("the browser test needs " + ", ".join(missing) + "; " + INSTALL_HINT)
+    process = ServerProcess(tmp_path)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()

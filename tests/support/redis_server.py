@@ -23,6 +23,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from adapters.redis.worker import RedisWorker
+from engine.behaviours import default_registry
+from engine.chart import compile_text
+from engine.clock import RealClock
+from engine.fakes import fake_ports
+from engine.logs import EventLog, ListSink
+
 INSTALL_HINT = ("redis-server is not installed; the Redis tests need it. Install it with "
                 "`apt-get install redis-server` (scripts/test does this).")
 
@@ -336,3 +343,18 @@ def wait_for_log(path: Path, event_type: str, timeout: float = 20.0,
         time.sleep(0.05)
     raise AssertionError(f"no {event_type} line in {path} within {timeout}s:\n"
                          + path.read_text(errors="replace")[-3000:])
+
+
+def debug_log() -> tuple[EventLog, ListSink]:
+    """A DEBUG log on the real clock, kept in memory for assertions."""
+    sink = ListSink()
+    return EventLog(sink, RealClock(), level="DEBUG"), sink
+
+
+def ring_worker(url: str, log: EventLog, **options: Any) -> RedisWorker:
+    """A worker running RING_CHART with fake ports (2 s leases unless told)."""
+    registry = default_registry()
+    chart = compile_text(RING_CHART, "ring.yaml", registry)
+    clock = RealClock()
+    options.setdefault("lease_ms", 2000)
+    return RedisWorker(url, chart, registry, fake_ports(clock), log, clock=clock, **options)
