@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore, RedisWorker
 from engine.behaviours import default_registry
@@ -23,7 +21,7 @@ from engine.clock import RealClock
 from engine.events import VoiceEvent
 from engine.fakes import fake_ports
 from engine.logs import EventLog, ListSink
-from tests.support.redis_server import RING_CHART, RedisServer, ring_state
+from tests.support.redis_server import RING_CHART, RedisServer, publish_through, ring_state
 
 KEYS = Keys()
 SESSIONS = [f"r{i}" for i in range(10)]
@@ -46,14 +44,7 @@ async def produce(bus: RedisEventBus, failures: list[str]) -> None:
     (the bus de-duplicates it if the first attempt did reach Redis)."""
     for n in range(1, PER_SESSION + 1):
         for sid in SESSIONS:
-            event = step(sid, n)
-            while True:
-                try:
-                    await bus.publish(event)
-                    break
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    failures.append(type(exc).__name__)
-                    await asyncio.sleep(0.05)
+            await publish_through(bus, step(sid, n), failures)
         await asyncio.sleep(0.02)
 
 

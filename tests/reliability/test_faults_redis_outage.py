@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.fastrtc.output import OutputStream
 from adapters.redis import Keys, RedisEventBus, RedisWorker
@@ -33,7 +31,7 @@ from engine.fakes import FakeSettings, fake_ports
 from engine.logs import EventLog, ListSink, Record
 from engine.registry import Registry
 from tests.support.fault_rig import HELLO, VOICE_TURN, deadlines, other_tasks
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, publish_through
 from tests.support.voice_fakes import EnergyDetector, ScriptedTranscriber, ToneSpeech
 
 KEYS = Keys()
@@ -49,18 +47,6 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 def event(name: str, payload: dict[str, object] | None = None) -> VoiceEvent:
     return VoiceEvent(event_type=name, session_id=SID, source="caller", timestamp=time.time(),
                       payload=payload or {})
-
-
-async def publish_through(bus: RedisEventBus, ev: VoiceEvent, failures: list[str]) -> None:
-    """A producer that keeps its event until Redis takes it (the bus de-duplicates a
-    retry whose first attempt did arrive)."""
-    while True:
-        try:
-            await bus.publish(ev)
-            return
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            failures.append(type(exc).__name__)
-            await asyncio.sleep(0.05)
 
 
 async def until(predicate: Callable[[], object], timeout_s: float, what: str) -> None:

@@ -10,6 +10,7 @@ suite must not silently skip the Redis tests).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,10 +24,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from adapters.redis.bus import RedisEventBus
 from adapters.redis.worker import RedisWorker
 from engine.behaviours import default_registry
 from engine.chart import compile_text
 from engine.clock import RealClock
+from engine.events import VoiceEvent
 from engine.fakes import fake_ports
 from engine.logs import EventLog, ListSink
 
@@ -358,3 +364,15 @@ def ring_worker(url: str, log: EventLog, **options: Any) -> RedisWorker:
     clock = RealClock()
     options.setdefault("lease_ms", 2000)
     return RedisWorker(url, chart, registry, fake_ports(clock), log, clock=clock, **options)
+
+
+async def publish_through(bus: RedisEventBus, event: VoiceEvent, failures: list[str]) -> None:
+    """A producer that keeps its event until Redis takes it, noting each failure
+    (the bus de-duplicates a retry whose first attempt did arrive)."""
+    while True:
+        try:
+            await bus.publish(event)
+            return
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            failures.append(type(exc).__name__)
+            await asyncio.sleep(0.05)
