@@ -7,7 +7,7 @@ group, so leaving the block (or `close`) leaves no task of any session alive.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.clock import Clock
@@ -26,8 +26,13 @@ NO_SESSION = "-"
 class SessionManager:
     def __init__(self, chart: CompiledChart, registry: Registry, ports: Ports, clock: Clock,
                  log: EventLog, store: SnapshotStore | None = None, *,
-                 cancel_timeout_s: float = 2.0, effect_timeout_s: float = 5.0) -> None:
+                 cancel_timeout_s: float = 2.0, effect_timeout_s: float = 5.0,
+                 on_session_end: Callable[[str], None] | None = None) -> None:
         self.chart = chart
+        # Told the id of each session whose task has ended, for whatever reason
+        # (an owner that must resume sessions that stopped on their own need not
+        # look at every session it runs to find them).
+        self.on_session_end = on_session_end
         self.registry = registry
         self.ports = ports
         self.clock = clock
@@ -118,6 +123,8 @@ class SessionManager:
             if self.sessions.get(session.id) is session:
                 del self.sessions[session.id]
                 self._tasks.pop(session.id, None)
+            if self.on_session_end is not None:
+                self.on_session_end(session.id)
 
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)

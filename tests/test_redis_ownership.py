@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore, RedisWorker
+from adapters.redis.leases import LeaseManager
 from adapters.redis.worker import ADOPTING, LIVE
 from engine.behaviours import default_registry
 from engine.chart import compile_text
@@ -196,3 +197,65 @@ async def test_when_a_worker_process_dies_the_other_owns_all_within_the_lease_ti
                if r["event_type"] == "session_adopted"}
     assert adopted == set(SIDS)
     assert b.returncode == 0
+
+
+async def test_lease_bookkeeping_visits_only_what_is_due(redis: Redis) -> None:
+    """Renewal picks the oldest confirmations first and everything due; expiry
+    reports each lapsed lease once, and never one a later renewal superseded."""
+    leases = LeaseManager(redis, "W", lease_ms=1000)
+    await leases.acquire(["a", "b"])
+    await asyncio.sleep(0.01)
+    await leases.acquire(["c"])
+    await leases.renew(["a"])                        # a is now the freshest
+    assert list(leases.confirmed) == ["b", "c", "a"]
+    now = time.monotonic()
+    assert leases.oldest(1, due_before=now - 60) == ["b"]
+    assert leases.oldest(2, due_before=now - 60, include=lambda sid: sid != "b") == ["c", "a"]
+    assert leases.oldest(0, due_before=now) == ["b", "c", "a"]      # all due
+    assert leases.expired(now) == []                                # all valid
+    later = now + 0.81                                              # past 0.8 × ttl
+    assert sorted(leases.expired(later)) == ["a", "b", "c"]
+    assert leases.expired(later) == []                              # reported once
+    assert not any(leases.valid(sid, later) for sid in "abc")
+    # A renewal after the first confirmation: the old heap entry is stale.
+    await leases.acquire(["d"])
+    await leases.renew(["d"])
+    assert leases.expired(time.monotonic() + 0.81) == ["d"]
+    leases.forget("d")
+    assert leases.oldest(5, due_before=time.monotonic()) == ["b", "c", "a"]
+
+
+async def test_a_session_that_stops_on_its_own_is_resumed_and_keeps_its_events(
+        server: RedisServer, redis: Redis) -> None:
+    """The manager tells the worker which session ended; the supervisor resumes
+    it from its snapshot (without scanning every session it owns)."""
+    sink = ListSink()
+    log = EventLog(sink, RealClock(), level="INFO")
+    worker = make_worker(server.url, log, "A", 3000)
+    sids = SIDS[:50]
+    async with RedisEventBus.from_url(server.url, log) as bus:
+        await bus.publish_many([step(sid, 1) for sid in sids])
+        await worker.start()
+        try:
+            await until(lambda: len(running(worker)) == len(sids), 10, "A runs all")
+            await until(lambda: len(sink.of_type("state_transition")) == len(sids), 10,
+                        "first events applied")
+            assert worker.manager is not None
+            worker._next_full_watch = time.monotonic() + 3600   # no backstop scan here
+            victim = worker.manager.get(sids[7])
+            assert victim is not None
+            victim.close()                            # stops on its own, not by the worker
+            await victim.finished.wait()
+            await until(lambda: bool(sink.of_type("session_restarting", sids[7])), 5,
+                        "the supervisor resumes it")
+            await until(lambda: (s := worker.manager.get(sids[7])) is not None  # type: ignore[union-attr]
+                        and not s.closed, 5, "running again")
+            await bus.publish_many([step(sid, 2) for sid in sids])
+            await until(lambda: len(sink.of_type("state_transition")) == 2 * len(sids), 10,
+                        "second events applied")
+        finally:
+            await worker.stop()
+    assert len(sink.of_type("session_restarting")) == 1
+    applied = [r["data"]["correlation_id"] for r in sink.of_type("state_transition", sids[7])]
+    assert applied == ["n-1", "n-2"]
+    assert worker.manager is not None

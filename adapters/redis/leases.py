@@ -21,8 +21,9 @@ fresh enough to be handed a session.
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -108,7 +109,11 @@ class LeaseManager:
         # A handed-over lease lives only this long until the receiver adopts it
         # (and renews it to `lease_ms`): a receiver that died meanwhile costs little.
         self.handoff_ms = min(self.lease_ms, handoff_ms or 500)
-        self.confirmed: dict[str, float] = {}   # sid → monotonic time of the confirming request
+        # sid → monotonic time of the confirming request, oldest confirmation first
+        # (re-inserted on each one), so the renewal and expiry checks of a worker
+        # with thousands of leases look at the few that are due, not at all of them.
+        self.confirmed: dict[str, float] = {}
+        self._expiries: list[tuple[float, str]] = []   # heap of (confirmed at, sid)
 
     def valid(self, session_id: str, now: float | None = None) -> bool:
         """Is the lease still safely ours, as far as this worker can know?"""
@@ -116,13 +121,45 @@ class LeaseManager:
         now = time.monotonic() if now is None else now
         return at is not None and (now - at) * 1000.0 < self.lease_ms * self.safety
 
+    def _confirm(self, session_ids: Iterable[str], sent: float) -> None:
+        for sid in session_ids:
+            self.confirmed.pop(sid, None)
+            self.confirmed[sid] = sent
+            heapq.heappush(self._expiries, (sent, sid))
+
+    def expired(self, now: float | None = None) -> list[str]:
+        """Sessions whose lease can no longer be vouched for (`valid` is False),
+        each reported once; O(expired) rather than O(held): the heap holds each
+        confirmation, and one that a later renewal superseded is skipped."""
+        now = time.monotonic() if now is None else now
+        cutoff = now - self.lease_ms * self.safety / 1000.0
+        out = []
+        heap = self._expiries
+        while heap and heap[0][0] <= cutoff:
+            at, sid = heapq.heappop(heap)
+            if self.confirmed.get(sid) == at:
+                out.append(sid)
+        return out
+
+    def oldest(self, share: int, due_before: float,
+               include: Callable[[str], bool] = lambda sid: True) -> list[str]:
+        """Leases to renew now (of those `include` accepts): every one confirmed
+        at or before `due_before`, and at least the `share` oldest (renewals
+        spread over the period)."""
+        out: list[str] = []
+        for sid, at in self.confirmed.items():
+            if at > due_before and len(out) >= share:
+                break
+            if include(sid):
+                out.append(sid)
+        return out
+
     async def acquire(self, session_ids: Sequence[str]) -> list[str]:
         sent = time.monotonic()
         results = await run_scripts(self.redis, [
             (ACQUIRE, [self.keys.lease(s)], [self.owner, self.lease_ms]) for s in session_ids])
         won = [s for s, r in zip(session_ids, results, strict=True) if int(r) == 1]
-        for s in won:
-            self.confirmed[s] = sent
+        self._confirm(won, sent)
         return won
 
     async def renew(self, session_ids: Sequence[str]) -> list[str]:
@@ -130,13 +167,11 @@ class LeaseManager:
         sent = time.monotonic()
         results = await run_scripts(self.redis, [
             (RENEW, [self.keys.lease(s)], [self.owner, self.lease_ms]) for s in session_ids])
-        lost = []
-        for s, r in zip(session_ids, results, strict=True):
-            if int(r) == 1:
-                self.confirmed[s] = sent
-            else:
-                lost.append(s)
-                self.confirmed.pop(s, None)
+        lost = [s for s, r in zip(session_ids, results, strict=True) if int(r) != 1]
+        for s in lost:
+            self.confirmed.pop(s, None)
+        self._confirm((s for s, r in zip(session_ids, results, strict=True) if int(r) == 1),
+                      sent)
         return lost
 
     async def release(self, session_ids: Sequence[str]) -> None:

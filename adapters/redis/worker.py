@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import heapq
 import json
 import math
 import os
@@ -155,7 +154,7 @@ class RedisWorker:
                  max_lanes: int = 64, sweep_s: float = 0.25, freeze_gc: bool = False,
                  full_gc_every_s: float = 600.0, hooks: WorkerHooks | None = None,
                  ack_with_save: bool = True,
-                 max_in_flight: int = 256) -> None:
+                 max_in_flight: int = 256, supervise_all_s: float = 10.0) -> None:
         self.url = redis_url
         self.chart = chart
         self.registry = registry
@@ -183,6 +182,7 @@ class RedisWorker:
         # A session slower than its producers is handed at most this many entries
         # (+ one read's worth); the rest wait in Redis, not in this process's memory.
         self.max_in_flight = max(1, max_in_flight)
+        self.supervise_all_s = supervise_all_s
         # A step's snapshot save also XACKs its entry (one script, one round trip).
         self.ack_with_save = ack_with_save
         # The reader: blocking reads ("lanes") of at most `block_all_max` streams
@@ -214,6 +214,10 @@ class RedisWorker:
         self._adopt_gate = asyncio.Semaphore(adopt_concurrency)
         self._io_gate = asyncio.Semaphore(adopt_concurrency)
         self._free_since: dict[str, float] = {}
+        # Sessions the supervisor must look at: their task ended, or adopting
+        # them failed (it would cost O(owned) to find them by looking at all).
+        self._watch: set[str] = set()
+        self._next_full_watch = 0.0
         self._announce_cursor: str | None = None
         self._known: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -268,7 +272,7 @@ class RedisWorker:
             ack_group=self.group if self.ack_with_save else None), self._fenced)
         self.leases = LeaseManager(self.redis, self.worker_id, self.lease_ms, self.keys)
         self.manager = SessionManager(self.chart, self.registry, self.ports, self.clock,
-                                      self.log, self._store)
+                                      self.log, self._store, on_session_end=self._watch.add)
         self._reader = StreamReader(self._topology, group=self.group,
                                     consumer=self.worker_id, count=self.read_count,
                                     socket_timeout_s=self.block_ms / 1000.0 + 10.0)
@@ -469,29 +473,32 @@ class RedisWorker:
         """Renew every lease that is due, and at least a steady slice of the
         oldest ones each time: leases acquired together (a burst of adoptions)
         spread over the renewal period instead of all coming due on one tick
-        (a thousand scripts at once is a pause every session feels)."""
+        (a thousand scripts at once is a pause every session feels). The lease
+        manager keeps them oldest first, so this looks at the slice only."""
         assert self.leases is not None
         due_before = time.monotonic() - self.renew_s
-        confirmed = self.leases.confirmed
-        ages = [(confirmed.get(sid, 0.0), sid) for sid, o in self.owned.items()
-                if o.phase != STOPPING]
-        share = math.ceil(len(ages) * self.slow_tick_s / self.renew_s)
-        held = [sid for at, sid in ages if at <= due_before]
-        if len(held) < share:
-            held = [sid for _at, sid in heapq.nsmallest(share, ages)]
+        share = math.ceil(len(self.owned) * self.slow_tick_s / self.renew_s)
+        owned = self.owned
+
+        def renewable(sid: str) -> bool:
+            o = owned.get(sid)
+            return o is not None and o.phase != STOPPING
+
+        held = self.leases.oldest(share, due_before, renewable)
         if not held:
             return
         for sid in await self.leases.renew(held):
-            owned = self.owned.get(sid)
-            if owned is not None:
-                self._lose(owned, "renew_refused", "another worker holds it now")
+            lost = self.owned.get(sid)
+            if lost is not None:
+                self._lose(lost, "renew_refused", "another worker holds it now")
 
     def _fence(self) -> None:
-        """Stop sessions whose lease this worker can no longer vouch for."""
+        """Stop sessions whose lease this worker can no longer vouch for (only the
+        leases that expired since the last look are visited)."""
         assert self.leases is not None
-        now = time.monotonic()
-        for sid, owned in list(self.owned.items()):
-            if not self.leases.valid(sid, now):
+        for sid in self.leases.expired():
+            owned = self.owned.get(sid)
+            if owned is not None:
                 self._lose(owned, "not_renewed", "not renewed in time")
 
     def _fenced(self, sid: str, exc: LeaseLost) -> None:
@@ -513,15 +520,25 @@ class RedisWorker:
 
     def _supervise(self) -> None:
         """A session whose task ended on its own (a failed save, an ack that
-        raised) is resumed from its snapshot while the lease is ours."""
+        raised) is resumed from its snapshot while the lease is ours; one whose
+        adoption failed is adopted again. Only the sessions on the watch list
+        are visited (the manager reports each ended session, a failed adoption
+        adds itself), plus all of them every `supervise_all_s` as a backstop."""
         assert self.manager is not None
         now = time.monotonic()
-        for sid, owned in list(self.owned.items()):
-            if owned.phase == LIVE and not owned.ending:
+        if now >= self._next_full_watch:
+            self._next_full_watch = now + self.supervise_all_s
+            self._watch.update(self.owned)
+        for sid in list(self._watch):
+            owned = self.owned.get(sid)
+            if owned is None or owned.phase == STOPPING or owned.ending:
+                self._watch.discard(sid)
+            elif owned.phase == LIVE:
                 session = self.manager.get(sid)
-                if session is None or session.closed:
-                    if now < owned.retry_at:
-                        continue
+                if session is not None and not session.closed:
+                    self._watch.discard(sid)
+                elif now >= owned.retry_at:
+                    self._watch.discard(sid)
                     self.stats["restarted"] += 1
                     fresh = _Owned(sid, owned.key, restarts=owned.restarts + 1)
                     fresh.retry_at = now + min(5.0, 0.2 * 2 ** fresh.restarts)
@@ -531,9 +548,11 @@ class RedisWorker:
                               f"snapshot", {"restarts": fresh.restarts})
                     self._spawn(self._adopt(fresh), f"adopt:{sid}")
             elif owned.phase == BROKEN and now >= owned.retry_at:
+                self._watch.discard(sid)
                 fresh = _Owned(sid, owned.key, restarts=owned.restarts + 1)
                 self._replace(owned, fresh)
                 self._spawn(self._adopt(fresh), f"adopt:{sid}")
+            # ADOPTING, or BROKEN before its retry time: looked at again next time
 
     def _replace(self, old: _Owned, new: _Owned) -> None:
         self.owned[new.sid] = new
@@ -563,12 +582,13 @@ class RedisWorker:
             candidates |= members
             self._next_rescan = now + self.rescan_s
         candidates -= self.owned.keys()
-        target = self._target()
+        holding = self._holding()           # O(owned): once per tick
+        target = self._target(holding)
         if self.rebalance:
-            self._hand_off_surplus(target)
+            self._hand_off_surplus(target, holding)
         if not candidates:
             return
-        room = target - self._holding()
+        room = target - holding
         order = list(candidates)
         random.shuffle(order)
         wanted = order[:max(0, room)]
@@ -614,15 +634,14 @@ class RedisWorker:
     def _holding(self) -> int:
         return sum(1 for o in self.owned.values() if o.phase != STOPPING)
 
-    def _target(self) -> int:
-        total = max(len(self._known), self._holding())
+    def _target(self, holding: int) -> int:
+        total = max(len(self._known), holding)
         target = math.ceil(total / max(1, self._alive)) if total else 0
         if self.max_sessions is not None:
             target = min(target, self.max_sessions)
         return target
 
-    def _hand_off_surplus(self, target: int) -> None:
-        holding = self._holding()
+    def _hand_off_surplus(self, target: int, holding: int) -> None:
         surplus = holding - (target + 1)
         if not self._peers or surplus <= 0:    # nobody fresh to take them: keep them
             return
@@ -674,6 +693,7 @@ class RedisWorker:
                 # LIVE without a session: the supervisor adopts it again (with backoff).
                 owned.phase = LIVE
                 owned.retry_at = max(owned.retry_at, time.monotonic() + 0.2)
+                self._watch.add(sid)
                 return
             except LeaseLost as exc:
                 self._lose(owned, "fenced", f"while adopting it: {exc}")
@@ -684,6 +704,7 @@ class RedisWorker:
                           {"error": error_text(exc), "retry": True})
                 await self._close_local(sid)
                 owned.phase, owned.retry_at = BROKEN, time.monotonic() + 30.0
+                self._watch.add(sid)
                 return
         if self.owned.get(sid) is not owned or owned.phase != ADOPTING:
             await self._close_local(sid)
