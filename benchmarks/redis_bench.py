@@ -481,7 +481,7 @@ async def _throughput(url: str, redis_pid: int | None, workers: int, sessions: i
 # --------------------------------------------------------------------- run
 def run(redis_url: str | None = None, *, ceiling_ops: int = 20_000, latency_events: int = 2000,
         active_sessions: int = 1000, rate_hz: float = 1000.0, rate_one_hz: float = 200.0,
-        throughput_sessions: int = 200,
+        sweep_rates: tuple[float, ...] = (200.0, 500.0), throughput_sessions: int = 200,
         throughput_events: int = 40_000, worker_counts: tuple[int, ...] = (1, 2),
         log_level: str = "WARNING") -> dict[str, Any]:
     """Everything above, as one JSON-able dict."""
@@ -505,12 +505,22 @@ def run(redis_url: str | None = None, *, ceiling_ops: int = 20_000, latency_even
                         asyncio.run(_latency(url, count, latency_events,
                                              rate_one_hz if count == 1 else rate_hz, producer,
                                              variant, redis_pid))
+        # The same sessions at lighter loads (the producer in its own process):
+        # where the tail comes from, the machine's CPUs or the session count.
+        result["load_sweep"] = [
+            _sweep_row(asyncio.run(_latency(url, active_sessions, latency_events, rate,
+                                            "process", "after", redis_pid)))
+            for rate in sweep_rates if rate != rate_hz]
+        result["load_sweep"].append(
+            _sweep_row(result["latency"][f"{active_sessions}_sessions_process"]))
+        result["load_sweep"].sort(key=lambda row: row["rate_hz"])
         result["throughput"] = {f"{w}_worker{'s' if w > 1 else ''}": asyncio.run(
             _throughput(url, redis_pid, w, throughput_sessions, throughput_events, log_level))
             for w in worker_counts}
     best = max(t["events_per_s"] for t in result["throughput"].values())
     result["targets"] = {
         **_latency_target(result["latency"], active_sessions),
+        **_sweep_target(result["load_sweep"], result["latency"], active_sessions, rate_one_hz),
         "throughput_ge_half_redis_py_xadd": best >= 0.5 * ceiling["redis_py_xadd_per_s"],
         "throughput_over_redis_py_xadd": round(best / ceiling["redis_py_xadd_per_s"], 2),
         "throughput_over_redis_py_pipelined_xadd":
@@ -553,6 +563,44 @@ def _latency_target(latency: dict[str, Any], sessions: int) -> dict[str, Any]:
                 "process": transition(f"{many}_process"),
                 "inline": transition(f"{many}_inline")},
             "latency_summary": " ".join(verdict)}
+
+
+def _sweep_row(run: dict[str, Any]) -> dict[str, Any]:
+    """One load level: latency, and how busy the machine's CPUs were (worker,
+    producer and redis-server CPU per event × events per second)."""
+    cpu = run["cpu_us_per_event"]
+    busy = sum(cpu.values()) * run["achieved_hz"] / 1e6
+    return {"rate_hz": run["rate_hz"], "achieved_hz": run["achieved_hz"],
+            "sessions": run["sessions"],
+            "publish_to_applied": run["publish_to_applied"],
+            "publish_to_transition_engine": run["publish_to_transition_engine"],
+            "cpu_us_per_event": cpu, "cores_busy": round(busy, 2),
+            "cores": os.cpu_count(), "error_lines": run["error_lines"]}
+
+
+def _sweep_target(sweep: list[dict[str, Any]], latency: dict[str, Any], sessions: int,
+                  rate_one_hz: float) -> dict[str, Any]:
+    """The highest load at which `sessions` sessions keep p99 ≤ 2 ms, and what
+    the session count alone costs (1 vs `sessions` sessions at one rate)."""
+    met = [row["rate_hz"] for row in sweep
+           if row["publish_to_applied"].get("p99_ms", float("inf")) <= LATENCY_TARGET_MS]
+    highest = max(met) if met else None
+    same = next((row for row in sweep if row["rate_hz"] == rate_one_hz), None)
+    one = latency.get("1_session_process", {}).get("publish_to_applied", {})
+    compare: dict[str, Any] = {"rate_hz": rate_one_hz, "1_session": one}
+    if same is not None:
+        compare[f"{sessions}_sessions"] = same["publish_to_applied"]
+    text = (f"Load sweep at {sessions} sessions (producer in its own process): p99 ≤ "
+            f"{LATENCY_TARGET_MS:g} ms " + (f"holds up to {highest:g} events/s" if highest
+                                            else "at none of the loads measured") + "; " +
+            ", ".join(f"{row['rate_hz']:g}/s → p99 {row['publish_to_applied'].get('p99_ms')} ms "
+                      f"({row['cores_busy']} of {row['cores']} cores busy)" for row in sweep) +
+            ".")
+    if same is not None:
+        text += (f" At {rate_one_hz:g} events/s: 1 session p99 {one.get('p99_ms')} ms, "
+                 f"{sessions} sessions p99 {same['publish_to_applied'].get('p99_ms')} ms.")
+    return {"highest_rate_with_p99_le_2ms_at_many_sessions": highest,
+            "session_count_cost": compare, "load_summary": text}
 
 
 def _server_version(url: str) -> str:

@@ -229,3 +229,27 @@ def test_a_voice_event_round_trips_through_json() -> None:
     event = parse_event(GOOD)
     assert parse_event(event.model_dump_json()) == event
     assert VoiceEvent.model_validate(event.model_dump()) == event
+
+
+_LONE = {"event_type": "x", "session_id": "s", "source": "t", "timestamp": 1.0,
+         "payload": {"text": "ok", "words": ["fine", "bad \ud800 here"]}}
+
+
+@pytest.mark.parametrize("raw", [
+    json.dumps(_LONE),                                                     # \ud800 escape
+    json.dumps(_LONE).replace("\\ud800", "\\uD800"),                       # upper-case escape
+    json.dumps(_LONE).encode(),
+    json.dumps(_LONE, ensure_ascii=False).encode("utf-8", "surrogatepass"),  # CESU-style bytes
+    json.dumps(_LONE, ensure_ascii=False).encode("utf-16-le", "surrogatepass"),
+    json.dumps(_LONE, ensure_ascii=False),                                 # the character itself
+    _LONE,
+], ids=["escape", "upper-escape", "ascii-bytes", "utf8-bytes", "utf16-bytes", "text", "mapping"])
+def test_an_unpaired_surrogate_is_refused_in_every_input_form(raw: Any) -> None:
+    with pytest.raises(EventProblem) as caught:
+        parse_event(raw)
+    assert caught.value.field == "payload.words.1"
+
+
+def test_text_that_only_looks_like_an_escape_is_accepted() -> None:
+    event = parse_event(json.dumps({**_LONE, "payload": {"text": "a \\ud800 b, é"}}))
+    assert event.payload["text"] == "a \\ud800 b, é"

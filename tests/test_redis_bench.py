@@ -12,8 +12,8 @@ from tests.support.redis_server import redis_server_binary
 def test_redis_bench_reports_ceiling_latency_and_throughput() -> None:
     redis_server_binary()          # a clear failure when redis-server is missing
     result = run(ceiling_ops=300, latency_events=60, active_sessions=80, rate_hz=300,
-                 rate_one_hz=300, throughput_sessions=20, throughput_events=400,
-                 worker_counts=(1,))
+                 rate_one_hz=150, sweep_rates=(150.0, 300.0), throughput_sessions=20,
+                 throughput_events=400, worker_counts=(1,))
     json.dumps(result)             # JSON-able
     ceiling = result["xadd_ceiling"]
     assert ceiling["redis_py_xadd_per_s"] > 0 and ceiling["redis_py_xadd_pipelined_per_s"] > 0
@@ -27,6 +27,21 @@ def test_redis_bench_reports_ceiling_latency_and_throughput() -> None:
     assert result["latency"]["80_sessions_inline"]["read_mode"] == "lanes:3"
     assert result["latency"]["1_session_process"]["read_mode"] == "lanes:1"
     assert "at 80 sessions" in result["targets"]["latency_summary"]
+    # The load sweep: the headline run plus the lighter loads, with CPU use.
+    sweep = result["load_sweep"]
+    assert [row["rate_hz"] for row in sweep] == [150.0, 300.0]
+    for row in sweep:
+        assert row["sessions"] == 80 and row["publish_to_applied"]["n"] == 60
+        assert row["cores_busy"] > 0 and row["cores"] >= 1
+    assert sweep[1]["publish_to_applied"] == \
+        result["latency"]["80_sessions_process"]["publish_to_applied"]
+    cost = result["targets"]["session_count_cost"]
+    assert cost["rate_hz"] == 150 and cost["1_session"]["n"] == 60 \
+        and cost["80_sessions"]["n"] == 60
+    assert "Load sweep at 80 sessions" in result["targets"]["load_summary"]
+    highest = result["targets"]["highest_rate_with_p99_le_2ms_at_many_sessions"]
+    met = [row["rate_hz"] for row in sweep if row["publish_to_applied"]["p99_ms"] <= 2.0]
+    assert highest == (max(met) if met else None)
     [one] = result["throughput"].values()
     assert one["events"] == 400 and one["events_per_s"] > 0
     assert set(result["targets"]) >= {"p99_le_2ms_at_many_sessions",
