@@ -15,7 +15,11 @@
    trip after the save), `after` is today's default (blocking reads in lanes
    of at most 32 streams; the save script also XACKs). `targets` says which
    target is met. `latency_floor` is what no path can beat on this machine: a
-   bare XADD from another process to a client blocked in XREAD.
+   bare XADD from another process to a client blocked in XREAD;
+   `machine_hiccups`, how late the machine wakes a process that sleeps 1 ms.
+   `load_sweep`: 1,000 sessions at lighter loads too, each next to the floor
+   at that load and the cores it kept busy, so that a tail the machine causes
+   is told apart from one turnchart adds (and 1 vs 1,000 sessions at one rate).
 3. Events/s with 1 and 2 worker processes (`python -m adapters.redis`):
    the workers own every session, are frozen (SIGSTOP) while a backlog is
    published, then resumed (SIGCONT); the rate is backlog / time to drain it.
@@ -328,6 +332,19 @@ async def _floor(url: str, events: int, rate_hz: float) -> dict[str, Any]:
     return {"events": events, "rate_hz": rate_hz, "xadd_to_blocked_xread": _summary(got)}
 
 
+def _hiccups(seconds: float = 2.0, period_s: float = 0.001) -> dict[str, Any]:
+    """How late this machine wakes a sleeping process (jHiccup's idea): a loop
+    that asks for 1 ms sleeps and records how much later than asked it woke,
+    with nothing else of ours running. Every latency above pays this tail."""
+    late: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        time.sleep(period_s)
+        late.append((time.perf_counter() - start - period_s) * 1000.0)
+    return {"seconds": seconds, "sleep_ms": period_s * 1000, "oversleep": _summary(late)}
+
+
 async def _latency(url: str, sessions: int, events: int, rate_hz: float,
                    producer: str = "process", variant: str = "after",
                    redis_pid: int | None = None) -> dict[str, Any]:
@@ -495,6 +512,7 @@ def run(redis_url: str | None = None, *, ceiling_ops: int = 20_000, latency_even
         ceiling = asyncio.run(_xadd_ceiling(url, ceiling_ops, 100))
         ceiling["redis_benchmark"] = _redis_benchmark(url, max(ceiling_ops * 5, 10_000))
         result["xadd_ceiling"] = ceiling
+        result["machine_hiccups"] = _hiccups()
         result["latency_floor"] = asyncio.run(_floor(url, latency_events, rate_hz))
         result["latency"] = {}
         for producer in ("inline", "process"):
@@ -507,12 +525,17 @@ def run(redis_url: str | None = None, *, ceiling_ops: int = 20_000, latency_even
                                              variant, redis_pid))
         # The same sessions at lighter loads (the producer in its own process):
         # where the tail comes from, the machine's CPUs or the session count.
+        # Each load level next to the floor at that load (a bare XADD to a
+        # blocked XREAD across processes): what the machine costs, and what
+        # turnchart adds on top.
         result["load_sweep"] = [
             _sweep_row(asyncio.run(_latency(url, active_sessions, latency_events, rate,
-                                            "process", "after", redis_pid)))
+                                            "process", "after", redis_pid)),
+                       asyncio.run(_floor(url, latency_events, rate)))
             for rate in sweep_rates if rate != rate_hz]
         result["load_sweep"].append(
-            _sweep_row(result["latency"][f"{active_sessions}_sessions_process"]))
+            _sweep_row(result["latency"][f"{active_sessions}_sessions_process"],
+                       result["latency_floor"]))
         result["load_sweep"].sort(key=lambda row: row["rate_hz"])
         result["throughput"] = {f"{w}_worker{'s' if w > 1 else ''}": asyncio.run(
             _throughput(url, redis_pid, w, throughput_sessions, throughput_events, log_level))
@@ -565,13 +588,15 @@ def _latency_target(latency: dict[str, Any], sessions: int) -> dict[str, Any]:
             "latency_summary": " ".join(verdict)}
 
 
-def _sweep_row(run: dict[str, Any]) -> dict[str, Any]:
-    """One load level: latency, and how busy the machine's CPUs were (worker,
-    producer and redis-server CPU per event × events per second)."""
+def _sweep_row(run: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    """One load level: latency, the floor at the same rate, and how busy the
+    machine's CPUs were (worker, producer and redis-server CPU per event ×
+    events per second)."""
     cpu = run["cpu_us_per_event"]
     busy = sum(cpu.values()) * run["achieved_hz"] / 1e6
     return {"rate_hz": run["rate_hz"], "achieved_hz": run["achieved_hz"],
             "sessions": run["sessions"],
+            "floor_xadd_to_blocked_xread": floor["xadd_to_blocked_xread"],
             "publish_to_applied": run["publish_to_applied"],
             "publish_to_transition_engine": run["publish_to_transition_engine"],
             "cpu_us_per_event": cpu, "cores_busy": round(busy, 2),
@@ -594,12 +619,19 @@ def _sweep_target(sweep: list[dict[str, Any]], latency: dict[str, Any], sessions
             f"{LATENCY_TARGET_MS:g} ms " + (f"holds up to {highest:g} events/s" if highest
                                             else "at none of the loads measured") + "; " +
             ", ".join(f"{row['rate_hz']:g}/s → p99 {row['publish_to_applied'].get('p99_ms')} ms "
-                      f"({row['cores_busy']} of {row['cores']} cores busy)" for row in sweep) +
+                      f"(floor p99 {row['floor_xadd_to_blocked_xread'].get('p99_ms')} ms; "
+                      f"{row['cores_busy']} of {row['cores']} cores busy)" for row in sweep) +
             ".")
+    unreachable = [row["rate_hz"] for row in sweep
+                   if row["floor_xadd_to_blocked_xread"].get("p99_ms", 0) > LATENCY_TARGET_MS]
+    if unreachable:
+        text += (" At " + ", ".join(f"{r:g}" for r in unreachable) + " events/s the floor "
+                 "alone (no engine, no script, no save) is above the target on this machine.")
     if same is not None:
         text += (f" At {rate_one_hz:g} events/s: 1 session p99 {one.get('p99_ms')} ms, "
                  f"{sessions} sessions p99 {same['publish_to_applied'].get('p99_ms')} ms.")
     return {"highest_rate_with_p99_le_2ms_at_many_sessions": highest,
+            "rates_where_the_floor_alone_misses_2ms": unreachable,
             "session_count_cost": compare, "load_summary": text}
 
 

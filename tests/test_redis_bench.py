@@ -33,6 +33,7 @@ def test_redis_bench_reports_ceiling_latency_and_throughput() -> None:
     for row in sweep:
         assert row["sessions"] == 80 and row["publish_to_applied"]["n"] == 60
         assert row["cores_busy"] > 0 and row["cores"] >= 1
+        assert row["floor_xadd_to_blocked_xread"]["n"] == 60
     assert sweep[1]["publish_to_applied"] == \
         result["latency"]["80_sessions_process"]["publish_to_applied"]
     cost = result["targets"]["session_count_cost"]
@@ -42,6 +43,9 @@ def test_redis_bench_reports_ceiling_latency_and_throughput() -> None:
     highest = result["targets"]["highest_rate_with_p99_le_2ms_at_many_sessions"]
     met = [row["rate_hz"] for row in sweep if row["publish_to_applied"]["p99_ms"] <= 2.0]
     assert highest == (max(met) if met else None)
+    assert result["targets"]["rates_where_the_floor_alone_misses_2ms"] == [
+        row["rate_hz"] for row in sweep if row["floor_xadd_to_blocked_xread"]["p99_ms"] > 2.0]
+    assert result["machine_hiccups"]["oversleep"]["n"] > 100
     [one] = result["throughput"].values()
     assert one["events"] == 400 and one["events_per_s"] > 0
     assert set(result["targets"]) >= {"p99_le_2ms_at_many_sessions",
