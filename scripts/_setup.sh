@@ -16,16 +16,28 @@ apt_install() {  # apt_install BINARY PACKAGE: install a Debian package when BIN
   fi
 }
 
-if [ ! -x .venv/bin/python ]; then
-  echo "setup: creating .venv" >&2
-  "$PY" -m venv .venv
-fi
+# .venv is built from requirements.lock (exact versions with hashes; refresh it with
+# scripts/lock), never from the ranges in pyproject.toml, so every machine gets what CI
+# tested. A .venv that does not match the lock (a changed lock, a package upgraded by hand,
+# a leftover from an older checkout) is rebuilt from scratch.
+LOCK=requirements.lock
 STAMP=.venv/.turnchart-installed
-WANT="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  echo "setup: installing turnchart and its test tools into .venv" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+WANT="$(cat pyproject.toml "$LOCK" | sha256sum | cut -d' ' -f1)"
+if [ -d .venv ]; then
+  if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    echo "setup: .venv was not built from this requirements.lock; rebuilding it" >&2
+    rm -rf .venv
+  elif ! .venv/bin/python scripts/_lockcheck.py "$LOCK"; then
+    echo "setup: .venv has drifted from requirements.lock; rebuilding it" >&2
+    rm -rf .venv
+  fi
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv and installing from $LOCK" >&2
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$LOCK"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  .venv/bin/python scripts/_lockcheck.py "$LOCK"
   echo "$WANT" > "$STAMP"
 fi
 apt_install dot graphviz || true
