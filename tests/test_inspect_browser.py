@@ -2,7 +2,8 @@
 `turnchart serve`: while a WebSocket caller asks for a story and talks over the
 answer, the page moves the session through the chart, and clicking the session
 shows its timeline with the barge-in. Reads DOM attributes, not pixels; saves
-the screenshot the README shows (docs/img/inspect.png)."""
+a screenshot under the test's temp dir (and $TURNCHART_ARTIFACTS): `scripts/screenshots`
+copies it to docs/img/inspect.png, the one the README shows. Tests never write the tree."""
 
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ from tests.support.live_clients import WebSocketCaller
 from tests.support.waiting import wait_for
 from tests.support.webrtc_client import RATE, ServerProcess, speech48k
 
-ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOT = ROOT / "docs" / "img" / "inspect.png"
 CALL = "inspect-call"
 
 
@@ -113,7 +112,7 @@ def test_inspect_page_follows_a_call_in_chromium(server: ServerProcess, tmp_path
             assert "bar activity done" in bars and "bar activity cancelled" in bars, bars
             assert any(b.startswith("bar effect") for b in bars), bars
             time.sleep(0.5)  # let the "for" column and the timeline's clock tick once
-            saved = save_screenshot(browser, SCREENSHOT)
+            saved = save_screenshot(browser, tmp_path / "inspect.png")
         finally:
             if caller is not None:
                 caller.close()
@@ -122,7 +121,7 @@ def test_inspect_page_follows_a_call_in_chromium(server: ServerProcess, tmp_path
         # Stopping the server while the page is open: its stream ends, nothing is cut off.
         server.stop()
     assert "timeout graceful shutdown exceeded" not in server.log_path.read_text()
-    assert saved[0] == SCREENSHOT
-    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert SCREENSHOT.stat().st_size > 20_000
+    assert saved[0] == tmp_path / "inspect.png"
+    assert saved[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert saved[0].stat().st_size > 20_000
     assert [r for r in server.records() if r["level"] == "ERROR"] == []
