@@ -1,8 +1,10 @@
 """`turnchart` command line: validate | render | serve | simulate | bench.
 
 Exit codes: 0 success, 1 the chart (or scenario) is invalid, 2 usage or I/O
-error. Diagnostics go to stdout in `PATH:LINE:COL: CODE message` form so
-editors and CI can parse them; `--format json` gives the same as JSON.
+error, 141 (128 + SIGPIPE, as a shell reports for any Unix tool) when the reader
+of stdout went away (`turnchart paths … | head -1`), with nothing printed.
+Diagnostics go to stdout in `PATH:LINE:COL: CODE message` form so editors and
+CI can parse them; `--format json` gives the same as JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from adapters.config import Settings
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_PIPE = 141  # 128 + SIGPIPE: stdout's reader closed the pipe (`| head`)
 
 
 def _registry(spec: str | None) -> Registry:
@@ -203,8 +206,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
                                        headless=args.headless, redis_wait_s=args.redis_wait))
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's `version`)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("turnchart")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="turnchart", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"turnchart {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check chart files; print every problem with its position")
@@ -279,12 +292,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+    except BrokenPipeError:
+        return _stdout_closed()
     except (ImportError, AttributeError, TypeError) as exc:
         if getattr(args, "registry", None):
             print(f"turnchart: cannot use --registry {args.registry}: {exc}", file=sys.stderr)
             return EXIT_USAGE
         raise
     return result
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout is gone: exit quietly like a Unix tool. What is still
+    buffered goes to /dev/null, so Python's flush at exit cannot complain either."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":
