@@ -21,8 +21,9 @@ apt_install() {  # apt_install BINARY PACKAGE: install a Debian package when BIN
 # tested. A .venv that does not match the lock (a changed lock, a package upgraded by hand,
 # a leftover from an older checkout) is rebuilt from scratch.
 LOCK=requirements.lock
-STAMP=.venv/.turnchart-installed
-WANT="$(cat pyproject.toml "$LOCK" | sha256sum | cut -d' ' -f1)"
+STAMP=.venv/.turnchart-lock            # the lock .venv was built from
+EDITABLE=.venv/.turnchart-project      # the pyproject.toml turnchart itself was installed with
+WANT="$(sha256sum < "$LOCK" | cut -d' ' -f1)"
 if [ -d .venv ]; then
   if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "setup: .venv was not built from this requirements.lock; rebuilding it" >&2
@@ -36,8 +37,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv and installing from $LOCK" >&2
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$LOCK"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   .venv/bin/python scripts/_lockcheck.py "$LOCK"
   echo "$WANT" > "$STAMP"
+fi
+# turnchart itself (editable, no dependencies: they all come from the lock); redone only
+# when pyproject.toml changes (entry points, package data).
+PROJECT="$(sha256sum < pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$EDITABLE" ] || [ "$(cat "$EDITABLE")" != "$PROJECT" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  echo "$PROJECT" > "$EDITABLE"
 fi
 apt_install dot graphviz || true
