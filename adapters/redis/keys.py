@@ -68,6 +68,14 @@ class Keys:
         what a front-end's /metrics shows of the workers (claims, acks, duplicates)."""
         return f"{self.prefix}:workers:stats"
 
+    @property
+    def worker_sessions(self) -> str:
+        """HASH worker id → JSON `{"at_ms", "sessions": {id: state, contract, turn,
+        latency, …}}`: the sessions each worker runs, written once a second with its
+        stats; a front-end's `/sessions`, `/health` and `/metrics` read the live
+        workers' reports."""
+        return f"{self.prefix}:workers:sessions"
+
     def session_of(self, key: str) -> str:
         """The session id inside a per-session key (between the first `{` and the last `}`)."""
         start, end = key.find("{"), key.rfind("}")

@@ -174,6 +174,7 @@ class RedisWorker:
         self.slow_tick_s = max(tick_s, min(0.25, self.lease_ms / 10_000.0))
         self.stats_every_s = 1.0             # counters for front-ends, once a second
         self._next_stats = 0.0
+        self._reports: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         self.rebalance = rebalance
         self.max_sessions = max_sessions
         self.drain_timeout_s = drain_timeout_s
@@ -433,10 +434,38 @@ class RedisWorker:
         """Counters for front-ends' /metrics (workers serve no HTTP themselves)."""
         assert self.leases is not None and self.manager is not None
         versions = count_versions(s.chart for s in self.manager.sessions.values())
+        at_ms = int(time.time() * 1000)
         body = json.dumps({**self.stats, "owned": len(self.owned),
-                           "versions": [v.to_dict() for v in versions],
-                           "at_ms": int(time.time() * 1000)})
-        await self.leases.redis.hset(self.keys.worker_stats, self.worker_id, body)
+                           "versions": [v.to_dict() for v in versions], "at_ms": at_ms})
+        sessions = json.dumps({"at_ms": at_ms, "sessions": self._session_reports()})
+        pipe = self.leases.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.worker_stats, self.worker_id, body)
+        pipe.hset(self.keys.worker_sessions, self.worker_id, sessions)
+        await pipe.execute()
+
+    def _session_reports(self) -> dict[str, Any]:
+        """What a front-end lists of each live session here (its `VoiceHost` reads
+        it). A session's report is rebuilt only after it moved (epoch, turn)."""
+        assert self.manager is not None
+        reports: dict[str, Any] = {}
+        cache = self._reports
+        for sid, session in self.manager.sessions.items():
+            if session.closed:
+                continue
+            key = (session.epoch, session.turn, id(session))
+            cached = cache.get(sid)
+            if cached is None or cached[0] != key:
+                cached = (key, {"state": session.state,
+                                "configuration": list(session.configuration),
+                                "contract": dict(session.contract), "turn": session.turn,
+                                "epoch": session.epoch, "chart": session.chart.name,
+                                "version_hash": session.chart.version_hash,
+                                "latency": session.latency.as_dict()})
+                cache[sid] = cached
+            reports[sid] = cached[1]
+        for sid in [sid for sid in cache if sid not in reports]:
+            del cache[sid]
+        return reports
 
     def _freeze_gc(self) -> None:
         """DESIGN.md: collector pauses over many long-lived session objects make
@@ -1125,6 +1154,9 @@ class RedisWorker:
                 continue
             if session is None or session.closed:
                 return      # the supervisor resumes it; these stay pending for that
+            if event.correlation_id is None:   # made as a local host makes it (voice.py)
+                event = event.model_copy(update={"correlation_id":
+                                                 session.next_correlation_id()})
             owned.delivered = eid
             owned.in_flight += 1
             owned.drained.clear()

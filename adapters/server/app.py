@@ -22,8 +22,10 @@ from adapters.server.inspect import Inspector, inspect_routes
 from adapters.server.limits import InputLimits, OfferRateLimit
 from adapters.server.loghub import LogHub
 from adapters.server.metrics import Metrics
-from adapters.server.voice import VoiceService
-from adapters.server.voice_routes import OFFER_PATHS, VoiceState, voice_routes
+from adapters.server.origin import OriginCheck
+from adapters.server.telephone_routes import telephone_routes
+from adapters.server.voice import VoiceFrontEnd
+from adapters.server.voice_routes import JSON_PATHS, OFFER_PATHS, VoiceState, voice_routes
 from engine.behaviours import default_registry
 from engine.catalog import ChartCatalog, Reload, VersionUse
 from engine.clock import RealClock
@@ -32,7 +34,7 @@ from engine.logs import EventLog, FanOutSink, JsonLinesSink, LevelFilterSink, Lo
 from engine.registry import Registry
 from engine.render import RenderUnavailable, to_json, to_mermaid, to_svg
 
-VoiceFactory = Callable[[Settings, CompiledChart, Registry, EventLog, Metrics], VoiceService]
+VoiceFactory = Callable[[Settings, CompiledChart, Registry, EventLog, Metrics], VoiceFrontEnd]
 
 _SUFFIXES = {".svg", ".mmd", ".json"}
 
@@ -52,8 +54,7 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
     settings = settings or Settings()
     catalog = catalog or build_catalog(settings)
     hub = LogHub()
-    voice = VoiceState(hub, Metrics(lambda: len(voice.service.manager.sessions)
-                                    if voice.service else 0))
+    voice = VoiceState(hub, Metrics(lambda: voice.session_count if voice.service else 0))
     clock = RealClock()
     sink = log_sink or JsonLinesSink(sys.stdout)
     inspector = Inspector(lambda name: (e.chart if (e := catalog.by_name(name)) else None),
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
         return JSONResponse({"status": "ok" if ok else "degraded", "charts": charts,
                              "bus": redact_credentials(settings.bus),
                              "voice": "running" if voice.service is not None else "off",
-                             "sessions": len(voice.service.manager.sessions)
+                             "sessions": await voice.service.session_count()
                              if voice.service else 0, **extra},
                             status_code=200 if ok else 503)
 
@@ -151,10 +152,14 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
         Route("/charts/{ref}", chart, methods=["GET"]),
         reload_route(reloader, settings.server.admin_token, version_uses),
         *voice_routes(voice),
+        *telephone_routes(voice, log),
         *inspect_routes(inspector, catalog.charts),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
+    # Added first, so it runs inside the limits: a body too large is 413 whatever its type.
+    app.add_middleware(OriginCheck, allowed_origins=settings.server.allowed_origins,
+                       json_paths=JSON_PATHS, log=log)
     app.add_middleware(InputLimits, max_body_bytes=settings.limits.max_body_bytes,
                        max_ws_message_bytes=settings.limits.max_ws_message_bytes,
                        offer_paths=OFFER_PATHS,
@@ -183,5 +188,5 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
 
 
-def _rtc(service: VoiceService, concurrency_limit: int) -> TurnRTC:
+def _rtc(service: VoiceFrontEnd, concurrency_limit: int) -> TurnRTC:
     return TurnRTC(service.new_handler(), concurrency_limit)

@@ -23,10 +23,15 @@ from adapters.redaction import redact_credentials
 from adapters.redis.bus import RedisEventBus
 from adapters.redis.connection import CONNECTION_ERRORS, Client, error_text, open_client
 from adapters.redis.output_link import OutputFollower
-from adapters.server.voice import VoiceService
+from adapters.server.metrics import Metrics
+from adapters.server.voice import VoiceFrontEnd
+from adapters.server.voice_host import SessionInfo
 from engine.catalog import VersionUse
+from engine.compiler import CompiledChart
 from engine.events import VoiceEvent
+from engine.logs import EventLog
 from engine.ports import AudioChunk
+from engine.registry import Registry
 
 _CLOSED: Mapping[str, str] = MappingProxyType({"microphone": "closed", "playback": "stopped"})
 
@@ -35,11 +40,18 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RemoteVoiceService(VoiceService):
-    """`VoiceService` whose sessions live on Redis workers."""
+class RemoteVoiceService(VoiceFrontEnd):
+    """The Redis `VoiceHost`: the sessions live on Redis workers; what it knows of
+    them is what the live workers report (`Keys.worker_sessions`, once a second)."""
 
-    def __init__(self, *args: Any, redis_url: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, chart: CompiledChart, registry: Registry, log: EventLog,
+                 metrics: Metrics, *, redis_url: str, stt: Any, detector_factory: Any,
+                 filler: AudioChunk | None = None, false_interruption_ms: float = 0.0,
+                 output_rate: int = 24_000, **_on_the_workers: Any) -> None:
+        # registry, speech and responder (`_on_the_workers`) are the workers' business.
+        super().__init__(chart, log, metrics, stt=stt, detector_factory=detector_factory,
+                         filler=filler, false_interruption_ms=false_interruption_ms,
+                         output_rate=output_rate)
         self.redis_url = redis_url
         self.bus = RedisEventBus.from_url(redis_url, self.log)
         self.out_redis: Client = open_client(redis_url)   # bytes: audio stays binary
@@ -99,16 +111,66 @@ class RemoteVoiceService(VoiceService):
                 streams[session_id] = {"pending": stats.get("pending"), "lag": stats.get("lag")}
         return {"redis": "ok", "streams": streams, "workers": workers}
 
-    async def _live_worker_stats(self) -> dict[str, Any]:
-        """The stats each live worker published (heard from in the last 2 s)."""
-        keys = self.bus.keys
+    async def _live_workers(self) -> list[str]:
+        """Workers heard from in the last 2 s (they heartbeat every tick)."""
         seconds, micros = await self.out_redis.time()
         now_ms = seconds * 1000 + micros // 1000
-        alive = {_text(w) for w in await self.out_redis.zrangebyscore(
-            keys.workers, now_ms - 2000, "+inf")}  # heard from in the last 2 s (every tick)
+        return sorted(_text(w) for w in await self.out_redis.zrangebyscore(
+            self.bus.keys.workers, now_ms - 2000, "+inf"))
+
+    async def _live_worker_stats(self) -> dict[str, Any]:
+        """The stats each live worker published."""
+        alive = set(await self._live_workers())
         return {_text(worker): json.loads(raw)
-                for worker, raw in (await self.out_redis.hgetall(keys.worker_stats)).items()
+                for worker, raw in (await self.out_redis.hgetall(
+                    self.bus.keys.worker_stats)).items()
                 if _text(worker) in alive}
+
+    # the host's view of its sessions ----------------------------------------------
+    def _connected_sessions(self) -> list[str]:
+        """A connection resolves to the session this front-end opened for it."""
+        return list(self.router.streams)
+
+    async def _reported_sessions(self) -> dict[str, SessionInfo]:
+        """Every session the live workers report running. A session moving between
+        two workers may be in both reports for a moment: the newer report wins."""
+        workers = await self._live_workers()
+        if not workers:
+            return {}
+        found: dict[str, tuple[int, SessionInfo]] = {}
+        raws = await self.out_redis.hmget(self.bus.keys.worker_sessions, workers)
+        for worker, raw in zip(workers, raws, strict=True):
+            if raw is None:
+                continue
+            report = json.loads(raw)
+            at_ms = int(report.get("at_ms", 0))
+            for sid, body in report.get("sessions", {}).items():
+                if sid not in found or found[sid][0] < at_ms:
+                    found[sid] = (at_ms, SessionInfo.from_report(sid, body, worker))
+        return {sid: info for sid, (_, info) in found.items()}
+
+    async def live_sessions(self) -> list[SessionInfo]:
+        """Every live session on the live workers (none while Redis is down)."""
+        try:
+            found = await asyncio.wait_for(self._reported_sessions(), 2.0)
+        except Exception:
+            return []
+        return [found[sid] for sid in sorted(found)]
+
+    async def session_info(self, session_id: str) -> SessionInfo | None:
+        try:
+            found = await asyncio.wait_for(self._reported_sessions(), 2.0)
+        except Exception:
+            return None
+        return found.get(session_id)
+
+    async def session_count(self) -> int:
+        return len(await self.live_sessions())
+
+    def use_chart(self, chart: CompiledChart) -> None:
+        """Hot reload: the workers watch their own chart files; this front-end only
+        names the chart in its own log lines."""
+        self.chart = chart
 
     async def version_uses(self) -> list[VersionUse]:
         """Sessions per chart version, summed over the live workers (they run

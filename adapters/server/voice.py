@@ -20,6 +20,7 @@ from adapters.fastrtc.output import OutputRouter
 from adapters.fastrtc.registry import ConnectionRegistry
 from adapters.redaction import redact_credentials
 from adapters.server.metrics import Metrics
+from adapters.server.voice_host import SessionInfo
 from engine.catalog import VersionUse, count_versions
 from engine.clock import RealClock
 from engine.compiler import CompiledChart
@@ -42,12 +43,16 @@ class VoiceStats:
     turn_latency_ms: list[float] = field(default_factory=list)
 
 
-class VoiceService:
-    """Implements `adapters.fastrtc.handler.VoiceBackend` for the live server."""
+class VoiceFrontEnd:
+    """The callers' side of live voice, whichever host runs the sessions: audio
+    connections and their handlers (`adapters.fastrtc.handler.VoiceBackend`), the
+    output router, the connection registry, the one transcript path and the
+    measurements. `VoiceService` (sessions in this process) and
+    `RemoteVoiceService` (sessions on Redis workers) add the `VoiceHost` half
+    (adapters/server/voice_host.py)."""
 
-    def __init__(self, chart: CompiledChart, registry: Registry, log: EventLog,
-                 metrics: Metrics, *, stt: Transcriber, detector_factory: Any,
-                 speech: Speech, responder: Responder, filler: AudioChunk | None = None,
+    def __init__(self, chart: CompiledChart, log: EventLog, metrics: Metrics, *,
+                 stt: Transcriber, detector_factory: Any, filler: AudioChunk | None = None,
                  false_interruption_ms: float = 0.0, output_rate: int = 24_000) -> None:
         self.chart = chart
         self.log = log
@@ -58,44 +63,51 @@ class VoiceService:
         self.output_rate = output_rate
         self.clock = RealClock()
         self.router = OutputRouter(lambda: filler)
-        ports = Ports(playback=self.router, filler=self.router, responder=responder,
-                      speech=speech)
-        self.manager = SessionManager(chart, registry, ports, self.clock, log,
-                                      MemorySnapshotStore())
-        self.connections = ConnectionRegistry(log, lambda: list(self.manager.sessions))
+        self.connections = ConnectionRegistry(log, self._connected_sessions)
         self.handlers: dict[str, TurnStreamHandler] = {}
         self.stats = VoiceStats()
-        self._started = False
 
-    # lifecycle -------------------------------------------------------------------
+    # what each host implements (the `VoiceHost` port and the connection's ends) ----
+    def _connected_sessions(self) -> list[str]:
+        """The sessions a connection of this process may resolve to."""
+        raise NotImplementedError
+
+    async def _open(self, session_id: str) -> None:
+        raise NotImplementedError
+
+    async def disconnect(self, connection_id: str) -> None:
+        raise NotImplementedError
+
+    def contract(self, session_id: str) -> Mapping[str, str]:
+        raise NotImplementedError
+
+    def post(self, session_id: str, event_type: str, payload: dict[str, Any],
+             *, ack: Any = None, source: str = "fastrtc") -> bool:
+        raise NotImplementedError
+
     async def start(self) -> None:
-        if not self._started:
-            await self.manager.__aenter__()
-            self._started = True
+        raise NotImplementedError
 
     async def stop(self) -> None:
-        """Graceful: every session gets client_disconnected, then everything closes."""
-        if not self._started:
-            return
-        for connection_id in list(self.handlers):
-            await self.disconnect(connection_id)
-        await self.manager.__aexit__(None, None, None)
-        self._started = False
+        raise NotImplementedError
 
     async def health(self) -> dict[str, Any]:
-        """Extra `/health` fields; empty when there is nothing beyond this process."""
-        return {}
+        raise NotImplementedError
 
-    # chart versions ----------------------------------------------------------------
-    def use_chart(self, chart: CompiledChart) -> None:
-        """Hot reload: calls connected from now on run `chart`; calls in progress
-        finish on the version they started with."""
-        self.chart = chart
-        self.manager.use_chart(chart)
+    async def live_sessions(self) -> list[SessionInfo]:
+        raise NotImplementedError
+
+    async def session_info(self, session_id: str) -> SessionInfo | None:
+        raise NotImplementedError
+
+    async def session_count(self) -> int:
+        raise NotImplementedError
 
     async def version_uses(self) -> list[VersionUse]:
-        """How many live sessions run each chart version (for `/charts`)."""
-        return count_versions(s.chart for s in list(self.manager.sessions.values()))
+        raise NotImplementedError
+
+    def use_chart(self, chart: CompiledChart) -> None:
+        raise NotImplementedError
 
     def new_handler(self) -> TurnStreamHandler:
         return TurnStreamHandler(self, output_rate=self.output_rate)
@@ -114,49 +126,15 @@ class VoiceService:
         self.post(session_id, "client_connected", {})
         return session_id
 
-    async def _open(self, session_id: str) -> None:
-        """Where the session runs: here, in this process's SessionManager."""
-        await self.manager.open(session_id)
-
-    async def disconnect(self, connection_id: str) -> None:
-        handler = self.handlers.pop(connection_id, None)
-        session_id = handler.session_id if handler else None
-        if session_id is None or self.manager.get(session_id) is None:
-            self.connections.unregister(connection_id)
-            return
-        done = asyncio.Event()
-
-        async def ack() -> None:
-            done.set()
-
-        session = self.manager.get(session_id)
-        if session is not None and "client_disconnected" in session.chart.events:
-            self.post(session_id, "client_disconnected", {}, ack=ack)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), 5.0)
-        await self.manager.close(session_id)
-        self.router.detach(session_id)
-        self.connections.unregister(connection_id)
-
-    # events ------------------------------------------------------------------------
-    def contract(self, session_id: str) -> Mapping[str, str]:
-        session = self.manager.get(session_id)
-        return session.contract if session is not None else _CLOSED
-
-    def post(self, session_id: str, event_type: str, payload: dict[str, Any],
-             *, ack: Any = None, source: str = "fastrtc") -> bool:
-        session = self.manager.get(session_id)
-        cid = session.next_correlation_id() if session is not None else None
-        event = VoiceEvent.model_construct(
-            event_type=event_type, session_id=session_id, source=source,
-            timestamp=time.time(), correlation_id=cid, payload=payload, metadata={})
-        return self.manager.route(event, ack=ack)
+    def session_of(self, connection_id: str) -> str | None:
+        """The session a caller's connection belongs to (None, logged, when none)."""
+        return self.connections.resolve(connection_id)
 
     def post_transcript(self, connection_id: str, text: str, *, final: bool,
                         source: str) -> bool:
         """The one transcript path: local STT, a WebSocket message or a bus entry all
         become the same `stt_partial` / `stt_final` VoiceEvent here."""
-        session_id = self.connections.resolve(connection_id)
+        session_id = self.session_of(connection_id)
         if session_id is None:
             return False
         text = text.strip()
@@ -197,3 +175,105 @@ class VoiceService:
         self.metrics.false_interruptions.inc()
         self.log.emit("INFO", session_id, "false_interruption",
                       "🤧 speech too short to interrupt: playback resumed", {})
+
+
+class VoiceService(VoiceFrontEnd):
+    """The local `VoiceHost`: the sessions run here, in this process's SessionManager."""
+
+    def __init__(self, chart: CompiledChart, registry: Registry, log: EventLog,
+                 metrics: Metrics, *, stt: Transcriber, detector_factory: Any,
+                 speech: Speech, responder: Responder, filler: AudioChunk | None = None,
+                 false_interruption_ms: float = 0.0, output_rate: int = 24_000) -> None:
+        super().__init__(chart, log, metrics, stt=stt, detector_factory=detector_factory,
+                         filler=filler, false_interruption_ms=false_interruption_ms,
+                         output_rate=output_rate)
+        ports = Ports(playback=self.router, filler=self.router, responder=responder,
+                      speech=speech)
+        self.manager = SessionManager(chart, registry, ports, self.clock, log,
+                                      MemorySnapshotStore())
+        self._lifetime: contextlib.AsyncExitStack | None = None
+
+    def _connected_sessions(self) -> list[str]:
+        return list(self.manager.sessions)
+
+    # lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._lifetime is None:
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(self.manager)
+                self._lifetime = stack.pop_all()
+
+    async def stop(self) -> None:
+        """Graceful: every session gets client_disconnected, then everything closes."""
+        if self._lifetime is None:
+            return
+        for connection_id in list(self.handlers):
+            await self.disconnect(connection_id)
+        lifetime, self._lifetime = self._lifetime, None
+        await lifetime.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        """Extra `/health` fields; empty when there is nothing beyond this process."""
+        return {}
+
+    # the host's view of its sessions ----------------------------------------------
+    async def live_sessions(self) -> list[SessionInfo]:
+        return [SessionInfo.of(s) for _, s in sorted(self.manager.sessions.items())]
+
+    async def session_info(self, session_id: str) -> SessionInfo | None:
+        session = self.manager.get(session_id)
+        return SessionInfo.of(session) if session is not None else None
+
+    async def session_count(self) -> int:
+        return len(self.manager.sessions)
+
+    # chart versions ----------------------------------------------------------------
+    def use_chart(self, chart: CompiledChart) -> None:
+        """Hot reload: calls connected from now on run `chart`; calls in progress
+        finish on the version they started with."""
+        self.chart = chart
+        self.manager.use_chart(chart)
+
+    async def version_uses(self) -> list[VersionUse]:
+        """How many live sessions run each chart version (for `/charts`)."""
+        return count_versions(s.chart for s in list(self.manager.sessions.values()))
+
+    async def _open(self, session_id: str) -> None:
+        """Where the session runs: here, in this process's SessionManager."""
+        await self.manager.open(session_id)
+
+    async def disconnect(self, connection_id: str) -> None:
+        handler = self.handlers.pop(connection_id, None)
+        session_id = handler.session_id if handler else None
+        if session_id is None or self.manager.get(session_id) is None:
+            self.connections.unregister(connection_id)
+            return
+        done = asyncio.Event()
+
+        async def ack() -> None:
+            done.set()
+
+        session = self.manager.get(session_id)
+        if session is not None and "client_disconnected" in session.chart.events:
+            self.post(session_id, "client_disconnected", {}, ack=ack)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 5.0)
+        await self.manager.close(session_id)
+        self.router.detach(session_id)
+        self.connections.unregister(connection_id)
+
+    # events ------------------------------------------------------------------------
+    def contract(self, session_id: str) -> Mapping[str, str]:
+        session = self.manager.get(session_id)
+        return session.contract if session is not None else _CLOSED
+
+    def post(self, session_id: str, event_type: str, payload: dict[str, Any],
+             *, ack: Any = None, source: str = "fastrtc") -> bool:
+        # The correlation id is the turn the event would open in its session, made
+        # where the session runs: here, and on a Redis worker as it dispatches.
+        session = self.manager.get(session_id)
+        cid = session.next_correlation_id() if session is not None else None
+        event = VoiceEvent.model_construct(
+            event_type=event_type, session_id=session_id, source=source,
+            timestamp=time.time(), correlation_id=cid, payload=payload, metadata={})
+        return self.manager.route(event, ack=ack)

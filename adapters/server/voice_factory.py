@@ -9,7 +9,7 @@ from adapters.config import Settings
 from adapters.responder.intents import grammar_phrases
 from adapters.responder.settings import build_responder
 from adapters.server.metrics import Metrics
-from adapters.server.voice import VoiceService
+from adapters.server.voice import VoiceFrontEnd, VoiceService
 from adapters.speech.models import SpeechModels
 from engine.compiler import CompiledChart
 from engine.logs import EventLog
@@ -37,7 +37,7 @@ def filler_clip(models: SpeechModels) -> AudioChunk:
 
 
 def build_voice(settings: Settings, chart: CompiledChart, registry: Registry, event_log: EventLog,
-                metrics: Metrics) -> VoiceService:
+                metrics: Metrics) -> VoiceFrontEnd:
     models = shared_models(settings)
     responder = build_responder(settings.responder,
                                 on_problem=lambda problem: log.error("%s", problem))

@@ -26,11 +26,12 @@ from adapters.fastrtc.handler import TurnStreamHandler
 from adapters.fastrtc.transport import TurnRTC, bad_request, serve_websocket
 from adapters.server.loghub import LogHub
 from adapters.server.metrics import Metrics
-from adapters.server.voice import VoiceService
+from adapters.server.voice import VoiceFrontEnd
 
 PAGE = Path(__file__).with_name("static") / "fastrtc.html"
 WEBRTC_OFFER, WEBSOCKET_OFFER = "/webrtc/offer", "/websocket/offer"
 OFFER_PATHS = frozenset({WEBRTC_OFFER, WEBSOCKET_OFFER})   # rate limited (limits.py)
+JSON_PATHS = frozenset({WEBRTC_OFFER})   # POSTs that must say application/json (origin.py)
 
 
 class VoiceState:
@@ -39,8 +40,9 @@ class VoiceState:
     def __init__(self, hub: LogHub, metrics: Metrics) -> None:
         self.hub = hub
         self.metrics = metrics
-        self.service: VoiceService | None = None
+        self.service: VoiceFrontEnd | None = None   # and a VoiceHost (voice_host.py)
         self.rtc: TurnRTC | None = None
+        self.session_count = 0       # what `turnchart_active_sessions` shows (at scrape)
 
 
 def voice_routes(state: VoiceState) -> list[BaseRoute]:
@@ -75,32 +77,27 @@ def voice_routes(state: VoiceState) -> list[BaseRoute]:
         service = state.service
         if service is None:
             return JSONResponse({"sessions": []})
-        return JSONResponse({"sessions": [
-            {"session_id": sid, "state": s.state, "contract": dict(s.contract), "turn": s.turn,
-             "chart": s.chart.name, "version_hash": s.chart.version_hash}
-            for sid, s in sorted(service.manager.sessions.items())]})
+        return JSONResponse({"sessions": [s.summary() for s in await service.live_sessions()]})
 
-    def unknown_session(session_id: str) -> JSONResponse:
-        active = sorted(state.service.manager.sessions) if state.service else []
+    async def unknown_session(session_id: str) -> JSONResponse:
+        active = ([s.session_id for s in await state.service.live_sessions()]
+                  if state.service else [])
         return JSONResponse({"error": f"no session '{session_id}'", "active_sessions": active[:50]},
                             status_code=404)
 
     async def session_detail(request: Request) -> JSONResponse:
         sid = request.path_params["session_id"]
-        session = state.service.manager.get(sid) if state.service else None
-        if session is None:
-            return unknown_session(sid)
-        return JSONResponse({"session_id": sid, "state": session.state,
-                             "configuration": list(session.configuration),
-                             "contract": dict(session.contract), "turn": session.turn,
-                             "epoch": session.epoch})
+        info = await state.service.session_info(sid) if state.service else None
+        if info is None:
+            return await unknown_session(sid)
+        return JSONResponse(info.detail())
 
     async def latency(request: Request) -> JSONResponse:
         sid = request.path_params["session_id"]
-        session = state.service.manager.get(sid) if state.service else None
-        if session is None:
-            return unknown_session(sid)
-        return JSONResponse({"session_id": sid, "transitions": session.latency.as_dict()})
+        info = await state.service.session_info(sid) if state.service else None
+        if info is None:
+            return await unknown_session(sid)
+        return JSONResponse({"session_id": sid, "transitions": dict(info.latency)})
 
     async def events(request: Request) -> Response:
         sid = request.path_params["session_id"]
@@ -124,6 +121,7 @@ def voice_routes(state: VoiceState) -> list[BaseRoute]:
 
     async def metrics(request: Request) -> Response:
         if state.service is not None:
+            state.session_count = await state.service.session_count()
             health = await state.service.health()
             streams = health.get("streams", {})
             for kind in ("claimed", "delivered", "acked", "duplicates", "invalid"):
