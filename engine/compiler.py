@@ -23,6 +23,7 @@ from statemachine.io import create_machine_class_from_definition
 from engine.errors import ChartError, ChartErrors
 from engine.registry import GuardInput, Registry
 from engine.spec import ChartSpec, EventSpec, GuardRef, parse_delay_ms
+from engine.turn import NO_POLICY, TurnPolicy, merge
 from engine.validator import ValidatedChart, iter_states
 
 
@@ -71,6 +72,7 @@ class StateInfo:
     after: tuple[Timer, ...]
     depth: int
     description: str | None
+    turn: TurnPolicy = NO_POLICY   # inherited like the contract (engine/turn.py)
 
     @property
     def compound(self) -> bool:
@@ -171,8 +173,29 @@ class CompiledChart:
 
 def content_hash(spec: ChartSpec) -> str:
     """Stable across key order, comments and formatting; changes with behaviour."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(_without_unset_additions(spec.model_dump(mode="json")),
+                           sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# State keys added after charts were already hashed, with their defaults: a state that
+# leaves one at its default is hashed without it, so a chart that does not use the new
+# keys keeps the version hash it always had (snapshots and golden traces name it).
+_ADDED_STATE_KEYS: dict[str, Any] = {"turn": None, "parallel": False, "history": None}
+
+
+def _without_unset_additions(dumped: dict[str, Any]) -> dict[str, Any]:
+    def states(tree: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, state in tree.items():
+            state = {k: v for k, v in state.items()
+                     if not (k in _ADDED_STATE_KEYS and v == _ADDED_STATE_KEYS[k])}
+            if isinstance(state.get("states"), dict):
+                state["states"] = states(state["states"])
+            out[name] = state
+        return out
+
+    return {**dumped, "states": states(dumped.get("states", {}))}
 
 
 def _guard_wrapper(ref: GuardRef, fn: Callable[[GuardInput], bool]) -> Callable[..., bool]:
@@ -217,6 +240,15 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
         return merged
 
     by_name = {n.name: n.spec for n in nodes}
+
+    def effective_turn(name: str) -> TurnPolicy:
+        chain: list[str] = []
+        current: str | None = name
+        while current is not None:
+            chain.append(current)
+            current = parents[current]
+        return merge(by_name[n].turn for n in reversed(chain))
+
     for node in nodes:
         s = node.spec
         infos[node.name] = StateInfo(
@@ -224,7 +256,7 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
             final=s.final, contract=MappingProxyType(effective_contract(node.name)),
             enter=s.enter, exit=s.exit, invoke=s.invoke,
             after=tuple(Timer(parse_delay_ms(d), d, e) for d, e in s.after.items()),
-            depth=node.depth, description=s.description)
+            depth=node.depth, description=s.description, turn=effective_turn(node.name))
         for event, alternatives in s.on.items():
             for order, alt in enumerate(alternatives):
                 rows.append(TransitionRow(len(rows), node.name, event, alt.target, alt.guards,

@@ -111,6 +111,8 @@ def _behaviour_lines(chart: CompiledChart, state: StateInfo) -> list[str]:
     contract = contract_text(chart, state)
     if contract:
         lines.append(contract)
+    if not state.turn.empty:
+        lines.append("🗣️ " + state.turn.text())
     if state.enter:
         lines.append("entry / " + ", ".join(state.enter))
     if state.exit:
@@ -424,7 +426,8 @@ def to_json(chart: CompiledChart) -> dict[str, Any]:
     states = {
         name: {
             "parent": s.parent, "children": list(s.children), "initial": s.initial,
-            "final": s.final, "contract": dict(s.contract), "enter": list(s.enter),
+            "final": s.final, "contract": dict(s.contract), "turn": s.turn.as_dict(),
+            "enter": list(s.enter),
             "exit": list(s.exit), "invoke": list(s.invoke),
             "after": [{"delay": t.delay, "delay_ms": t.delay_ms, "event": t.event}
                       for t in s.after],

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic_core import PydanticCustomError
 
 from engine.errors import did_you_mean
+from engine.turn import MAX_TURN_MS, EndOfTurn
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CHART_NAME_RE = re.compile(r"^[a-z0-9_]+$")
@@ -136,9 +137,28 @@ class TransitionSpec(_Strict):
         return tuple(GuardRef.parse(g) for g in self.guard)
 
 
+TurnMs = Annotated[int, Field(ge=0, le=MAX_TURN_MS)]
+
+
+class BargeInSpec(_Strict):
+    """How much speech over the assistant is a barge-in, in ms (engine/turn.py)."""
+
+    speaking_ms: TurnMs | None = None
+    thinking_ms: TurnMs | None = None
+
+
+class TurnSpec(_Strict):
+    """A state's `turn:` policy; every key optional, inherited key by key."""
+
+    end: EndOfTurn | None = None
+    patience_ms: TurnMs | None = None
+    barge_in: BargeInSpec | None = None
+
+
 class StateSpec(_Strict):
     description: str | None = None
     contract: dict[str, str] = Field(default_factory=dict)
+    turn: TurnSpec | None = None
     enter: tuple[str, ...] = ()
     exit: tuple[str, ...] = ()
     on: dict[str, tuple[TransitionSpec, ...]] = Field(default_factory=dict)

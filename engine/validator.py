@@ -20,7 +20,16 @@ from statemachine import StateChart
 from engine.errors import ChartError, ChartErrors, did_you_mean, sort_problems
 from engine.registry import Registry
 from engine.source import LoadedSource, PathKey, SourceMap
-from engine.spec import NAME_RE, ChartSpec, EventSpec, StateSpec, TransitionSpec
+from engine.spec import (
+    NAME_RE,
+    BargeInSpec,
+    ChartSpec,
+    EventSpec,
+    StateSpec,
+    TransitionSpec,
+    TurnSpec,
+)
+from engine.turn import END_MODES, MAX_TURN_MS
 
 # Names that clash with attributes of python-statemachine's StateChart: a state
 # or event called `send` silently hijacks `sm.send`, `model` crashes, etc.
@@ -173,6 +182,10 @@ def _model_at(path: PathKey) -> type[BaseModel]:
             model, i = EventSpec, i + 2
         elif model in (ChartSpec, StateSpec) and part == "states":
             model, i = StateSpec, i + 2
+        elif model is StateSpec and part == "turn":
+            model, i = TurnSpec, i + 1
+        elif model is TurnSpec and part == "barge_in":
+            model, i = BargeInSpec, i + 1
         elif model is StateSpec and part == "on":
             model, i = TransitionSpec, i + 2
             if i < len(path) and isinstance(path[i], int):
@@ -196,6 +209,10 @@ def describe(path: PathKey) -> str:
             what, i = "contracts", i + 1
         elif part == "on" and i + 1 < len(path):
             what, i = f"transition on '{path[i + 1]}' of {what}", i + 2
+        elif part == "turn" and i >= 2 and path[i - 2] == "states":
+            what, i = f"the turn policy of {what}", i + 1
+        elif part == "barge_in" and i >= 1 and path[i - 1] == "turn":
+            what, i = f"'barge_in' in {what}", i + 1
         else:
             i += 1
     return what
@@ -222,9 +239,33 @@ def _shape_error(err: Any, smap: SourceMap, data: Any) -> ChartError:
         hint = did_you_mean(value, UNHANDLED_POLICIES) if isinstance(value, str) else ""
         return smap.error(path, "E162", f"bad unhandled policy {_short(value)} in "
                           f"{describe(path)}: use error, warn or ignore{hint}")
+    turn = _turn_error(path, kind, err)
+    if turn is not None:
+        return smap.error(path, turn[0], turn[1])
     if code != "E104":
         return smap.error(path, code, str(err["msg"]), at_key=at_key)
     return smap.error(path, code, _bad_value_message(path, kind, err), at_key=at_key)
+
+
+_TURN_MS_KEYS = ("patience_ms", "speaking_ms", "thinking_ms")
+
+
+def _turn_error(path: PathKey, kind: str, err: Any) -> tuple[str, str] | None:
+    """E153 / E154 for a bad value inside a state's `turn:` policy, else None."""
+    in_turn = any(part == "turn" and i >= 2 and path[i - 2] == "states"
+                  for i, part in enumerate(path[:-1]))
+    if not in_turn or kind in ("model_type", "model_attributes_type", "dict_type"):
+        return None
+    key, value = path[-1], err.get("input")
+    where = describe(path[:-1])
+    if key == "end" and path[-2] == "turn":
+        hint = did_you_mean(value, END_MODES) if isinstance(value, str) else ""
+        return "E153", (f"bad end-of-turn mode {_short(value)} in {where}: use "
+                        f"{' or '.join(END_MODES)}{hint}")
+    if key in _TURN_MS_KEYS:
+        return "E154", (f"bad {key} {_short(value)} in {where}: write whole milliseconds "
+                        f"from 0 to {MAX_TURN_MS}, e.g. 700")
+    return None
 
 
 def _bad_value_message(path: PathKey, kind: str, err: Any) -> str:

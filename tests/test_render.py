@@ -379,7 +379,7 @@ def test_json_of_the_shipped_chart(shipped: CompiledChart) -> None:
     assert data["states"]["CONNECTED"]["initial"] == "LISTENING"
     assert data["states"]["LISTENING"] == {
         "parent": "CONNECTED", "children": [], "initial": None, "final": False,
-        "contract": {"microphone": "open", "playback": "stopped"},
+        "contract": {"microphone": "open", "playback": "stopped"}, "turn": {},
         "enter": ["cancel_tts", "cancel_filler"], "exit": [], "invoke": [], "after": [],
         "description": "The user has the floor; speech goes to STT.",
     }
