@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from engine.context import ActivityContext, EffectContext
 from engine.registry import GuardInput, Registry
+from engine.trace import PlaybackCleared, ResponderFailed, StateTimeout
 
 
 def has_text(event: GuardInput) -> bool:
@@ -25,11 +26,8 @@ async def cancel_tts(ctx: EffectContext) -> None:
     """Silence the answer: drop every queued audio chunk of this session."""
     dropped = await ctx.ports.playback.clear(ctx.session_id)
     since = ctx.since_event_ms("barge_in")
-    ctx.log("INFO", "playback_cleared",
-            f"🔇 playback cleared in {ctx.state}" + (f", {since:.1f} ms after barge-in"
-                                                    if since is not None else ""),
-            {"state": ctx.state, "ms_since_barge_in": None if since is None else round(since, 3),
-             "dropped_chunks": dropped})
+    ctx.emit(PlaybackCleared(ctx.session_id, ctx.clock.now_ms(), ctx.clock.wall(),
+                             state=ctx.state, ms_since_barge_in=since, dropped_chunks=dropped))
 
 
 async def cancel_filler(ctx: EffectContext) -> None:
@@ -50,9 +48,8 @@ async def play_immediate_filler(ctx: EffectContext) -> None:
 async def report_timeout(ctx: EffectContext) -> None:
     """A state gave up waiting on work it started (its `after` deadline fired): say
     so at WARNING, so that a hung responder or speaker is never a silent stall."""
-    ctx.log("WARNING", "state_timeout",
-            f"⌛ {ctx.state} timed out ({ctx.event}): gave up waiting, its work is cancelled",
-            {"state": ctx.state, "event": ctx.event})
+    ctx.emit(StateTimeout(ctx.session_id, ctx.clock.now_ms(), ctx.clock.wall(),
+                          state=ctx.state, event=ctx.event))
 
 
 async def respond(ctx: ActivityContext) -> None:
@@ -62,8 +59,8 @@ async def respond(ctx: ActivityContext) -> None:
         pieces = [piece async for piece in ctx.ports.responder.answer(text, ctx.session_id)]
     except Exception as exc:  # the responder's failure is the chart's business
         message = f"responder failed: {type(exc).__name__}: {exc}"
-        ctx.log("ERROR", "responder_failed", f"💥 {message}",
-                {"activity": ctx.activity, "state": ctx.state, "error": message})
+        ctx.emit(ResponderFailed(ctx.session_id, ctx.clock.now_ms(), ctx.clock.wall(),
+                                 activity=ctx.activity, state=ctx.state, error=message))
         ctx.post("error", {"message": message})
         return
     ctx.post("response_ready", {"text": "".join(pieces).strip()})

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.ports import AudioChunk, Ports
+from engine.trace import TraceEvent
 
 LogFn = Callable[[str, str, str, dict[str, Any]], None]
 
@@ -27,6 +28,11 @@ class EffectContext:
     clock: Clock
     log: LogFn
     since_event_ms: Callable[[str], float | None]
+    publish: Callable[[TraceEvent], None] | None = None
+
+    def emit(self, event: TraceEvent) -> None:
+        """Add a typed event to the session's trace (`log` takes a line by its parts)."""
+        _emit(self.publish, self.log, event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +48,15 @@ class ActivityContext:
     log: LogFn
     post: Callable[[str, dict[str, Any]], None]
     emit_audio: Callable[[AudioChunk], Awaitable[bool]]
+    publish: Callable[[TraceEvent], None] | None = None
+
+    def emit(self, event: TraceEvent) -> None:
+        """Add a typed event to the session's trace (`log` takes a line by its parts)."""
+        _emit(self.publish, self.log, event)
+
+
+def _emit(publish: Callable[[TraceEvent], None] | None, log: LogFn, event: TraceEvent) -> None:
+    if publish is not None:
+        publish(event)
+    else:   # a context built by hand (tests): the line by its parts
+        log(event.level, event.event_type, event.message, event.data())

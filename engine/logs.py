@@ -1,15 +1,25 @@
-"""Structured JSON log lines (CHART_FORMAT.md §3): one object per line,
-`session_id` on every line, emoji only in the human `message`."""
+"""Structured JSON log lines (docs/chart-format.md §3): one object per line,
+`session_id` on every line, emoji only in the human `message`.
+
+`EventLog` is where the trace goes: sessions, the manager and the adapters
+publish typed events (engine/trace.py) to it, and it tells every subscribed
+listener (metrics, the Redis contract publisher, the inspector, OpenTelemetry)
+whatever the level. The JSON log is one more listener, `JsonLog`: the only
+place where the log level applies and the only code that turns events into
+log dicts (`TraceEvent.to_record`).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 from engine.clock import Clock
+from engine.trace import KINDS as _TYPED
+from engine.trace import Listener, LogLine, TraceEvent, from_record
+from engine.trace import iso_utc as iso_utc  # re-exported: older imports
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
 Record = dict[str, Any]
@@ -75,44 +85,67 @@ class LevelFilterSink:
             self.sink.write(record)
 
 
-_second_cache: tuple[int, str] = (-1, "")
+class JsonLog:
+    """The JSON log as a trace listener: events at or above `level` become §3
+    records for `sink` (stdout, a file, the page's log pane)."""
 
+    def __init__(self, sink: LogSink, level: str = "DEBUG") -> None:
+        self.sink = sink
+        self.threshold = LEVELS[level]
 
-def iso_utc(wall: float) -> str:
-    """`2026-11-22T10:00:00.123Z`; the date-time part is formatted once per second
-    (a log line is built several times per step, on the hot path)."""
-    global _second_cache
-    second = int(wall)
-    if second != _second_cache[0]:
-        _second_cache = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    millis = int((wall - second) * 1000)
-    return f"{_second_cache[1]}.{millis:03d}Z"
+    def __call__(self, event: TraceEvent) -> None:
+        if LEVELS.get(event.level, 0) >= self.threshold:
+            self.sink.write(event.to_record())
 
 
 class EventLog:
-    """Builds §3 records and sends those at or above `level` to the sink.
+    """The trace hub: `publish` tells the JSON log (`sink` at `level`) and every
+    listener `subscribe`d, in that order, whatever the level.
 
-    `counts` counts every record by event_type whatever the level, so metrics
+    `counts` counts every event by event_type whatever the level, so metrics
     (contract violations, rejections) never depend on the log level.
     """
 
     def __init__(self, sink: LogSink, clock: Clock, level: str = "DEBUG") -> None:
-        self.sink = sink
         self.clock = clock
-        self.threshold = LEVELS[level]
+        self.json = JsonLog(sink, level)
+        self.listeners: tuple[Listener, ...] = ()
         self.counts: Counter[str] = Counter()
+
+    @property
+    def sink(self) -> LogSink:
+        return self.json.sink
+
+    @property
+    def threshold(self) -> int:
+        return self.json.threshold
+
+    def subscribe(self, listener: Listener) -> None:
+        self.listeners = (*self.listeners, listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self.listeners = tuple(x for x in self.listeners if x is not listener)
+
+    def stamp(self, session_id: str) -> tuple[str, float, float]:
+        """`(session_id, t_ms, wall)`, the first fields of every event, now."""
+        return session_id, self.clock.now_ms(), self.clock.wall()
+
+    def publish(self, event: TraceEvent) -> None:
+        self.counts[event.event_type] += 1
+        self.json(event)
+        for listener in self.listeners:
+            listener(event)
 
     def emit(self, level: str, session_id: str, event_type: str, message: str,
              data: dict[str, Any]) -> None:
-        self.counts[event_type] += 1
-        if LEVELS[level] < self.threshold:
-            return
-        self.sink.write({
-            "ts": iso_utc(self.clock.wall()),
-            "t_ms": round(self.clock.now_ms(), 3),
-            "level": level,
-            "session_id": session_id,
-            "event_type": event_type,
-            "message": message,
-            "data": data,
-        })
+        """Publish a line given by its parts (adapters' own lines, effects' notes):
+        a kind with a class in engine/trace.py becomes that typed event."""
+        line = LogLine(session_id, self.clock.now_ms(), self.clock.wall(), level=level,
+                       name=event_type, text=message, fields=data)
+        if event_type in _TYPED:
+            try:
+                self.publish(from_record(line.to_record()))
+                return
+            except ValueError:
+                pass
+        self.publish(line)

@@ -19,6 +19,7 @@ from engine.ports import Ports
 from engine.registry import Registry
 from engine.session import Ack, Envelope, Session
 from engine.snapshot import Snapshot, SnapshotStore
+from engine.trace import ChartVersionMissing, EventInvalid, SessionUnknown
 
 NO_SESSION = "-"
 
@@ -104,11 +105,10 @@ class SessionManager:
         kernel = self._kernels.get(snapshot.version_hash)
         if kernel is not None:
             return kernel.chart
-        self.log.emit("WARNING", snapshot.session_id, "chart_version_missing",
-                      f"🧩 snapshot names {snapshot.chart} {snapshot.version_hash}, not in "
-                      f"memory here: resuming on {current.version_hash}",
-                      {"chart": snapshot.chart, "version_hash": snapshot.version_hash,
-                       "resumed_on": current.version_hash})
+        self.log.publish(ChartVersionMissing(*self.log.stamp(snapshot.session_id),
+                                             chart=snapshot.chart,
+                                             version_hash=snapshot.version_hash,
+                                             resumed_on=current.version_hash))
         return current
 
     async def _run(self, session: Session) -> None:
@@ -158,10 +158,9 @@ class SessionManager:
             if not (isinstance(sid, str) and sid.strip() and len(sid) <= 256
                     and truncate_raw(sid) == sid):
                 sid = NO_SESSION   # a session_id that is itself the problem is not repeated
-            self.log.emit("WARNING", sid, "event_invalid",
-                          f"❌ invalid event: {problem.field}: {problem.error}",
-                          {"error": f"{problem.field}: {problem.error}", "field": problem.field,
-                           "raw": problem.raw})
+            self.log.publish(EventInvalid(*self.log.stamp(sid),
+                                          error=f"{problem.field}: {problem.error}",
+                                          field=problem.field, raw=problem.raw))
             return False
         return self.route(event, ack=ack, entry_id=entry_id)
 
@@ -171,10 +170,10 @@ class SessionManager:
         if session is None or session.closed:
             active = sorted(self.sessions)
             shown = active[:20] + ([f"…(+{len(active) - 20})"] if len(active) > 20 else [])
-            self.log.emit("WARNING", event.session_id, "session_unknown",
-                          f"❓ {event.event_type} for unknown session '{event.session_id}'",
-                          {"event": event.event_type, "active_sessions": shown,
-                           "active_count": len(active)})
+            self.log.publish(SessionUnknown(*self.log.stamp(event.session_id),
+                                            event=event.event_type,
+                                            active_sessions=tuple(shown),
+                                            active_count=len(active)))
             return False
         session.post(Envelope(event=event, entry_id=entry_id, ack=ack))
         return True
