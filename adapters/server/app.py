@@ -22,6 +22,7 @@ from adapters.server.inspect import Inspector, inspect_routes
 from adapters.server.limits import InputLimits, OfferRateLimit
 from adapters.server.loghub import LogHub
 from adapters.server.metrics import Metrics
+from adapters.server.telephone_routes import telephone_routes
 from adapters.server.origin import OriginCheck
 from adapters.server.telephone_routes import telephone_routes
 from adapters.server.voice import VoiceFrontEnd
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
         Route("/charts/{ref}", chart, methods=["GET"]),
         reload_route(reloader, settings.server.admin_token, version_uses),
         *voice_routes(voice),
+        *telephone_routes(voice, log),
         *telephone_routes(voice, log),
         *inspect_routes(inspector, catalog.charts),
     ]
