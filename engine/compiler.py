@@ -22,7 +22,8 @@ from statemachine.io import create_machine_class_from_definition
 
 from engine.errors import ChartError, ChartErrors
 from engine.registry import GuardInput, Registry
-from engine.spec import ChartSpec, EventSpec, GuardRef, parse_delay_ms
+from engine.spec import DONE_PREFIX, ChartSpec, EventSpec, GuardRef, parse_delay_ms
+from engine.trace import Contract
 from engine.turn import NO_POLICY, TurnPolicy, merge
 from engine.validator import ValidatedChart, iter_states
 
@@ -73,6 +74,8 @@ class StateInfo:
     depth: int
     description: str | None
     turn: TurnPolicy = NO_POLICY   # inherited like the contract (engine/turn.py)
+    parallel: bool = False            # every child (region) is active at once
+    history: str | None = None        # "shallow" | "deep": entering it resumes its last child
 
     @property
     def compound(self) -> bool:
@@ -86,6 +89,7 @@ class StepRecord:
     guard_input: GuardInput
     fired: int | None = None
     failed_guards: list[str] = field(default_factory=list)
+    fired_all: list[int] = field(default_factory=list)   # parallel regions: one row each
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,55 @@ class CompiledChart:
     def configuration_of(self, leaf: str) -> tuple[str, ...]:
         """The full active configuration for a leaf: root first, leaf last."""
         return (*reversed(self.ancestors(leaf)), leaf)
+
+    @property
+    def has_parallel(self) -> bool:
+        """Whether several leaf states can be active at once (a `parallel: true` state)."""
+        cached: bool | None = self.__dict__.get("_parallel_cache")
+        if cached is None:
+            cached = any(s.parallel for s in self.states.values())
+            object.__setattr__(self, "_parallel_cache", cached)
+        return cached
+
+    def contract_of(self, configuration: tuple[str, ...]) -> Mapping[str, str]:
+        """The contract in force: the leaf's (inherited); with parallel regions each
+        region's own values over their parents' (regions never set the same channel)."""
+        if not self.has_parallel:
+            return self.states[configuration[-1]].contract
+        merged: dict[str, str] = {}
+        for name in configuration:   # parents first
+            info = self.states[name]
+            above = self.states[info.parent].contract if info.parent is not None else {}
+            merged.update({c: v for c, v in info.contract.items()
+                           if above.get(c) != v or c not in merged})
+        return MappingProxyType({c: merged[c] for c in self.channels if c in merged})
+
+    def ordered(self, names: Any) -> tuple[str, ...]:
+        """States in document order (parents before children, regions in file order)."""
+        index: dict[str, int] | None = self.__dict__.get("_order_cache")
+        if index is None:
+            index = {name: i for i, name in enumerate(self.states)}
+            object.__setattr__(self, "_order_cache", index)
+        return tuple(sorted(set(names), key=index.__getitem__))
+
+    def default_entry(self, name: str) -> tuple[str, ...]:
+        """`name` and what entering it enters by default: initial children down to the
+        leaves, every region of a parallel state (document order)."""
+        out = [name]
+        info = self.states[name]
+        children = info.children if info.parallel else \
+            ((info.initial,) if info.initial is not None else ())
+        for child in children:
+            out.extend(self.default_entry(child))
+        return self.ordered(out)
+
+    def initial_configuration(self) -> tuple[str, ...]:
+        """The configuration a session starts in (root first; all regions when parallel)."""
+        return self.default_entry(self.initial)
+
+    def leaves(self, configuration: Any) -> tuple[str, ...]:
+        """The active leaf states of a configuration, in document order."""
+        return tuple(s for s in configuration if not self.states[s].children)
 
     def initial_leaf(self, name: str) -> str:
         info = self.states[name]
@@ -171,6 +224,31 @@ class CompiledChart:
         return [r.as_dict() for r in self.transitions]
 
 
+def kernel_event(event: str) -> str:
+    """The kernel's name for a chart event. python-statemachine posts its own
+    `done.state.X` inside one `send` and would run the transition there; the
+    session posts done events itself (one logged step each), so the kernel knows
+    them under a name its own never matches."""
+    return "_done__" + event[len(DONE_PREFIX):] if event.startswith(DONE_PREFIX) else event
+
+
+def history_id(state: str) -> str:
+    """The id of the history pseudo-state the compiler adds to a state with `history`."""
+    return f"_history_{state}"
+
+
+def done_events(spec_states: Mapping[str, Any]) -> dict[str, EventSpec]:
+    """`done.state.X` for every compound state that can finish (a final child; for a
+    parallel state, a final child in every region): known events, unhandled: ignore."""
+    out: dict[str, EventSpec] = {}
+    for node in iter_states(dict(spec_states)):
+        s = node.spec
+        regions = list(s.states.values()) if s.parallel else [s]
+        if s.states and all(any(c.final for c in r.states.values()) for r in regions):
+            out[DONE_PREFIX + node.name] = EventSpec(unhandled="ignore")
+    return out
+
+
 def content_hash(spec: ChartSpec) -> str:
     """Stable across key order, comments and formatting; changes with behaviour."""
     canonical = json.dumps(_without_unset_additions(spec.model_dump(mode="json")),
@@ -214,7 +292,10 @@ def _guard_wrapper(ref: GuardRef, fn: Callable[[GuardInput], bool]) -> Callable[
 def _recorder(index: int) -> Callable[..., None]:
     def record(step: StepRecord | None = None, **_: Any) -> None:
         if step is not None:
-            step.fired = index
+            if step.fired is None:
+                step.fired = index
+            if index not in step.fired_all:   # a history transition calls it twice
+                step.fired_all.append(index)
 
     record.__name__ = f"fired_{index}"
     return record
@@ -253,10 +334,11 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
         s = node.spec
         infos[node.name] = StateInfo(
             name=node.name, parent=node.parent, children=tuple(s.states), initial=s.initial,
-            final=s.final, contract=MappingProxyType(effective_contract(node.name)),
+            final=s.final, contract=Contract.of(effective_contract(node.name)),
             enter=s.enter, exit=s.exit, invoke=s.invoke,
             after=tuple(Timer(parse_delay_ms(d), d, e) for d, e in s.after.items()),
-            depth=node.depth, description=s.description, turn=effective_turn(node.name))
+            depth=node.depth, description=s.description, turn=effective_turn(node.name),
+            parallel=s.parallel, history=s.history)
         for event, alternatives in s.on.items():
             for order, alt in enumerate(alternatives):
                 rows.append(TransitionRow(len(rows), node.name, event, alt.target, alt.guards,
@@ -272,15 +354,33 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
             on: dict[str, list[dict[str, Any]]] = {}
             for row in rows_by_source.get(name, ()):
                 conds = [_guard_wrapper(g, registry.guard_fn(g.name)) for g in row.guards]
-                entry: dict[str, Any] = {"target": row.target, "on": [_recorder(row.index)]}
+                entry: dict[str, Any] = {"target": kernel_target(row), "on": [_recorder(row.index)]}
                 if conds:
                     entry["cond"] = conds
-                on.setdefault(row.event, []).append(entry)
+                on.setdefault(kernel_event(row.event), []).append(entry)
             item: dict[str, Any] = {"initial": name == initial, "final": s.final, "on": on}
+            if s.parallel:
+                item["parallel"] = True
             if s.states:
                 item["states"] = definition(s.states, s.initial)
+            if s.history is not None and s.initial is not None:
+                # SCXML history pseudo-state; with nothing recorded yet it enters `initial`.
+                item["history"] = {history_id(name): {"type": s.history,
+                                                      "transitions": [{"target": s.initial}]}}
             out[name] = item
         return out
+
+    def kernel_target(row: TransitionRow) -> str | None:
+        """A transition into a state with history from outside it resumes its last child."""
+        target = row.target
+        if target is None or by_name[target].history is None:
+            return target
+        current: str | None = row.source
+        while current is not None:
+            if current == target:
+                return target   # from inside: an ordinary re-entry at `initial`
+            current = parents[current]
+        return history_id(target)
 
     try:
         machine_class = create_machine_class_from_definition(
@@ -294,5 +394,6 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
         name=spec.chart, version=spec.version, version_hash=content_hash(spec),
         path=validated.path, spec=spec, initial=spec.initial,
         channels=MappingProxyType(dict(spec.contracts)), states=MappingProxyType(infos),
-        events=MappingProxyType(dict(spec.events)), transitions=tuple(rows),
+        events=MappingProxyType({**spec.events, **done_events(spec.states)}),
+        transitions=tuple(rows),
         machine_class=machine_class, warnings=tuple(validated.warnings))

@@ -17,7 +17,7 @@ from typing import Any
 from statemachine import StateChart
 from statemachine.orderedset import OrderedSet
 
-from engine.compiler import CompiledChart, StepRecord
+from engine.compiler import CompiledChart, StepRecord, history_id, kernel_event
 
 
 class _Model:
@@ -30,22 +30,42 @@ class Kernel:
     def __init__(self, chart: CompiledChart) -> None:
         self.chart = chart
         self._model = _Model()
-        self._model.state = OrderedSet(chart.configuration_of(chart.initial_leaf(chart.initial)))
+        self._model.state = OrderedSet(chart.initial_configuration())
         self.machine: StateChart[Any] = chart.machine_class(model=self._model)
+        self._history = {name: history_id(name) for name, info in chart.states.items()
+                         if info.history is not None}
 
-    def fire(self, configuration: tuple[str, ...], event: str, step: StepRecord) -> tuple[str, ...]:
-        """Apply `event` to `configuration`; return the new configuration (root first).
+    def fire(self, configuration: tuple[str, ...], event: str, step: StepRecord,
+             history: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+        """Apply `event` to `configuration`; return the new configuration (root first,
+        document order; with parallel regions every active state).
 
+        `history` (state with `history:` → the children it recorded, as the session
+        keeps it) is loaded into the shared machine first and updated in place.
         Raises python-statemachine's `TransitionNotAllowed` when no transition
         is enabled (every guard said no), and whatever a guard raises.
         """
         self._model.state = OrderedSet(configuration)
         self._rearm()
-        self.machine.send(event, step=step)
+        if self._history:
+            states_map = self.machine.states_map
+            self.machine.history_values.clear()
+            for name, recorded in (history or {}).items():
+                if name in self._history:
+                    self.machine.history_values[self._history[name]] = [
+                        states_map[s] for s in recorded if s in states_map]
+        self.machine.send(kernel_event(event), step=step)
+        if self._history and history is not None:
+            for name, hid in self._history.items():
+                values = self.machine.history_values.get(hid)
+                if values:
+                    history[name] = self.chart.ordered(s.id for s in values)
         values = self._model.state
         current = [values] if isinstance(values, str) else list(values)
-        leaf = max(current, key=lambda s: self.chart.states[s].depth)
-        return self.chart.configuration_of(leaf)
+        if not self.chart.has_parallel:
+            leaf = max(current, key=lambda s: self.chart.states[s].depth)
+            return self.chart.configuration_of(leaf)
+        return self.chart.ordered(current)
 
     def _rearm(self) -> None:
         """Undo python-statemachine's "the machine has terminated" flag.

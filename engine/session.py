@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from engine.logs import EventLog
 from engine.ports import AudioChunk, Ports
 from engine.registry import GuardInput, Registry
 from engine.snapshot import Snapshot, SnapshotStore
+from engine.spec import DONE_PREFIX
 
 Ack = Callable[[], Awaitable[None]]
 _INTERNAL_SOURCES = ("activity:", "timer", "internal")
@@ -100,16 +101,22 @@ class Session:
         self.closed = False
         self.finished = asyncio.Event()
         self._restored = snapshot
-        leaf = chart.initial_leaf(chart.initial)
+        # state with `history:` → the children it had when last exited (kernel-kept)
+        self.history: dict[str, tuple[str, ...]] = {}
+        configuration = chart.initial_configuration()
         if snapshot is not None:
             self._check_snapshot(snapshot)
-            leaf = snapshot.configuration[-1]
+            configuration = (chart.ordered(snapshot.configuration) if chart.has_parallel
+                             else chart.configuration_of(snapshot.configuration[-1]))
+            self.history = {str(k): tuple(v) for k, v in
+                            dict(snapshot.context.get("history") or {}).items()
+                            if k in chart.states}
             self.epoch, self.turn = snapshot.epoch, snapshot.turn
             self._correlation_id = snapshot.context.get("correlation_id")
             self.context = dict(snapshot.context.get("data", {}))
             self.trigger = dict(snapshot.context.get("trigger", {}))
             self.last_event_id = snapshot.last_event_id
-        self.configuration: tuple[str, ...] = chart.configuration_of(leaf)
+        self.configuration: tuple[str, ...] = configuration
         self.entered_at = clock.now_ms()
         self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
         self._internal: deque[Envelope] = deque()
@@ -120,13 +127,24 @@ class Session:
         # belongs to its state: what it posts is stale once that state is exited or
         # re-entered, not when a transition elsewhere (say, between its children) happens.
         self._entered: dict[str, int] = {}
+        self._entered_ms: dict[str, float] = {}   # state -> when it was entered (dwell)
         self._tg: asyncio.TaskGroup | None = None
 
     # ------------------------------------------------------------------ API
     @property
     def state(self) -> str:
-        """The current leaf state."""
+        """The current leaf state (with parallel regions: the first region's; `leaves`
+        has them all)."""
+        if self.chart.has_parallel:
+            return self.chart.leaves(self.configuration)[0]
         return self.configuration[-1]
+
+    @property
+    def leaves(self) -> tuple[str, ...]:
+        """Every active leaf state: one, or one per parallel region."""
+        if self.chart.has_parallel:
+            return self.chart.leaves(self.configuration)
+        return (self.configuration[-1],)
 
     @property
     def correlation_id(self) -> str:
@@ -160,7 +178,10 @@ class Session:
         return Snapshot(chart=self.chart.name, version_hash=self.chart.version_hash,
                         session_id=self.id, configuration=self.configuration, epoch=self.epoch,
                         turn=self.turn, context={"data": self.context, "trigger": self.trigger,
-                                              "correlation_id": self._correlation_id},
+                                              "correlation_id": self._correlation_id,
+                                              **({"history": {k: list(v) for k, v in
+                                                              self.history.items()}}
+                                                 if self.history else {})},
                         last_event_id=self.last_event_id)
 
     async def run(self) -> None:
@@ -251,15 +272,15 @@ class Session:
                        "owner": env.owner})
             await self._ack(env)
             return
-        leaf = self.state
-        if not self.chart.handles(leaf, name):
+        leaves = self.leaves
+        if not any(self.chart.handles(leaf, name) for leaf in leaves):
             level = _UNHANDLED_LEVEL[self.chart.events[name].unhandled]
             self._reject(level, name, "no_transition")
             await self._ack(env)
             return
         record = StepRecord(GuardInput(name, event.payload, self.context))
         try:
-            new_configuration = self.kernel.fire(self.configuration, name, record)
+            new_configuration = self.kernel.fire(self.configuration, name, record, self.history)
         except TransitionNotAllowed:
             failed = record.failed_guards[0] if record.failed_guards else "?"
             self._reject("INFO", name, f"guard_failed:{failed}",
@@ -272,13 +293,17 @@ class Session:
             await self._ack(env)
             return
         assert record.fired is not None
-        row = self.chart.transitions[record.fired]
-        if row.internal:
-            await self._run_effects(row.do, leaf, name, event.payload)
-            self._log("INFO", "internal_transition", f"↩️ {name} handled in {leaf}",
-                      {"state": leaf, "event": name, "correlation_id": event.correlation_id})
-        else:
-            await self._transition(row, event, new_configuration)
+        # One row, or one per parallel region that handles the event (SCXML).
+        rows = [self.chart.transitions[i] for i in (record.fired_all or [record.fired])]
+        for row in rows:
+            if row.internal:
+                leaf = self._leaf_under(row.source, self.configuration)
+                await self._run_effects(row.do, leaf, name, event.payload)
+                self._log("INFO", "internal_transition", f"↩️ {name} handled in {leaf}",
+                          {"state": leaf, "event": name, "correlation_id": event.correlation_id})
+        external = [row for row in rows if not row.internal]
+        if external:
+            await self._transition(external, event, new_configuration)
         self.last_event_id = env.entry_id or self.last_event_id
         await self._save()
         await self._ack(env)
@@ -308,25 +333,41 @@ class Session:
     def _reject(self, level: str, event: str, reason: str,
                 extra: dict[str, Any] | None = None) -> None:
         leaf = self.state
-        data = {"state": leaf, "event": event, "valid_events": self.chart.valid_events(leaf),
-                "valid_next_states": self.chart.valid_next_states(leaf), "reason": reason}
+        data: dict[str, Any] = {"state": leaf, "event": event,
+                                "valid_events": self.chart.valid_events(leaf),
+                                "valid_next_states": self.chart.valid_next_states(leaf),
+                                "reason": reason}
+        if self.chart.has_parallel:
+            leaves = self.leaves
+            data["active"] = list(leaves)
+            data["valid_events"] = sorted({e for s in leaves for e in self.chart.valid_events(s)})
+            data["valid_next_states"] = sorted({t for s in leaves
+                                                for t in self.chart.valid_next_states(s)})
         data.update(extra or {})
         self._log(level, "transition_rejected", f"🚫 {event} rejected in {leaf}: {reason}", data)
 
-    async def _transition(self, row: TransitionRow, event: VoiceEvent,
+    async def _transition(self, rows: Sequence[TransitionRow], event: VoiceEvent,
                           new_configuration: tuple[str, ...]) -> None:
+        """Take one transition, or one per parallel region that handled the event
+        (one step: all exits, every row's `do`, all entries, one epoch)."""
         chart, old_configuration = self.chart, self.configuration
-        assert row.target is not None
-        domain = self._domain(row.source, row.target)
-        exited = [s for s in reversed(old_configuration) if self._below(s, domain)]
-        entered = [s for s in new_configuration if self._below(s, domain)]
+        domains = [self._domain(r.source, r.target) for r in rows if r.target is not None]
+
+        def moved(state: str) -> bool:
+            return any(self._below(state, d) for d in domains)
+
+        exited = [s for s in reversed(old_configuration)
+                  if moved(s) or s not in new_configuration]
+        entered = [s for s in new_configuration if moved(s) or s not in old_configuration]
         now = self.clock.now_ms()
-        dwell_ms = now - self.entered_at
-        source_leaf = old_configuration[-1]
+        ends = [(self._leaf_under(r.source, old_configuration),
+                 self._leaf_under(r.target or r.source, new_configuration)) for r in rows]
+        dwells = [now - self._entered_ms.get(src, self.entered_at) for src, _ in ends]
         for name in exited:
             await self._stop_owned_by(name, "state_exit")
             await self._run_effects(chart.states[name].exit, name, event.event_type, event.payload)
-        await self._run_effects(row.do, source_leaf, event.event_type, event.payload)
+        for row, (source_leaf, _) in zip(rows, ends, strict=True):
+            await self._run_effects(row.do, source_leaf, event.event_type, event.payload)
         self.epoch += 1
         for name in exited:
             self._entered.pop(name, None)
@@ -337,7 +378,12 @@ class Session:
             self._correlation_id = event.correlation_id
         self.configuration = new_configuration
         self.entered_at = self.clock.now_ms()
-        if event.payload or event.source != "timer":
+        for name in exited:
+            self._entered_ms.pop(name, None)
+        for name in entered:
+            self._entered_ms[name] = self.entered_at
+        if event.payload or (event.source != "timer"
+                             and not event.event_type.startswith(DONE_PREFIX)):
             # A timer carries no data: the states it enters keep working on what
             # entered the state it left (THINKING → CONFIRMING → `after` → SPEAKING
             # still speaks the answer that response_ready brought).
@@ -348,17 +394,52 @@ class Session:
         self._apply_contract()
         for name in entered:
             self._start_owned(name)
-        target_leaf = self.state
         latency_ms = max(0.0, (self.clock.wall() - event.timestamp) * 1000.0)
-        self._log("INFO", "state_transition",
-                  f"🔄 {source_leaf} → {target_leaf} ({event.event_type})",
-                  {"from": source_leaf, "to": target_leaf, "event": event.event_type,
-                   "correlation_id": event.correlation_id, "latency_ms": round(latency_ms, 3)})
-        self.latency.record(source_leaf, target_leaf, latency_ms, dwell_ms)
-        self._log("DEBUG", "latency_recorded",
-                  f"⏱️ {source_leaf} → {target_leaf} {latency_ms:.1f} ms (dwell {dwell_ms:.0f} ms)",
-                  {"from": source_leaf, "to": target_leaf, "latency_ms": round(latency_ms, 3),
-                   "dwell_ms": round(dwell_ms, 3)})
+        for (source_leaf, target_leaf), dwell_ms in zip(ends, dwells, strict=True):
+            data: dict[str, Any] = {"from": source_leaf, "to": target_leaf,
+                                    "event": event.event_type,
+                                    "correlation_id": event.correlation_id,
+                                    "latency_ms": round(latency_ms, 3)}
+            if chart.has_parallel:
+                data["active"] = list(self.leaves)
+            self._log("INFO", "state_transition",
+                      f"🔄 {source_leaf} → {target_leaf} ({event.event_type})", data)
+            self.latency.record(source_leaf, target_leaf, latency_ms, dwell_ms)
+            self._log("DEBUG", "latency_recorded",
+                      f"⏱️ {source_leaf} → {target_leaf} {latency_ms:.1f} ms "
+                      f"(dwell {dwell_ms:.0f} ms)",
+                      {"from": source_leaf, "to": target_leaf, "latency_ms": round(latency_ms, 3),
+                       "dwell_ms": round(dwell_ms, 3)})
+        self._post_done_events(entered)
+
+    def _leaf_under(self, state: str, configuration: tuple[str, ...]) -> str:
+        """The active leaf at or below `state` (the first, in document order)."""
+        for name in reversed(configuration) if not self.chart.has_parallel else configuration:
+            if not self.chart.states[name].children and (
+                    name == state or state in self.chart.ancestors(name)):
+                return name
+        return state
+
+    def _post_done_events(self, entered: Sequence[str]) -> None:
+        """SCXML done events: a final child entered posts `done.state.PARENT`; when every
+        region of a parallel state is in a final child, `done.state.PARALLEL` follows.
+        Internal events: handled before anything waiting outside, never a new turn."""
+        chart, posted = self.chart, []
+        for name in entered:
+            info = chart.states[name]
+            if not info.final or info.parent is None:
+                continue
+            posted.append(info.parent)
+            grand = chart.states[info.parent].parent
+            if grand is not None and chart.states[grand].parallel and all(
+                    any(chart.states[s].final and chart.states[s].parent == region
+                        for s in self.configuration)
+                    for region in chart.states[grand].children):
+                posted.append(grand)
+        for state in dict.fromkeys(posted):
+            done = DONE_PREFIX + state
+            if done in chart.events:
+                self.raise_internal(self._make_event(done, {}, "internal", self.correlation_id))
 
     def _domain(self, source: str, target: str) -> str | None:
         """SCXML transition domain: the deepest proper ancestor of the source that
@@ -417,10 +498,12 @@ class Session:
                       {"effect": name, "state": state, "error": None})
 
     def _apply_contract(self) -> None:
-        info = self.chart.states[self.state]
-        self.contract = info.contract
-        mic, playback = info.contract.get("microphone", "-"), info.contract.get("playback", "-")
-        data: dict[str, Any] = {"state": self.state, **info.contract}
+        contract = self.chart.contract_of(self.configuration)
+        self.contract = contract
+        mic, playback = contract.get("microphone", "-"), contract.get("playback", "-")
+        data: dict[str, Any] = {"state": self.state, **contract}
+        if self.chart.has_parallel:
+            data["active"] = list(self.leaves)
         self._log("INFO", "contract_applied", f"🎛️ {self.state}: 🎤 {mic} · 🔈 {playback}", data)
 
     def _since_event_ms(self, event: str) -> float | None:

@@ -26,6 +26,10 @@ PAYLOAD_TYPES: dict[str, type] = {
     "str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
 }
 UnhandledPolicy = Literal["error", "warn", "ignore"]
+HistoryKind = Literal["shallow", "deep"]
+DONE_PREFIX = "done.state."
+"""`done.state.NAME`: the event a compound state posts when it reaches a final child
+(for a parallel state: when every region has), SCXML's done event."""
 
 
 def parse_delay_ms(text: str) -> float:
@@ -167,6 +171,8 @@ class StateSpec(_Strict):
     initial: str | None = None
     states: dict[str, StateSpec] = Field(default_factory=dict)
     final: bool = False
+    parallel: bool = False
+    history: HistoryKind | None = None
 
     @field_validator("enter", "exit", "invoke", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from engine.errors import ChartError, ChartErrors, did_you_mean, sort_problems
 from engine.registry import Registry
 from engine.source import LoadedSource, PathKey, SourceMap
 from engine.spec import (
+    DONE_PREFIX,
     NAME_RE,
     BargeInSpec,
     ChartSpec,
@@ -234,6 +235,11 @@ def _shape_error(err: Any, smap: SourceMap, data: Any) -> ChartError:
             return smap.error((), "E120", "missing 'initial': name the state the chart starts in")
         return smap.error(path[:-1], code, f"missing required key '{key}' in {describe(path[:-1])}",
                           at_key=True)
+    if kind == "literal_error" and loc and loc[-1] == "history":
+        value = err.get("input")
+        hint = did_you_mean(value, ("shallow", "deep")) if isinstance(value, str) else ""
+        return smap.error(path, "E163", f"bad history {_short(value)} in {describe(path)}: "
+                          f"use shallow or deep{hint}")
     if kind == "literal_error" and loc and loc[-1] == "unhandled":
         value = err.get("input")
         hint = did_you_mean(value, UNHANDLED_POLICIES) if isinstance(value, str) else ""
@@ -326,6 +332,7 @@ class _Semantic:
         self._check_initials()
         for node in self.nodes.values():
             self._check_state(node)
+        self._check_regions()
         self._check_unused_events()
         if not self.errors:
             self._check_graph()
@@ -368,6 +375,9 @@ class _Semantic:
             self._unknown_initial(("initial",), self.spec.initial, list(self.spec.states), "chart")
         for node in self.nodes.values():
             spec = node.spec
+            if spec.parallel:
+                self._check_parallel(node)
+                continue
             if spec.states and spec.initial is None:
                 self.err(node.path, "E120", f"compound state '{node.name}' has no 'initial' "
                          "child", at_key=True)
@@ -377,6 +387,16 @@ class _Semantic:
             elif spec.initial is not None and spec.initial not in spec.states:
                 self._unknown_initial((*node.path, "initial"), spec.initial, list(spec.states),
                                       f"state '{node.name}'")
+
+    def _check_parallel(self, node: StateNode) -> None:
+        """A parallel state runs every child (region) at once: children, no initial."""
+        spec = node.spec
+        if not spec.states:
+            self.err((*node.path, "parallel"), "E122", f"parallel state '{node.name}' has no "
+                     "child states: each child is a region that runs at the same time")
+        if spec.initial is not None:
+            self.err((*node.path, "initial"), "E122", f"parallel state '{node.name}' has "
+                     "'initial': all its children are entered at once, so it takes none")
 
     def _unknown_initial(self, path: PathKey, name: str, options: list[str], owner: str) -> None:
         where = "a top-level state" if owner == "chart" else f"a child of {owner}"
@@ -389,6 +409,9 @@ class _Semantic:
         if spec.final and (spec.on or spec.after or spec.invoke or spec.states):
             self.err(path, "E173", f"final state '{node.name}' must have no on, after, invoke or "
                      "child states", at_key=True)
+        if spec.history is not None and not spec.states:
+            self.err((*node.path, "history"), "E176", f"state '{node.name}' has 'history' but "
+                     "no child states: only a compound state can resume its last child")
         self._check_contract(node)
         for slot in ("enter", "exit"):
             for i, name in enumerate(getattr(spec, slot)):
@@ -410,9 +433,28 @@ class _Semantic:
 
     def _check_event(self, path: PathKey, event: str, *, at_key: bool) -> None:
         self.used_events.add(event)
+        if event.startswith(DONE_PREFIX) and event not in self.spec.events:
+            self._check_done_event(path, event, at_key=at_key)
+            return
         if event not in self.spec.events:
             self.err(path, "E131", f"event '{event}' is not declared in events"
                      f"{did_you_mean(event, self.spec.events)}", at_key=at_key)
+
+    def _check_done_event(self, path: PathKey, event: str, *, at_key: bool) -> None:
+        """`done.state.NAME`: NAME must be a compound state that can finish: a final
+        child (a parallel state: a final child in every region)."""
+        name = event[len(DONE_PREFIX):]
+        node = self.nodes.get(name)
+        if node is None or not node.spec.states:
+            compound = [n for n, c in self.nodes.items() if c.spec.states]
+            self.err(path, "E132", f"done event '{event}' names no compound state"
+                     f"{did_you_mean(name, compound)}", at_key=at_key)
+            return
+        regions = list(node.spec.states.values()) if node.spec.parallel else [node.spec]
+        if not all(any(child.final for child in r.states.values()) for r in regions):
+            what = "every region of " if node.spec.parallel else ""
+            self.err(path, "E132", f"done event '{event}' can never happen: {what}state "
+                     f"'{name}' needs a child with final: true", at_key=at_key)
 
     def _alt_path(self, node: StateNode, event: str, index: int) -> PathKey:
         listed = (*node.path, "on", event, index)
@@ -461,11 +503,67 @@ class _Semantic:
         if node.spec.states:
             return  # only leaf states are ever current; parents may set part of it
         effective = self.effective_contract(node.name)
-        missing = [c for c in channels if c not in effective]
+        elsewhere = self._set_by_other_regions(node.name)
+        missing = [c for c in channels if c not in effective and c not in elsewhere]
         if missing:
             self.err(node.path, "E150", f"state '{node.name}' has no contract value for "
                      f"{', '.join(repr(m) for m in missing)} (not set on it or a parent)",
                      at_key=True)
+
+    def _region_settings(self, region: str) -> dict[str, PathKey]:
+        """Contract channels and turn-policy keys set anywhere in a region (first place)."""
+        found: dict[str, PathKey] = {}
+        todo = [region]
+        while todo:
+            node = self.nodes.get(todo.pop(0))
+            if node is None:
+                continue
+            for channel in node.spec.contract:
+                found.setdefault(f"contract channel '{channel}'",
+                                 (*node.path, "contract", channel))
+            turn = getattr(node.spec, "turn", None)
+            if turn is not None:
+                for key, value in turn.model_dump(exclude_none=True).items():
+                    subkeys = value if isinstance(value, dict) else {None: value}
+                    for sub in subkeys:
+                        name = key if sub is None else f"{key}.{sub}"
+                        loc = (*node.path, "turn", key) if sub is None else \
+                            (*node.path, "turn", key, str(sub))
+                        found.setdefault(f"turn-policy key '{name}'", loc)
+            todo.extend(node.spec.states)
+        return found
+
+    def _set_by_other_regions(self, name: str) -> set[str]:
+        """Channels some sibling region of a parallel ancestor sets (that region owns them)."""
+        out: set[str] = set()
+        child = name
+        for ancestor in self._ancestors(name):
+            if self.nodes[ancestor].spec.parallel:
+                for region in self.nodes[ancestor].spec.states:
+                    if region != child:
+                        out.update(k.split("'")[1] for k in self._region_settings(region)
+                                   if k.startswith("contract channel"))
+            child = ancestor
+        return out
+
+    def _check_regions(self) -> None:
+        """E155: two regions of one parallel state may not set the same channel or key:
+        both would run at once, and only one value can hold."""
+        for node in self.nodes.values():
+            if not node.spec.parallel:
+                continue
+            owner: dict[str, tuple[str, PathKey]] = {}
+            for region in node.spec.states:
+                for what, loc in self._region_settings(region).items():
+                    if what not in owner:
+                        owner[what] = (region, loc)
+                        continue
+                    first_region, first_loc = owner[what]
+                    pos = self.smap.key(first_loc)
+                    self.err(loc, "E155", f"{what} is set in two regions of parallel state "
+                             f"'{node.name}': '{region}' here and '{first_region}' at line "
+                             f"{pos.line}, column {pos.col}; only one region may set it",
+                             at_key=True)
 
     def effective_contract(self, name: str) -> dict[str, str]:
         chain: list[StateNode] = []
@@ -494,12 +592,31 @@ class _Semantic:
         return out
 
     def _initial_leaf_chain(self, name: str) -> list[str]:
+        """What entering `name` enters below it: the initial children down to a leaf,
+        every region of a parallel state."""
         chain = [name]
         spec = self.nodes[name].spec
-        while spec.states and spec.initial in spec.states:
-            chain.append(spec.initial)
-            spec = spec.states[spec.initial]
+        if spec.parallel:
+            for region in spec.states:
+                chain.extend(self._initial_leaf_chain(region))
+        elif spec.states and spec.initial in spec.states:
+            chain.extend(self._initial_leaf_chain(spec.initial))
         return chain
+
+    def _entry_set(self, target: str) -> set[str]:
+        """Every state active after entering `target`: its ancestors, its default
+        descendants, and the default descendants of the other regions of each
+        parallel ancestor (they are entered with it)."""
+        out = set(self._initial_leaf_chain(target))
+        child = target
+        for ancestor in self._ancestors(target):
+            out.add(ancestor)
+            if self.nodes[ancestor].spec.parallel:
+                for region in self.nodes[ancestor].spec.states:
+                    if region != child:
+                        out.update(self._initial_leaf_chain(region))
+            child = ancestor
+        return out
 
     def _check_graph(self) -> None:
         reached: set[str] = set()
@@ -510,9 +627,9 @@ class _Semantic:
             if target in entered:
                 continue
             entered.add(target)
-            chain = self._initial_leaf_chain(target)
-            reached.update(chain, self._ancestors(target))
-            for owner in (chain[-1], *self._ancestors(chain[-1])):
+            active = self._entry_set(target)
+            reached.update(active)
+            for owner in active:
                 for alternatives in self.nodes[owner].spec.on.values():
                     todo.extend(a.target for a in alternatives if a.target is not None)
         for name, node in self.nodes.items():
