@@ -7,12 +7,31 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adapters.responder.settings import ResponderSettings
 from adapters.speech.models import SpeechSettings
 
 DEFAULT_CHART = Path(__file__).resolve().parent.parent / "charts" / "voice_turn.yaml"
+BUS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+"""`bus:` is `memory` or a Redis URL with one of these schemes (see docs/redis.md)."""
+
+
+def bus_problem(bus: str) -> str | None:
+    """Why `bus` names no bus turnchart has (None when it is usable). Only the scheme is
+    quoted: the rest of a URL may hold a password."""
+    if bus == "memory":
+        return None
+    scheme, sep, rest = bus.partition("://")
+    if not sep:
+        return (f"{bus!r} is not a bus: write memory, or a Redis URL such as "
+                "redis://127.0.0.1:6379/0")
+    if scheme.lower() not in BUS_SCHEMES:
+        return (f"unknown bus URL scheme {scheme + '://'!r}: write memory, or a Redis URL ("
+                + ", ".join(s + "://" for s in BUS_SCHEMES) + ")")
+    if not rest:
+        return f"{scheme}:// names no Redis server (write {scheme}://host:port)"
+    return None
 
 
 class ServerSettings(BaseModel):
@@ -61,6 +80,14 @@ class Settings(BaseModel):
     voice: VoiceSettings = VoiceSettings()
     limits: LimitsSettings = LimitsSettings()
 
+    @field_validator("bus")
+    @classmethod
+    def _bus(cls, value: str) -> str:
+        problem = bus_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
 
 class ConfigError(Exception):
     """A config file that cannot be used; the message says where and why."""
@@ -72,17 +99,25 @@ def load_settings(path: str | Path | None) -> Settings:
         return Settings()
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text: {exc.reason}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+        raise ConfigError(_yaml_error(p, exc)) from None
+    except RecursionError:
+        raise ConfigError(f"{p}: invalid YAML: the document nests too deeply") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: the config must be a mapping")
+        raise ConfigError(f"{_at(p, root, ())}: the config must be a mapping")
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{p}: {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{_at(p, root, e['loc'])}: {'.'.join(str(x) for x in e['loc'])}: "
+                 f"{_message(e['msg'])}" for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
     settings.charts = [str((p.parent / c).resolve()) if not Path(c).is_absolute() else c
                        for c in settings.charts]
@@ -91,6 +126,46 @@ def load_settings(path: str | Path | None) -> Settings:
         settings.responder = settings.responder.model_copy(
             update={"knowledge_path": str((p.parent / knowledge).resolve())})
     return settings
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """`PATH:LINE:COL: invalid YAML: …` at YAML's own position, as charts report it."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        message = (exc.problem or "invalid YAML").strip()
+        start = exc.context_mark
+        if exc.context and start is not None and mark is not None and start.line != mark.line:
+            message += (f" ({exc.context.strip()} that started at line {start.line + 1}, "
+                        f"column {start.column + 1})")
+        elif exc.context:
+            message += f" ({exc.context.strip()})"
+        return f"{where}: invalid YAML: {message}"
+    return f"{path}: invalid YAML: {exc}"
+
+
+def _message(msg: str) -> str:
+    """pydantic's message without its `Value error, ` prefix (our validators' own words)."""
+    return msg.removeprefix("Value error, ")
+
+
+def _at(path: Path, root: yaml.Node | None, loc: tuple[int | str, ...]) -> str:
+    """`PATH:LINE:COL` of the deepest node of `loc` the file has (`PATH` alone if none)."""
+    node, found = root, root
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) \
+                and key < len(node.value):
+            node = node.value[key]
+        else:
+            node = None
+        if node is None:
+            break
+        found = node
+    if found is None:
+        return str(path)
+    return f"{path}:{found.start_mark.line + 1}:{found.start_mark.column + 1}"
 
 
 ENV_OVERRIDES = {
@@ -114,4 +189,7 @@ def apply_env(settings: Settings, environ: dict[str, str]) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"environment override for {where}: {first['msg']}") from None
+        named = [v for v, (section, key) in ENV_OVERRIDES.items() if v in environ
+                 and ".".join(x for x in (section, key) if x) == where]
+        who = f"{named[0]} ({where})" if named else f"environment override for {where}"
+        raise ConfigError(f"{who}: {_message(first['msg'])}") from None

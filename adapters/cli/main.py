@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_PIPE = 141  # 128 + SIGPIPE: stdout's reader closed the pipe (`| head`)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
 
 
 def _registry(spec: str | None) -> Registry:
@@ -116,7 +117,8 @@ def _settings(args: argparse.Namespace) -> Settings | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from adapters.server.run import serve
+    # The config is checked before the server (and its speech stack) is imported: a
+    # mistake in it is reported in a fraction of a second.
     settings = _settings(args)
     if settings is None:
         return EXIT_USAGE
@@ -125,7 +127,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port:
         settings.server.port = args.port
     if args.redis:
+        from adapters.config import bus_problem
+        problem = bus_problem(args.redis)
+        if problem:
+            print(f"turnchart: --redis: {problem}", file=sys.stderr)
+            return EXIT_USAGE
         settings.bus = args.redis
+    from adapters.server.run import serve
     return serve(settings)
 
 
@@ -206,6 +214,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
                                        headless=args.headless, redis_wait_s=args.redis_wait))
 
 
+def _port(text: str) -> int:
+    """`--port`: a TCP port number, checked as config.yaml's `server.port` is."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
 def _version() -> str:
     """The installed distribution's version (pyproject.toml's `version`)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -258,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the HTTP server (charts, health; live voice later)")
     p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=_port, help="1-65535 (default: config.yaml's, 5204)")
     p.add_argument("--config", metavar="PATH",
                    help="config.yaml (default: ./config.yaml if present)")
     p.add_argument("--redis", metavar="URL",
@@ -295,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
     except BrokenPipeError:
         return _stdout_closed()
+    except KeyboardInterrupt:  # Ctrl-C before serve's server took the signal over
+        print("turnchart: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ImportError, AttributeError, TypeError) as exc:
         if getattr(args, "registry", None):
             print(f"turnchart: cannot use --registry {args.registry}: {exc}", file=sys.stderr)

@@ -112,6 +112,8 @@ def voice_routes(state: VoiceState) -> list[BaseRoute]:
                     except TimeoutError:
                         yield ": keep-alive\n\n"
                         continue
+                    if record is None:   # the server is stopping
+                        return
                     yield f"data: {json.dumps(record, ensure_ascii=False, default=str)}\n\n"
             finally:
                 state.hub.unsubscribe(sid, queue)
