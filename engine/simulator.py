@@ -51,9 +51,14 @@ class Step(BaseModel):
         return self
 
 
+DEFAULT_CHART = Path(__file__).resolve().parent.parent / "charts" / "voice_turn.yaml"
+"""The chart a scenario runs when it names none: the shipped one (`turnchart serve`'s
+default too), wherever the scenario file and the working directory are."""
+
+
 class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    chart: str = "charts/voice_turn.yaml"
+    chart: str | None = None      # None: DEFAULT_CHART
     sessions: list[str] = Field(default_factory=lambda: ["s1"], min_length=1)
     fakes: Fakes = Field(default_factory=Fakes)
     steps: list[Step] = Field(default_factory=list)
@@ -75,8 +80,11 @@ def load_scenario(path: str | Path) -> Scenario:
         loaded = load_yaml(text, str(path))
     except ChartErrors as exc:
         raise ScenarioError(str(exc)) from None
+    if loaded.data is None:
+        raise ScenarioError(f"{path}:1:1: the scenario is empty: write its `steps:` (and "
+                            "optionally `chart:`, `sessions:`, `fakes:`, `until_ms:`)")
     try:
-        return Scenario.model_validate(loaded.data if loaded.data is not None else {})
+        return Scenario.model_validate(loaded.data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
@@ -90,9 +98,12 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def resolve_chart_path(scenario: Scenario, scenario_path: str | Path,
                        override: str | None = None) -> Path:
-    """`--chart` wins; else the scenario's chart, relative to the scenario file, then cwd."""
+    """`--chart` wins; else the scenario's chart, relative to the scenario file, then cwd;
+    else (no `chart:`) the shipped DEFAULT_CHART."""
     if override:
         return Path(override)
+    if scenario.chart is None:
+        return DEFAULT_CHART
     candidate = Path(scenario.chart)
     if candidate.is_absolute():
         return candidate

@@ -277,3 +277,31 @@ def test_ctrl_c_on_an_idle_server_prints_no_traceback(tmp_path: Path) -> None:
     last = server.log_path.read_text().rstrip().splitlines()[-1]
     assert f'"message": "Finished server process [{server.proc.pid}]"' in last, last
 
+
+# --------------------------------------------------------------------------- 7. scenarios
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# nothing but a comment\n"],
+                         ids=["empty", "blank", "comment"])
+def test_an_empty_scenario_is_an_error_naming_the_file(text: str, tmp_path: Path) -> None:
+    """Before: `0 transition(s)`, exit 0 (and outside the repository `cannot read chart
+    …/charts/voice_turn.yaml`, relative to the scenario)."""
+    scenario = tmp_path / "empty.yaml"
+    scenario.write_text(text)
+    result = run("simulate", str(scenario), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{scenario}:1:1: the scenario is empty" in result.stderr
+    assert "cannot read chart" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_scenario_without_a_chart_runs_the_shipped_one_from_anywhere(tmp_path: Path) -> None:
+    scenario = tmp_path / "hello.yaml"
+    scenario.write_text("steps:\n  - {at: 0, event: client_connected}\n"
+                        "  - {at: 100, event: stt_final, payload: {text: hello, is_final: true}}\n")
+    result = run("simulate", str(scenario), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(f"simulated {scenario}: 4 transition(s), 0 ERROR line(s)")
+    started = [json.loads(line) for line in result.stdout.splitlines()
+               if '"session_started"' in line]
+    assert Path(started[0]["data"]["chart_path"]) == CHART
