@@ -124,7 +124,7 @@ class EventLog:
         self.listeners = (*self.listeners, listener)
 
     def unsubscribe(self, listener: Listener) -> None:
-        self.listeners = tuple(x for x in self.listeners if x is not listener)
+        self.listeners = tuple(x for x in self.listeners if x != listener)
 
     def stamp(self, session_id: str) -> tuple[str, float, float]:
         """`(session_id, t_ms, wall)`, the first fields of every event, now."""

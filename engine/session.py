@@ -29,6 +29,31 @@ from engine.ports import AudioChunk, Ports
 from engine.registry import GuardInput, Registry
 from engine.snapshot import Snapshot, SnapshotStore
 from engine.spec import DONE_PREFIX
+from engine.trace import (
+    ActivityCancelled,
+    ActivityDone,
+    ActivityFailed,
+    ActivityStarted,
+    AudioOut,
+    Contract,
+    ContractApplied,
+    ContractViolation,
+    EffectDone,
+    EffectFailed,
+    EventInvalid,
+    EventReceived,
+    EventStale,
+    InternalTransition,
+    LatencyRecorded,
+    SessionClosed,
+    SessionFailed,
+    SessionResumed,
+    SessionStarted,
+    StateTransition,
+    TimerFired,
+    TraceEvent,
+    TransitionRejected,
+)
 
 Ack = Callable[[], Awaitable[None]]
 _INTERNAL_SOURCES = ("activity:", "timer", "internal")
@@ -96,7 +121,7 @@ class Session:
         self.turn = 0
         self._correlation_id: str | None = None
         self.last_event_id: str | None = None
-        self.contract: Mapping[str, str] = {}
+        self.contract = Contract()
         self.contract_violations = 0
         self.closed = False
         self.finished = asyncio.Event()
@@ -206,15 +231,15 @@ class Session:
             # Something outside the chart's reach broke (the snapshot store, an
             # ack): say so before the session_closed line, then let the owner know.
             error = _describe(exc)
-            self._log("ERROR", "session_failed", f"💥 session failed in {self.state}: {error}",
-                      {"chart": self.chart.name, "version": self.chart.version,
-                       "state": self.state, "error": error})
+            self._publish(SessionFailed(*self._stamp(), chart=self.chart.name,
+                                        version=self.chart.version, state=self.state,
+                                        error=error))
             raise
         finally:
             self.closed = True
-            self._log("INFO", "session_closed", f"🔴 session closed in {self.state}",
-                      {"chart": self.chart.name, "version": self.chart.version,
-                       "version_hash": self.chart.version_hash, "state": self.state})
+            self._publish(SessionClosed(*self._stamp(), chart=self.chart.name,
+                                        version=self.chart.version,
+                                        version_hash=self.chart.version_hash, state=self.state))
             self.finished.set()
 
     # ------------------------------------------------------------ lifecycle
@@ -225,10 +250,10 @@ class Session:
                              f"{self.chart.name}: chart={snap.chart}, unknown states={unknown}")
 
     async def _start(self) -> None:
-        self._log("INFO", "session_started", f"🟢 session started in {self.state}",
-                  {"chart": self.chart.name, "version": self.chart.version,
-                   "version_hash": self.chart.version_hash, "state": self.state,
-                   "chart_path": self.chart.path})
+        self._publish(SessionStarted(*self._stamp(), chart=self.chart.name,
+                                     version=self.chart.version,
+                                     version_hash=self.chart.version_hash, state=self.state,
+                                     chart_path=self.chart.path))
         self.epoch += 1
         self._entered = dict.fromkeys(self.configuration, self.epoch)
         for name in self.configuration:
@@ -241,10 +266,10 @@ class Session:
     async def _resume(self) -> None:
         """Restore: no enter effects run again; the current states' activities and
         timers restart under a new epoch (anything in flight from before is stale)."""
-        self._log("INFO", "session_resumed", f"♻️ session resumed in {self.state}",
-                  {"chart": self.chart.name, "version": self.chart.version,
-                   "version_hash": self.chart.version_hash, "state": self.state,
-                   "epoch": self.epoch, "chart_path": self.chart.path})
+        self._publish(SessionResumed(*self._stamp(), chart=self.chart.name,
+                                     version=self.chart.version,
+                                     version_hash=self.chart.version_hash, state=self.state,
+                                     epoch=self.epoch, chart_path=self.chart.path))
         self.epoch += 1
         self._entered = dict.fromkeys(self.configuration, self.epoch)
         self._apply_contract()
@@ -260,16 +285,14 @@ class Session:
             return
         name = event.event_type
         self._last_seen[name] = self.clock.now_ms()
-        self._log("INFO", "event_received", f"📨 {name} from {event.source}",
-                  {"event": name, "correlation_id": event.correlation_id, "source": event.source,
-                   "payload": _loggable(event.payload)})
+        self._publish(EventReceived(*self._stamp(), event=name,
+                                    correlation_id=event.correlation_id, source=event.source,
+                                    payload=_loggable(event.payload)))
         if env.epoch is not None and not self._still_owned(env.owner, env.epoch):
-            owner = f"{env.owner} left" if env.owner else f"now {self.epoch}"
-            self._log("INFO", "event_stale", f"🕰️ stale {name} (epoch {env.epoch}, {owner}) "
-                      f"dropped",
-                      {"event": name, "correlation_id": event.correlation_id,
-                       "current_epoch": self.epoch, "event_epoch": env.epoch,
-                       "owner": env.owner})
+            self._publish(EventStale(*self._stamp(), event=name,
+                                     correlation_id=event.correlation_id,
+                                     current_epoch=self.epoch, event_epoch=env.epoch,
+                                     owner=env.owner))
             await self._ack(env)
             return
         leaves = self.leaves
@@ -284,12 +307,12 @@ class Session:
         except TransitionNotAllowed:
             failed = record.failed_guards[0] if record.failed_guards else "?"
             self._reject("INFO", name, f"guard_failed:{failed}",
-                         {"failed_guards": record.failed_guards})
+                         failed_guards=record.failed_guards)
             await self._ack(env)
             return
         except Exception as exc:  # a guard raised: the event is not applied
             self._reject("ERROR", name, f"guard_error:{type(exc).__name__}",
-                         {"error": f"{type(exc).__name__}: {exc}"})
+                         error=f"{type(exc).__name__}: {exc}")
             await self._ack(env)
             return
         assert record.fired is not None
@@ -299,8 +322,8 @@ class Session:
             if row.internal:
                 leaf = self._leaf_under(row.source, self.configuration)
                 await self._run_effects(row.do, leaf, name, event.payload)
-                self._log("INFO", "internal_transition", f"↩️ {name} handled in {leaf}",
-                          {"state": leaf, "event": name, "correlation_id": event.correlation_id})
+                self._publish(InternalTransition(*self._stamp(), state=leaf, event=name,
+                                                 correlation_id=event.correlation_id))
         external = [row for row in rows if not row.internal]
         if external:
             await self._transition(external, event, new_configuration)
@@ -324,27 +347,26 @@ class Session:
                 raise EventProblem("session_id", f"event for session '{event.session_id}' "
                                    f"reached session '{self.id}'", event.model_dump(mode="json"))
         except EventProblem as problem:
-            self._log("WARNING", "event_invalid", f"❌ invalid event: {problem.field}: "
-                      f"{problem.error}", {"error": f"{problem.field}: {problem.error}",
-                                           "field": problem.field, "raw": problem.raw})
+            self._publish(EventInvalid(*self._stamp(), error=f"{problem.field}: {problem.error}",
+                                       field=problem.field, raw=problem.raw))
             return None
         return event
 
-    def _reject(self, level: str, event: str, reason: str,
-                extra: dict[str, Any] | None = None) -> None:
+    def _reject(self, level: str, event: str, reason: str, *,
+                failed_guards: list[str] | None = None, error: str | None = None) -> None:
         leaf = self.state
-        data: dict[str, Any] = {"state": leaf, "event": event,
-                                "valid_events": self.chart.valid_events(leaf),
-                                "valid_next_states": self.chart.valid_next_states(leaf),
-                                "reason": reason}
+        valid_events = tuple(self.chart.valid_events(leaf))
+        valid_next = tuple(self.chart.valid_next_states(leaf))
+        active: tuple[str, ...] | None = None
         if self.chart.has_parallel:
-            leaves = self.leaves
-            data["active"] = list(leaves)
-            data["valid_events"] = sorted({e for s in leaves for e in self.chart.valid_events(s)})
-            data["valid_next_states"] = sorted({t for s in leaves
-                                                for t in self.chart.valid_next_states(s)})
-        data.update(extra or {})
-        self._log(level, "transition_rejected", f"🚫 {event} rejected in {leaf}: {reason}", data)
+            active = leaves = self.leaves
+            valid_events = tuple(sorted({e for s in leaves for e in self.chart.valid_events(s)}))
+            valid_next = tuple(sorted({t for s in leaves
+                                       for t in self.chart.valid_next_states(s)}))
+        self._publish(TransitionRejected(
+            *self._stamp(), level=level, state=leaf, event=event, valid_events=valid_events,
+            valid_next_states=valid_next, reason=reason, active=active,
+            failed_guards=None if failed_guards is None else tuple(failed_guards), error=error))
 
     async def _transition(self, rows: Sequence[TransitionRow], event: VoiceEvent,
                           new_configuration: tuple[str, ...]) -> None:
@@ -396,20 +418,13 @@ class Session:
             self._start_owned(name)
         latency_ms = max(0.0, (self.clock.wall() - event.timestamp) * 1000.0)
         for (source_leaf, target_leaf), dwell_ms in zip(ends, dwells, strict=True):
-            data: dict[str, Any] = {"from": source_leaf, "to": target_leaf,
-                                    "event": event.event_type,
-                                    "correlation_id": event.correlation_id,
-                                    "latency_ms": round(latency_ms, 3)}
-            if chart.has_parallel:
-                data["active"] = list(self.leaves)
-            self._log("INFO", "state_transition",
-                      f"🔄 {source_leaf} → {target_leaf} ({event.event_type})", data)
+            self._publish(StateTransition(
+                *self._stamp(), source=source_leaf, target=target_leaf, event=event.event_type,
+                correlation_id=event.correlation_id, latency_ms=latency_ms,
+                active=self.leaves if chart.has_parallel else None))
             self.latency.record(source_leaf, target_leaf, latency_ms, dwell_ms)
-            self._log("DEBUG", "latency_recorded",
-                      f"⏱️ {source_leaf} → {target_leaf} {latency_ms:.1f} ms "
-                      f"(dwell {dwell_ms:.0f} ms)",
-                      {"from": source_leaf, "to": target_leaf, "latency_ms": round(latency_ms, 3),
-                       "dwell_ms": round(dwell_ms, 3)})
+            self._publish(LatencyRecorded(*self._stamp(), source=source_leaf, target=target_leaf,
+                                          latency_ms=latency_ms, dwell_ms=dwell_ms))
         self._post_done_events(entered)
 
     def _leaf_under(self, state: str, configuration: tuple[str, ...]) -> str:
@@ -480,7 +495,7 @@ class Session:
                            payload: Mapping[str, Any]) -> str | None:
         """Await one effect; return its error text, or None when it succeeded."""
         ctx = EffectContext(self.id, state, event, payload, self.ports, self.clock,
-                            self._log, self._since_event_ms)
+                            self._log, self._since_event_ms, self._publish)
         try:
             await self.registry.effect_fn(name)(ctx)
         except (asyncio.CancelledError, TimeoutError):
@@ -491,20 +506,15 @@ class Session:
 
     def _run_effect_outcome(self, name: str, state: str, error: str | None) -> None:
         if error is not None:
-            self._log("ERROR", "effect_failed", f"💥 effect {name} failed in {state}: {error}",
-                      {"effect": name, "state": state, "error": error})
+            self._publish(EffectFailed(*self._stamp(), effect=name, state=state, error=error))
         else:
-            self._log("DEBUG", "effect_done", f"✅ {name} in {state}",
-                      {"effect": name, "state": state, "error": None})
+            self._publish(EffectDone(*self._stamp(), effect=name, state=state))
 
     def _apply_contract(self) -> None:
         contract = self.chart.contract_of(self.configuration)
-        self.contract = contract
-        mic, playback = contract.get("microphone", "-"), contract.get("playback", "-")
-        data: dict[str, Any] = {"state": self.state, **contract}
-        if self.chart.has_parallel:
-            data["active"] = list(self.leaves)
-        self._log("INFO", "contract_applied", f"🎛️ {self.state}: 🎤 {mic} · 🔈 {playback}", data)
+        self.contract = contract if isinstance(contract, Contract) else Contract.of(contract)
+        self._publish(ContractApplied(*self._stamp(), state=self.state, contract=self.contract,
+                                      active=self.leaves if self.chart.has_parallel else None))
 
     def _since_event_ms(self, event: str) -> float | None:
         seen = self._last_seen.get(event)
@@ -524,8 +534,8 @@ class Session:
         def fire() -> None:
             if self.closed or not self._still_owned(state, epoch):
                 return
-            self._log("INFO", "timer_fired", f"⏰ {timer.event} after {timer.delay} in {state}",
-                      {"event": timer.event, "state": state, "delay_ms": timer.delay_ms})
+            self._publish(TimerFired(*self._stamp(), event=timer.event, state=state,
+                                     delay_ms=timer.delay_ms, delay=timer.delay))
             self.post(Envelope(event=self._make_event(timer.event, {}, "timer", cid), epoch=epoch,
                                owner=state))
 
@@ -551,19 +561,18 @@ class Session:
                                epoch=epoch, owner=state))
 
         ctx = ActivityContext(self.id, activity, state, epoch, cid, dict(self.trigger), self.ports,
-                              self.clock, self._log, post, self._emit_audio)
+                              self.clock, self._log, post, self._emit_audio, self._publish)
         reasons: list[str] = []
         # Logged here, not in the task: a task cancelled before its first step
         # never runs its coroutine, and its start and cancellation must still show.
-        self._log("INFO", "activity_started", f"▶️ {activity} started in {state}",
-                  {"activity": activity, "state": state, "reason": None})
+        self._publish(ActivityStarted(*self._stamp(), activity=activity, state=state))
         task = self._tg.create_task(self._activity(fn, ctx), name=f"{self.id}:{activity}")
 
         def cancelled(done: asyncio.Task[None]) -> None:
             if done.cancelled():
                 reason = reasons[0] if reasons else "cancelled"
-                self._log("INFO", "activity_cancelled", f"⏹️ {activity} cancelled ({reason})",
-                          {"activity": activity, "state": state, "reason": reason})
+                self._publish(ActivityCancelled(*self._stamp(), activity=activity, state=state,
+                                                reason=reason))
 
         # Runs before whoever awaits the task (`_cancel`) resumes, so the line
         # comes before the exit effects and the next state's lines.
@@ -572,13 +581,12 @@ class Session:
 
     async def _activity(self, fn: Callable[[ActivityContext], Awaitable[None]],
                         ctx: ActivityContext) -> None:
-        data = {"activity": ctx.activity, "state": ctx.state}
         try:
             await fn(ctx)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self._log("ERROR", "activity_failed", f"💥 {ctx.activity} failed: {error}",
-                      {**data, "reason": error})
+            self._publish(ActivityFailed(*self._stamp(), activity=ctx.activity, state=ctx.state,
+                                         reason=error))
             error_spec = self.chart.events.get("error")
             if error_spec is not None and self._still_owned(ctx.state, ctx.epoch):
                 # Only the fields the chart declares: `error: {}` must not turn a
@@ -586,8 +594,7 @@ class Session:
                 message = f"{ctx.activity} failed: {error}"
                 ctx.post("error", {"message": message} if "message" in error_spec.payload else {})
         else:
-            self._log("INFO", "activity_done", f"🏁 {ctx.activity} done",
-                      {**data, "reason": None})
+            self._publish(ActivityDone(*self._stamp(), activity=ctx.activity, state=ctx.state))
 
     async def _stop_owned_by(self, state: str, reason: str) -> None:
         for handle in self._timers.pop(state, []):
@@ -617,29 +624,33 @@ class Session:
             _, pending_set = await asyncio.wait(pending, timeout=self.cancel_timeout_s)
             pending = list(pending_set)
         for task in pending:
-            self._log("ERROR", "activity_failed", f"💥 {task.get_name()} ignored cancellation",
-                      {"activity": task.get_name(), "state": self.state,
-                       "reason": f"did not stop within {self.cancel_timeout_s}s"})
+            self._publish(ActivityFailed(*self._stamp(), activity=task.get_name(),
+                                         state=self.state, ignored_cancellation=True,
+                                         reason=f"did not stop within {self.cancel_timeout_s}s"))
 
     async def _emit_audio(self, chunk: AudioChunk) -> bool:
         """Activities send audio here; it only flows while playback is `streaming`."""
-        if self.contract.get("playback") != "streaming":
+        playback = self.contract.playback
+        if playback != "streaming":
             self.contract_violations += 1
-            self._log("ERROR", "contract_violation",
-                      f"⛔ audio emitted in {self.state} while playback is "
-                      f"{self.contract.get('playback')}",
-                      {"state": self.state, "channel": "playback",
-                       "detail": f"{len(chunk.data)} bytes dropped: playback is "
-                                 f"{self.contract.get('playback')}"})
+            self._publish(ContractViolation(
+                *self._stamp(), state=self.state, channel="playback", playback=playback,
+                detail=f"{len(chunk.data)} bytes dropped: playback is {playback}"))
             return False
         await self.ports.playback.write(self.id, chunk)
-        self._log("DEBUG", "audio_out", f"🔊 {len(chunk.data)} bytes",
-                  {"bytes": len(chunk.data), "state": self.state})
+        self._publish(AudioOut(*self._stamp(), bytes=len(chunk.data), state=self.state))
         return True
 
     # --------------------------------------------------------------- helpers
     def _log(self, level: str, event_type: str, message: str, data: dict[str, Any]) -> None:
+        """What effects and activities log of their own (`ctx.log`)."""
         self.log_.emit(level, self.id, event_type, message, data)
+
+    def _stamp(self) -> tuple[str, float, float]:
+        return self.id, self.clock.now_ms(), self.clock.wall()
+
+    def _publish(self, event: TraceEvent) -> None:
+        self.log_.publish(event)
 
     async def _save(self) -> None:
         if self.store is not None:

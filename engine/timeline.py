@@ -1,6 +1,6 @@
-"""A session's timeline, built from its log lines (CHART_FORMAT.md §3).
+"""A session's timeline, built from its trace (engine/trace.py; docs/chart-format.md §3).
 
-Pure: log records in, timeline out, so the live inspector (`GET /inspect`)
+Pure: typed events (or log records, parsed) in, timeline out, so the live inspector (`GET /inspect`)
 and replay tooling reading a saved trace draw the same picture. Every time in
 a timeline is milliseconds since its first line (`t_ms` of the session clock),
 so a simulated and a live session read alike.
@@ -24,36 +24,70 @@ What the lines allow, and so what is shown:
   `time_to_silence_ms`) and the chart's `barge_in` event merged into one
   mark, with what the chart did with it and the `ms_since_barge_in` of the
   `playback_cleared` that followed.
-- **Marks** for lines a person debugging a turn looks for: rejections, stale
-  and invalid events, contract violations, timers, internal transitions,
-  turn latency, false interruptions and failures.
+- **Marks** for lines a person debugging a turn looks for: rejections (not of
+  events the chart says `unhandled: ignore`), stale and invalid events,
+  contract violations, timers, internal transitions, turn latency, false
+  interruptions and failures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from engine.logs import Record
+from engine.trace import (
+    ActivityCancelled,
+    ActivityDone,
+    ActivityFailed,
+    ActivityStarted,
+    ContractViolation,
+    EffectDone,
+    EffectFailed,
+    EventInvalid,
+    EventReceived,
+    EventStale,
+    InternalTransition,
+    LatencyRecorded,
+    PlaybackCleared,
+    Record,
+    RoutingRejected,
+    SessionClosed,
+    SessionFailed,
+    SessionResumed,
+    SessionStarted,
+    StateTransition,
+    TimerFired,
+    TraceEvent,
+    TransitionRejected,
+    WorkerState,
+    from_record,
+    iso_utc,
+)
 
 Outcome = Literal["running", "done", "cancelled", "failed"]
 BargeInOutcome = Literal["pending", "applied", "rejected", "stale"]
 
 MARKED = frozenset({
-    "transition_rejected", "event_stale", "event_invalid", "contract_violation",
-    "internal_transition", "timer_fired", "turn_latency", "false_interruption",
-    "session_failed", "adapter_error", "session_resumed", "routing_rejected",
+    *(cls.kind for cls in (TransitionRejected, EventStale, EventInvalid, ContractViolation,
+                           InternalTransition, TimerFired, SessionFailed, SessionResumed,
+                           RoutingRejected)),
+    # the audio adapter's own lines (engine/trace.py LogLine)
+    "turn_latency", "false_interruption", "adapter_error",
 })
 """Line types shown as marks on the time axis."""
 
-_EFFECT_BOUNDARIES = frozenset({
-    "event_received", "session_started", "session_resumed", "effect_done", "effect_failed",
-    "activity_cancelled",
-})
-_ACTIVITY_ENDS: dict[str, Outcome] = {
-    "activity_done": "done", "activity_cancelled": "cancelled", "activity_failed": "failed",
-}
+
+def _ignored_by_the_chart(event: TraceEvent) -> bool:
+    """An event the chart declares `unhandled: ignore`, arriving where nothing handles it
+    (`stt_partial` while LISTENING): the session logs that at DEBUG, on purpose. It is
+    not worth a look, so it is no mark (a rejection by a guard still is)."""
+    return (isinstance(event, TransitionRejected) and event.reason == "no_transition"
+            and event.level == "DEBUG")
+
+_EFFECT_BOUNDARIES = (EventReceived, SessionStarted, SessionResumed, EffectDone, EffectFailed,
+                      ActivityCancelled)
+_BARGE_IN_DETECTED = "barge_in_detected"       # the audio adapter's (a LogLine)
 _BARGE_IN_EVENT = "barge_in"
 _DETECTION_JOINS_EVENT_MS = 2_000.0
 """A `barge_in` event this soon after the adapter's `barge_in_detected` is that same barge-in."""
@@ -139,6 +173,10 @@ class Timeline:
         return data
 
 
+def _r3(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -172,60 +210,60 @@ class _Builder:
         if self.states and self.states[-1].end_ms is None:
             self.states[-1] = replace(self.states[-1], end_ms=at)
 
-    def session_line(self, record: Record, at: float) -> None:
-        data = record["data"]
-        self.chart = data.get("chart", self.chart)
-        self.version = data.get("version", self.version)
-        self.version_hash = data.get("version_hash", self.version_hash)
-        if record["event_type"] == "session_closed":
+    def session_line(self, event: SessionStarted | SessionResumed | SessionClosed,
+                     at: float) -> None:
+        self.chart, self.version = event.chart, event.version
+        self.version_hash = event.version_hash
+        if isinstance(event, SessionClosed):
             self.closed = True
             self.leave(at)
             self.close_bars(at, "cancelled", "session_closed")
-        elif isinstance(data.get("state"), str):
+        else:
             self.closed = False
-            self.enter(data["state"], at)
+            self.enter(event.state, at)
 
-    def transition(self, data: dict[str, Any], at: float) -> None:
-        source, target = str(data.get("from")), str(data.get("to"))
+    def transition(self, event: StateTransition, at: float) -> None:
+        source, target = event.source, event.target
         if not self.states or self.states[-1].end_ms is not None:
             self.states.append(StateSpan(source, 0.0, None))  # its entry was before our lines
         dwell = at - self.states[-1].start_ms
         self.enter(target, at)
-        self.transitions.append(Transition(at, source, target, str(data.get("event")),
-                                           data.get("correlation_id"),
-                                           _float(data.get("latency_ms")), round(dwell, 3)))
-        if data.get("event") == _BARGE_IN_EVENT and self.awaiting_clear is not None:
+        self.transitions.append(Transition(at, source, target, event.event,
+                                           event.correlation_id,
+                                           _float(_r3(event.latency_ms)), round(dwell, 3)))
+        if event.event == _BARGE_IN_EVENT and self.awaiting_clear is not None:
             index = self.awaiting_clear
             self.barge_ins[index] = replace(self.barge_ins[index], outcome="applied",
                                             state=source)
 
-    def engine_dwell(self, data: dict[str, Any]) -> None:
+    def engine_dwell(self, event: LatencyRecorded) -> None:
         """`latency_recorded` follows its `state_transition`: the engine's own dwell wins."""
-        dwell = _float(data.get("dwell_ms"))
+        dwell = _float(_r3(event.dwell_ms))
         last = self.transitions[-1] if self.transitions else None
-        if (dwell is not None and last is not None and last.source == data.get("from")
-                and last.target == data.get("to")):
+        if (dwell is not None and last is not None and last.source == event.source
+                and last.target == event.target):
             self.transitions[-1] = replace(last, dwell_ms=dwell)
 
     # ------------------------------------------------------------------ bars
-    def activity_started(self, data: dict[str, Any], at: float) -> None:
-        name = str(data.get("activity"))
+    def activity_started(self, event: ActivityStarted, at: float) -> None:
+        name = event.activity
         self.open_activities.setdefault(name, []).append(len(self.bars))
-        self.bars.append(Bar("activity", name, str(data.get("state")), at, None, "running"))
+        self.bars.append(Bar("activity", name, event.state, at, None, "running"))
 
-    def activity_ended(self, kind: str, data: dict[str, Any], at: float) -> None:
-        name = str(data.get("activity"))
+    def activity_ended(self, event: ActivityDone | ActivityCancelled | ActivityFailed,
+                       at: float) -> None:
+        name = event.activity
         if name not in self.open_activities:  # "ignored cancellation" names the task
             name = name.removeprefix(f"{self.session_id}:")
         opened = self.open_activities.get(name)
-        reason = data.get("reason")
+        outcome: Outcome = ("done" if isinstance(event, ActivityDone) else
+                            "cancelled" if isinstance(event, ActivityCancelled) else "failed")
         if opened:
             index = opened.pop(0)  # the oldest: a superseded task ends after its successor starts
-            self.bars[index] = replace(self.bars[index], end_ms=at, outcome=_ACTIVITY_ENDS[kind],
-                                       detail=reason)
+            self.bars[index] = replace(self.bars[index], end_ms=at, outcome=outcome,
+                                       detail=event.reason)
         else:  # started before the lines we have
-            self.bars.append(Bar("activity", name, str(data.get("state")), 0.0, at,
-                                 _ACTIVITY_ENDS[kind], reason))
+            self.bars.append(Bar("activity", name, event.state, 0.0, at, outcome, event.reason))
 
     def close_bars(self, at: float, outcome: Outcome, detail: str) -> None:
         for opened in self.open_activities.values():
@@ -234,14 +272,14 @@ class _Builder:
                                            detail=self.bars[index].detail or detail)
         self.open_activities.clear()
 
-    def effect(self, kind: str, data: dict[str, Any], at: float) -> None:
-        failed = kind == "effect_failed"
-        self.bars.append(Bar("effect", str(data.get("effect")), str(data.get("state")),
+    def effect(self, event: EffectDone | EffectFailed, at: float) -> None:
+        failed = isinstance(event, EffectFailed)
+        self.bars.append(Bar("effect", event.effect, event.state,
                              min(self.boundary_ms, at), at, "failed" if failed else "done",
-                             data.get("error") if failed else None))
+                             event.error if failed else None))
 
     # ------------------------------------------------------------- barge-ins
-    def barge_in_detected(self, data: dict[str, Any], at: float) -> None:
+    def barge_in_detected(self, data: Mapping[str, Any], at: float) -> None:
         frames = data.get("dropped_frames")
         self.barge_ins.append(BargeIn(at, None, "pending", _float(data.get("time_to_silence_ms")),
                                       None, frames if isinstance(frames, int) else None))
@@ -260,53 +298,50 @@ class _Builder:
             self.barge_ins[index] = replace(self.barge_ins[index], outcome=outcome)
             self.awaiting_clear = None
 
-    def playback_cleared(self, data: dict[str, Any]) -> None:
-        since = _float(data.get("ms_since_barge_in"))
+    def playback_cleared(self, event: PlaybackCleared) -> None:
+        since = _float(_r3(event.ms_since_barge_in))
         if since is not None and self.awaiting_clear is not None:
             index = self.awaiting_clear
             if self.barge_ins[index].playback_cleared_ms is None:
                 self.barge_ins[index] = replace(self.barge_ins[index], playback_cleared_ms=since)
 
     # ------------------------------------------------------------------ lines
-    def add(self, record: Record) -> None:
-        kind = record["event_type"]
-        data = record.get("data") or {}
-        at = round(float(record["t_ms"]) - self.origin, 3)
+    def add(self, event: TraceEvent) -> None:
+        kind = event.event_type
+        at = round(round(event.t_ms, 3) - self.origin, 3)
         self.last_ms = max(self.last_ms, at)
         if self.started_at is None:
-            self.started_at = record.get("ts")
-        if kind in ("session_started", "session_resumed", "session_closed"):
-            self.session_line(record, at)
-        elif kind == "state_transition":
-            self.transition(data, at)
-        elif kind == "worker_state":      # a Redis front-end: states as the worker reported
-            state = data.get("state")
-            if isinstance(state, str) and (not self.states or self.states[-1].state != state
-                                           or self.states[-1].end_ms is not None):
-                self.enter(state, at)
-        elif kind == "latency_recorded":
-            self.engine_dwell(data)
-        elif kind == "activity_started":
-            self.activity_started(data, at)
-        elif kind in _ACTIVITY_ENDS:
-            self.activity_ended(kind, data, at)
-        elif kind in ("effect_done", "effect_failed"):
-            self.effect(kind, data, at)
-        elif kind == "barge_in_detected":
-            self.barge_in_detected(data, at)
-        elif kind == "event_received" and data.get("event") == _BARGE_IN_EVENT:
+            self.started_at = iso_utc(event.wall)
+        if isinstance(event, SessionStarted | SessionResumed | SessionClosed):
+            self.session_line(event, at)
+        elif isinstance(event, StateTransition):
+            self.transition(event, at)
+        elif isinstance(event, WorkerState):  # a Redis front-end: states as the worker reported
+            if (not self.states or self.states[-1].state != event.state
+                    or self.states[-1].end_ms is not None):
+                self.enter(event.state, at)
+        elif isinstance(event, LatencyRecorded):
+            self.engine_dwell(event)
+        elif isinstance(event, ActivityStarted):
+            self.activity_started(event, at)
+        elif isinstance(event, ActivityDone | ActivityCancelled | ActivityFailed):
+            self.activity_ended(event, at)
+        elif isinstance(event, EffectDone | EffectFailed):
+            self.effect(event, at)
+        elif kind == _BARGE_IN_DETECTED:
+            self.barge_in_detected(event.data(), at)
+        elif isinstance(event, EventReceived) and event.event == _BARGE_IN_EVENT:
             self.barge_in_received(at)
-        elif kind == "transition_rejected" and data.get("event") == _BARGE_IN_EVENT:
+        elif isinstance(event, TransitionRejected) and event.event == _BARGE_IN_EVENT:
             self.barge_in_refused("rejected")
-        elif kind == "event_stale" and data.get("event") == _BARGE_IN_EVENT:
+        elif isinstance(event, EventStale) and event.event == _BARGE_IN_EVENT:
             self.barge_in_refused("stale")
-        elif kind == "playback_cleared":
-            self.playback_cleared(data)
-        if kind in _EFFECT_BOUNDARIES:
+        elif isinstance(event, PlaybackCleared):
+            self.playback_cleared(event)
+        if isinstance(event, _EFFECT_BOUNDARIES):
             self.boundary_ms = at
-        if kind in MARKED:
-            self.marks.append(Mark(at, kind, str(record.get("level", "INFO")),
-                                   str(record.get("message", kind))))
+        if kind in MARKED and not _ignored_by_the_chart(event):
+            self.marks.append(Mark(at, kind, event.level, event.message))
 
     def build(self, now_ms: float | None, lines: int, dropped: int) -> Timeline:
         end = self.last_ms if now_ms is None or self.closed else max(self.last_ms,
@@ -321,17 +356,18 @@ class _Builder:
             barge_ins=tuple(self.barge_ins), marks=tuple(self.marks))
 
 
-def build_timeline(session_id: str, records: Iterable[Record], *, now_t_ms: float | None = None,
-                   dropped_lines: int = 0) -> Timeline:
+def build_timeline(session_id: str, records: Iterable[TraceEvent | Record], *,
+                   now_t_ms: float | None = None, dropped_lines: int = 0) -> Timeline:
     """The timeline of `session_id` from its lines, in the order they were written.
 
     Lines of other sessions are skipped, so a whole trace can be passed. `now_t_ms`
     (the session clock now) stretches what is still open up to now; `dropped_lines`
     says how many older lines the caller no longer has (shown, never guessed)."""
-    mine = [r for r in records if r.get("session_id") == session_id]
-    builder = _Builder(session_id, float(mine[0]["t_ms"]) if mine else 0.0)
-    for record in mine:
-        builder.add(record)
+    events = (r if isinstance(r, TraceEvent) else from_record(r) for r in records)
+    mine = [e for e in events if e.session_id == session_id]
+    builder = _Builder(session_id, round(mine[0].t_ms, 3) if mine else 0.0)
+    for event in mine:
+        builder.add(event)
     return builder.build(now_t_ms, len(mine), dropped_lines)
 
 

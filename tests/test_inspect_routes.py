@@ -18,8 +18,9 @@ from adapters.config import Settings
 from adapters.server.app import create_app
 from adapters.server.inspect import Inspector, inspect_routes
 from engine.clock import RealClock
-from engine.logs import EventLog, ListSink, Record
+from engine.logs import EventLog, ListSink, NullSink, Record
 from engine.simulator import Scenario, run_scenario
+from engine.trace import from_record
 from tests.support.live_clients import EventStream, Served, WebSocketCaller, serve_app
 from tests.support.voice_fakes import fake_voice_factory, silence, tone
 from tests.support.waiting import wait_for
@@ -188,7 +189,8 @@ def test_inspect_events_send_heartbeats_while_nothing_happens(
 def test_inspect_a_subscriber_that_falls_behind_is_resynced(
         small: tuple[Served, Inspector]) -> None:
     served, inspector = small
-    log = EventLog(inspector, RealClock())
+    log = EventLog(NullSink(), RealClock())
+    log.subscribe(inspector)
 
     def burst() -> None:  # 50 lines in one go, far more than the queue of 4 holds
         log.emit("INFO", "s-burst", "session_started", "started",
@@ -244,7 +246,7 @@ async def test_inspect_keeps_closed_sessions_a_while_and_bounds_lines() -> None:
         until_ms=100)
     inspector = Inspector(lambda name: None, lambda: 0.0, keep_closed=2, keep_lines=5)
     for record in trace:
-        inspector.write(record)
+        inspector(from_record(record))
     # The three closed at the end of the run; the two closed last are kept.
     assert sorted(inspector.views) == ["b", "c"]
     assert inspector.timeline("a") is None
@@ -253,10 +255,12 @@ async def test_inspect_keeps_closed_sessions_a_while_and_bounds_lines() -> None:
     assert kept["lines"] == 5
     assert kept["dropped_lines"] == sum(1 for r in trace if r["session_id"] == "c") - 5
     # An event for a closed session much later does not make it young again...
-    inspector.write({**trace[-1], "session_id": "c", "event_type": "session_unknown",
-                     "level": "WARNING", "t_ms": 500_000.0, "data": {"event": "stt_final"}})
+    inspector(from_record({**trace[-1], "session_id": "c", "event_type": "session_unknown",
+                           "level": "WARNING", "t_ms": 500_000.0,
+                           "data": {"event": "stt_final", "active_sessions": [],
+                                    "active_count": 0}}))
     # ...so ten minutes after they closed, when another session closes, they go.
-    inspector.write({**trace[-1], "session_id": "d", "t_ms": 100.0 + 600_001.0})
+    inspector(from_record({**trace[-1], "session_id": "d", "t_ms": 100.0 + 600_001.0}))
     assert sorted(inspector.views) == ["d"]
 
 
@@ -264,7 +268,8 @@ def test_inspect_on_a_redis_front_end_shows_what_the_front_end_saw() -> None:
     """Sessions run on workers there; the front-end's own lines still show, without states."""
     app = create_app(Settings(bus="redis://127.0.0.1:9/0"))
     inspector: Inspector = app.state.inspector
-    log = EventLog(inspector, RealClock())
+    log = EventLog(NullSink(), RealClock())
+    log.subscribe(inspector)
     log.emit("DEBUG", "rtc-1", "connection_mapped", "mapped",
              {"connection_id": "rtc-1", "rule": "direct_match"})
     log.emit("INFO", "rtc-1", "barge_in_detected", "✋ barge-in",

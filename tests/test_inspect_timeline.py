@@ -197,3 +197,21 @@ def test_inspect_timeline_shows_a_failing_effect_as_a_failed_bar(tmp_path: Path)
     assert effects == [("explode", "ON", "failed", "RuntimeError: boom"),
                        ("cancel_filler", "ON", "done", None)]
     assert [b.start_ms for b in timeline.bars] == [5.0, 5.0]
+
+
+def test_an_event_the_chart_ignores_is_not_worth_a_look() -> None:
+    """issue 13 §3.12: `stt_partial` (`unhandled: ignore` in the shipped chart) while
+    LISTENING is logged at DEBUG on purpose; it filled the inspector's "worth a look"
+    list. A rejection the chart does not ignore is still marked."""
+    scenario = Scenario(chart=str(CHART), steps=[
+        {"at": 0, "event": "client_connected"},
+        {"at": 20, "event": "stt_partial", "payload": {"text": "hel"}},
+        {"at": 30, "event": "stt_partial", "payload": {"text": "hello"}},
+        {"at": 50, "event": "barge_in", "payload": {"reason": "cough"}}], until_ms=100)
+    registry = default_registry()
+    trace = asyncio.run(run_scenario(scenario, load_chart(CHART, registry), registry))
+    assert [r["level"] for r in trace if r["event_type"] == "transition_rejected"
+            and r["data"]["event"] == "stt_partial"] == ["DEBUG", "DEBUG"]
+    timeline = build_timeline("s1", trace)
+    assert [(m.kind, m.at_ms, m.level) for m in timeline.marks
+            if m.kind == "transition_rejected"] == [("transition_rejected", 50.0, "ERROR")]

@@ -23,7 +23,7 @@ from adapters.redis.output_link import ContractPublisher, RedisOutputLink
 from adapters.redis.run import run_worker
 from adapters.responder.settings import build_responder
 from engine.clock import RealClock
-from engine.logs import EventLog, FanOutSink, JsonLinesSink
+from engine.logs import EventLog, JsonLinesSink
 from engine.ports import Ports
 
 
@@ -43,8 +43,8 @@ async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str
     out = open_client(redis_url)             # bytes: audio stays binary
     link = RedisOutputLink(out, filler_clip=AudioChunk(pcm.tobytes(), len(pcm) / rate * 1000))
     publisher = ContractPublisher(out)
-    log = EventLog(FanOutSink(JsonLinesSink(sys.stdout), publisher), RealClock(),
-                   level=settings.log.level)
+    log = EventLog(JsonLinesSink(sys.stdout), RealClock(), level=settings.log.level)
+    log.subscribe(publisher)     # every contract, whatever the log level
     ports = Ports(playback=link, filler=link, responder=build_responder(settings.responder),
                   speech=tts)
     async with asyncio.TaskGroup() as tg:

@@ -41,8 +41,8 @@ from adapters.redis.keys import Keys
 from adapters.redis.reader import stream_pairs
 from adapters.redis.topology import Topology, is_redirect
 from adapters.redis.wire import Wire
-from engine.logs import Record
 from engine.ports import AudioChunk
+from engine.trace import ContractApplied, TraceEvent
 
 OUT_MAXLEN = 2_000
 
@@ -102,23 +102,24 @@ class RedisOutputLink:
 
 
 class ContractPublisher:
-    """A log sink for the worker: every `contract_applied` line becomes a `contract` op.
+    """A trace listener for the worker: every `ContractApplied` becomes a `contract`
+    op, whatever the log level (the front-end routes audio by it).
 
-    Published in the order the log lines are written (one task, FIFO queue)."""
+    Published in the order the events happen (one task, FIFO queue)."""
 
     def __init__(self, redis: Client, keys: Keys | None = None) -> None:
         self.redis = redis
         self.keys = keys or Keys()
         self.queue: asyncio.Queue[tuple[str, dict[Any, Any]]] = asyncio.Queue()
 
-    def write(self, record: Record) -> None:
-        if record["event_type"] != "contract_applied":
+    def __call__(self, event: TraceEvent) -> None:
+        if not isinstance(event, ContractApplied):
             return
-        data = record["data"]
-        self.queue.put_nowait((record["session_id"], {
-            "op": "contract", "state": str(data.get("state", "")),
-            "microphone": str(data.get("microphone", "closed")),
-            "playback": str(data.get("playback", "stopped"))}))
+        contract = event.contract
+        self.queue.put_nowait((event.session_id, {
+            "op": "contract", "state": event.state,
+            "microphone": contract.microphone or "closed",
+            "playback": contract.playback or "stopped"}))
 
     async def run(self) -> None:
         while True:

@@ -31,7 +31,7 @@ from engine.behaviours import default_registry
 from engine.catalog import ChartCatalog, Reload, VersionUse
 from engine.clock import RealClock
 from engine.compiler import CompiledChart
-from engine.logs import EventLog, FanOutSink, JsonLinesSink, LevelFilterSink, LogSink
+from engine.logs import EventLog, FanOutSink, JsonLinesSink, LogSink
 from engine.registry import Registry
 from engine.render import RenderUnavailable, to_json, to_mermaid, to_svg
 
@@ -60,10 +60,11 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
     sink = log_sink or JsonLinesSink(sys.stdout)
     inspector = Inspector(lambda name: (e.chart if (e := catalog.by_name(name)) else None),
                           clock.now_ms, mode="memory" if settings.bus == "memory" else "redis")
-    # The inspector draws effects and dwell times from DEBUG lines; the rest keep the level.
-    log = EventLog(FanOutSink(LevelFilterSink(FanOutSink(sink, hub, voice.metrics),
-                                              settings.log.level), inspector),
-                   clock, level="DEBUG")
+    # The JSON log (stdout and the page's log pane) keeps the level; metrics and the
+    # inspector (it draws effects and dwell times from DEBUG events) get every event.
+    log = EventLog(FanOutSink(sink, hub), clock, level=settings.log.level)
+    log.subscribe(voice.metrics)
+    log.subscribe(inspector)
 
     def follow(reload: Reload) -> None:
         """Hot reload: calls that connect from now on run the new version when

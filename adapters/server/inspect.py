@@ -1,9 +1,10 @@
 """The live inspector: `GET /inspect` shows the chart with every live session on
 it, and each session's timeline, from the server's own structured log lines.
 
-`Inspector` is a log sink. It keeps, per session, the last lines in a bounded
+`Inspector` is a trace listener (engine/trace.py): it gets every event,
+whatever the log level. It keeps, per session, the last events in a bounded
 ring buffer (for the timeline, `engine.timeline`) and a small view of where
-the session is (chart, state, contract, since when), built from the lines
+the session is (chart, state, contract, since when), built from the events
 alone: `session_started` / `session_resumed`, `contract_applied`,
 `state_transition`, `session_closed`. Closed sessions are kept a while so
 that a call that just ended can still be looked at.
@@ -37,14 +38,25 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Route
 
 from engine.compiler import CompiledChart
-from engine.logs import Record
 from engine.manager import NO_SESSION
 from engine.timeline import build_timeline
+from engine.trace import (
+    AudioOut,
+    ContractApplied,
+    SessionClosed,
+    SessionResumed,
+    SessionStarted,
+    StateTransition,
+    TraceEvent,
+    WorkerSessionReleased,
+    WorkerState,
+    iso_utc,
+)
 
 STATIC = Path(__file__).with_name("static")
 _ASSETS = {"inspect.js": "text/javascript", "inspect.css": "text/css"}
-_SKIPPED = frozenset({"audio_out"})
-"""Lines never kept or sent: one per answer-audio chunk, and nothing to draw."""
+_SKIPPED = (AudioOut,)
+"""Events never kept or sent: one per answer-audio chunk, and nothing to draw."""
 
 ChartLookup = Callable[[str], CompiledChart | None]
 _CLOSE_CHECK_S = 0.5
@@ -70,31 +82,32 @@ class SessionView:
     def live(self) -> bool:
         return self.started and self.closed_t_ms is None
 
-    def apply(self, record: Record) -> None:
-        kind, data = record["event_type"], record.get("data") or {}
-        if kind in ("session_started", "session_resumed"):
-            self.chart, self.version = data.get("chart"), data.get("version")
-            self.version_hash = data.get("version_hash")
+    def apply(self, event: TraceEvent) -> None:
+        if isinstance(event, SessionStarted | SessionResumed):
+            self.chart, self.version = event.chart, event.version
+            self.version_hash = event.version_hash
             self.started, self.closed_t_ms = True, None
-            self._enter(data.get("state"), record)
-        elif kind == "state_transition":
-            self._enter(data.get("to"), record)
-        elif kind == "contract_applied":
-            self.contract = {k: str(v) for k, v in data.items() if k != "state"}
-        elif kind == "worker_state":      # a Redis front-end: the worker's state
+            self._enter(event.state, event)
+        elif isinstance(event, StateTransition):
+            self._enter(event.target, event)
+        elif isinstance(event, ContractApplied):
+            self.contract = dict(event.contract)
+        elif isinstance(event, WorkerState):      # a Redis front-end: the worker's state
             if not self.started or self.closed_t_ms is not None:
-                self.chart, self.version = data.get("chart"), data.get("version")
-                self.version_hash = data.get("version_hash")
+                self.chart, self.version = event.chart, event.version
+                self.version_hash = event.version_hash
                 self.started, self.closed_t_ms = True, None
-            if data.get("state") != self.state:
-                self._enter(data.get("state"), record)
-            self.contract = {k: str(data[k]) for k in ("microphone", "playback") if k in data}
-        elif kind in ("session_closed", "worker_session_released"):
-            self.closed_t_ms = float(record["t_ms"])
+            if event.state != self.state:
+                self._enter(event.state, event)
+            self.contract = {k: v for k, v in event.contract.items()
+                             if k in ("microphone", "playback")}
+        elif isinstance(event, SessionClosed | WorkerSessionReleased):
+            self.closed_t_ms = round(event.t_ms, 3)
 
-    def _enter(self, state: Any, record: Record) -> None:
+    def _enter(self, state: Any, event: TraceEvent) -> None:
         if isinstance(state, str):
-            self.state, self.since, self.since_t_ms = state, record["ts"], float(record["t_ms"])
+            self.state, self.since = state, iso_utc(event.wall)
+            self.since_t_ms = round(event.t_ms, 3)
 
     def as_dict(self, charts: ChartLookup) -> dict[str, Any]:
         chart = charts(self.chart) if self.chart else None
@@ -110,7 +123,7 @@ class SessionView:
 
 @dataclass
 class _Lines:
-    records: deque[Record]
+    records: deque[TraceEvent]
     dropped: int = 0
 
 
@@ -145,7 +158,7 @@ def sse(event: str, data: Any) -> str:
 
 
 class Inspector:
-    """A log sink that keeps what `/inspect` shows; see the module docstring."""
+    """A trace listener that keeps what `/inspect` shows; see the module docstring."""
 
     def __init__(self, charts: ChartLookup, now_t_ms: Callable[[], float], *,
                  mode: str = "memory", keep_lines: int = 600, keep_closed: int = 50,
@@ -169,34 +182,34 @@ class Inspector:
         so a signal handler may call it."""
         self.closing = True
 
-    # ------------------------------------------------------------------ sink
-    def write(self, record: Record) -> None:
-        sid = record["session_id"]
-        if sid == NO_SESSION or record["event_type"] in _SKIPPED:
+    # -------------------------------------------------------------- listener
+    def __call__(self, event: TraceEvent) -> None:
+        sid = event.session_id
+        if sid == NO_SESSION or isinstance(event, _SKIPPED):
             return
         lines = self.lines.get(sid)
         if lines is None:
             lines = self.lines[sid] = _Lines(deque(maxlen=self.keep_lines))
         if len(lines.records) == self.keep_lines:
             lines.dropped += 1
-        lines.records.append(record)
+        lines.records.append(event)
         view = self.views.get(sid)
         if view is None:
             view = self.views[sid] = SessionView(sid)
-        view.apply(record)
+        view.apply(event)
         if view.live:
             self._closed.pop(sid, None)   # started, or resumed after a close
         else:
             # Closed sessions, and ids with lines but no session here (Redis front-ends),
             # are kept for a while and a number, oldest dropped first. A late line of a
             # closed session does not make it young again.
-            at = float(record["t_ms"])
-            if record["event_type"] == "session_closed" or not view.started:
+            at = round(event.t_ms, 3)
+            if isinstance(event, SessionClosed) or not view.started:
                 self._closed[sid] = at
                 self._closed.move_to_end(sid)
             self._evict(at)
         if self.subscribers:
-            message = sse("record", record)
+            message = sse("record", event.to_record())
             for subscriber in list(self.subscribers):
                 subscriber.offer(message)
 

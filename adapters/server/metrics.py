@@ -1,7 +1,8 @@
-"""Prometheus metrics, fed by the same structured log lines the engine writes.
+"""Prometheus metrics, fed by the same trace the log is written from.
 
-A `LogSink` that turns each record into counter/histogram updates, so what
-`/metrics` shows can never disagree with the log. Each app gets its own
+A trace listener (engine/trace.py): each typed event becomes counter/histogram
+updates, whatever the log level, so what `/metrics` shows never disagrees with
+the log and never depends on its level. Each app gets its own
 `CollectorRegistry` (tests start several apps in one process).
 """
 
@@ -11,7 +12,19 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from engine.logs import Record
+from engine.trace import (
+    ActivityFailed,
+    ContractViolation,
+    EffectFailed,
+    EventInvalid,
+    EventStale,
+    PlaybackCleared,
+    RoutingRejected,
+    SessionUnknown,
+    StateTransition,
+    TraceEvent,
+    TransitionRejected,
+)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _TURN_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -63,25 +76,25 @@ class Metrics:
         gauge = Gauge("turnchart_active_sessions", "Sessions alive in this process", registry=r)
         gauge.set_function(lambda: float(active_sessions()))
 
-    def write(self, record: Record) -> None:
-        kind, data = record["event_type"], record["data"]
-        if kind == "state_transition":
-            self.transitions.labels(data["from"], data["to"]).inc()
-            self.transition_latency.observe(float(data.get("latency_ms") or 0.0) / 1000.0)
-        elif kind == "transition_rejected":
-            self.rejections.labels(str(data.get("reason", "")).split(":")[0]).inc()
-        elif kind in ("event_invalid", "session_unknown", "routing_rejected"):
+    def __call__(self, event: TraceEvent) -> None:
+        """The trace listener (`EventLog.subscribe(metrics)`)."""
+        if isinstance(event, StateTransition):
+            self.transitions.labels(event.source, event.target).inc()
+            self.transition_latency.observe(float(event.latency_ms or 0.0) / 1000.0)
+        elif isinstance(event, TransitionRejected):
+            self.rejections.labels(event.reason.split(":")[0]).inc()
+        elif isinstance(event, EventInvalid | SessionUnknown | RoutingRejected):
             self.invalid.inc()
-        elif kind == "event_stale":
+        elif isinstance(event, EventStale):
             self.stale.inc()
-        elif kind == "effect_failed":
-            self.effect_failures.labels(data.get("effect", "?")).inc()
-        elif kind == "activity_failed":
-            self.activity_failures.labels(data.get("activity", "?")).inc()
-        elif kind == "contract_violation":
-            self.violations.labels(data.get("channel", "?")).inc()
-        elif kind == "playback_cleared" and data.get("ms_since_barge_in") is not None:
-            self.time_to_silence.observe(float(data["ms_since_barge_in"]) / 1000.0)
+        elif isinstance(event, EffectFailed):
+            self.effect_failures.labels(event.effect).inc()
+        elif isinstance(event, ActivityFailed):
+            self.activity_failures.labels(event.activity).inc()
+        elif isinstance(event, ContractViolation):
+            self.violations.labels(event.channel).inc()
+        elif isinstance(event, PlaybackCleared) and event.ms_since_barge_in is not None:
+            self.time_to_silence.observe(float(event.ms_since_barge_in) / 1000.0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,0 +1,102 @@
+"""The trace's listeners get every event whatever the log level; only the JSON log
+filters (issue 15: at WARNING a Redis worker sent no contract to the front-end and
+/metrics stopped counting, because both sat behind the level filter)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from adapters.config import LogSettings, Settings
+from adapters.redis.keys import Keys
+from adapters.redis.output_link import ContractPublisher, output_key
+from adapters.server.app import create_app
+from adapters.server.metrics import Metrics
+from engine.behaviours import default_registry
+from engine.chart import load_chart
+from engine.clock import VirtualClock
+from engine.fakes import FakeSettings, fake_ports
+from engine.logs import EventLog, ListSink
+from engine.manager import SessionManager
+from engine.snapshot import MemorySnapshotStore
+from engine.trace import ContractApplied, StateTransition, TraceEvent
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def one_transition(log: EventLog) -> None:
+    """A session on the shipped chart: started in IDLE, then IDLE → LISTENING."""
+    registry = default_registry()
+    chart = load_chart(ROOT / "charts" / "voice_turn.yaml", registry)
+    clock = log.clock
+    assert isinstance(clock, VirtualClock)
+    ports = fake_ports(clock, FakeSettings())
+    async with SessionManager(chart, registry, ports, clock, log, MemorySnapshotStore()) as mgr:
+        await mgr.open("s1")
+        mgr.deliver({"event_type": "client_connected", "session_id": "s1", "source": "test",
+                     "timestamp": clock.wall(), "payload": {}, "metadata": {}})
+        await clock.advance(50)
+
+
+def transitions_counted(metrics: Metrics) -> float:
+    value = metrics.registry.get_sample_value(
+        "turnchart_transitions_total", {"source": "IDLE", "target": "LISTENING"})
+    return value or 0.0
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+async def test_metrics_count_whatever_the_level_only_the_json_log_filters(level: str) -> None:
+    """Wired as `create_app` wires it: the JSON log at the configured level, metrics
+    and the inspector subscribed to the trace."""
+    sink = ListSink()
+    app = create_app(Settings(log=LogSettings(level=level)), log_sink=sink)
+    log: EventLog = app.state.log
+    log.clock = VirtualClock()            # the app's log, on a clock the test drives
+    await one_transition(log)
+    assert transitions_counted(app.state.voice.metrics) == 1.0
+    written = {r["event_type"] for r in sink.records}
+    assert ("state_transition" in written) == (level == "INFO")
+    assert app.state.inspector.views["s1"].state == "LISTENING"
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+async def test_a_worker_publishes_every_contract_whatever_the_level(
+        level: str, redis: Redis) -> None:
+    """Wired as `turnchart worker` wires it (adapters/cli/worker.py): the contract
+    publisher subscribed to the trace, the JSON log at the configured level."""
+    sink = ListSink()
+    publisher = ContractPublisher(redis)
+    log = EventLog(sink, VirtualClock(), level=level)
+    log.subscribe(publisher)
+    publishing = asyncio.create_task(publisher.run())
+    try:
+        await one_transition(log)
+        for _ in range(200):
+            if publisher.queue.empty():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+    finally:
+        publishing.cancel()
+    ops = await redis.xrange(output_key(Keys(), "s1"))
+    contracts = [(f["state"], f["microphone"], f["playback"]) for _, f in ops
+                 if f["op"] == "contract"]
+    assert contracts == [("IDLE", "closed", "stopped"), ("LISTENING", "open", "stopped")]
+    assert all(r["level"] == "WARNING" or level == "INFO" for r in sink.records)
+
+
+async def test_listeners_get_typed_events_in_order_and_can_leave() -> None:
+    seen: list[TraceEvent] = []
+    log = EventLog(ListSink(), VirtualClock(), level="ERROR")
+    log.subscribe(seen.append)
+    await one_transition(log)
+    kinds = [type(e) for e in seen if isinstance(e, ContractApplied | StateTransition)]
+    assert kinds == [ContractApplied, ContractApplied, StateTransition]
+    log.unsubscribe(seen.append)
+    before = len(seen)
+    log.emit("INFO", "s1", "note", "a note", {})
+    assert len(seen) == before
+    assert log.counts["state_transition"] == 1
