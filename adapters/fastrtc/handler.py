@@ -27,6 +27,8 @@ from fastrtc import AsyncStreamHandler
 from fastrtc.utils import get_current_context
 
 from adapters.fastrtc.output import OutputStream
+from adapters.turn.gate import EndOfTurnModel, TurnGate
+from engine.turn import TurnPolicy
 
 INPUT_RATE = 16_000
 
@@ -75,6 +77,13 @@ class VoiceBackend(Protocol):
 
     def contract(self, session_id: str) -> Mapping[str, str]: ...
 
+    # the current state's turn policy (engine/turn.py) and the end-of-turn model, if any
+    end_of_turn: EndOfTurnModel | None
+
+    def turn_policy(self, session_id: str) -> TurnPolicy: ...
+
+    def note_end_of_turn(self, session_id: str, decision: Any, held: bool) -> None: ...
+
     def post(self, session_id: str, event_type: str, payload: dict[str, Any]) -> bool: ...
 
     def record_barge_in(self, session_id: str, decided_at: float, dropped: int) -> None: ...
@@ -95,6 +104,7 @@ class TurnStreamHandler(AsyncStreamHandler):
         self.connection_id: str | None = None
         self.output = OutputStream(output_rate)
         self.vad: Detector | None = None
+        self.turn: TurnGate | None = None   # the state's turn policy on this connection
         self.utterance: Utterance | None = None
         self.last_partial = ""
         self.barge_pending: asyncio.TimerHandle | None = None
@@ -114,7 +124,12 @@ class TurnStreamHandler(AsyncStreamHandler):
         self.connection_id = connection_id
         self.output.clear_downstream = self._clear_downstream
         self.vad = self.service.new_detector()
+        self.turn = TurnGate(self.vad, self.service.end_of_turn, self._note_end_of_turn)
         self.session_id = await self.service.connect(connection_id, self)
+
+    def _note_end_of_turn(self, decision: Any, held: bool) -> None:
+        if self.session_id is not None:
+            self.service.note_end_of_turn(self.session_id, decision, held)
 
     def _clear_downstream(self) -> None:
         try:
@@ -148,13 +163,16 @@ class TurnStreamHandler(AsyncStreamHandler):
         assert self.session_id is not None and self.vad is not None
         _, data = frame
         pcm = np.asarray(data, dtype=np.int16).reshape(-1)
-        mic = self.service.contract(self.session_id).get("microphone", "closed")
+        assert self.turn is not None
+        contract = self.service.contract(self.session_id)
+        mic = contract.get("microphone", "closed")
         if mic == "closed":
             self.vad.reset()
             return
+        self.turn.configure(self.service.turn_policy(self.session_id), contract)
         events = self.vad.feed(pcm)
         if mic == "open":
-            await self._listen(pcm, [e.kind for e in events])
+            await self._listen(pcm, await self.turn.listen(pcm, [e.kind for e in events]))
         else:
             await self._guard_barge_in([e.kind for e in events])
 

@@ -32,6 +32,7 @@ from engine.events import VoiceEvent
 from engine.logs import EventLog
 from engine.ports import AudioChunk
 from engine.registry import Registry
+from engine.turn import NO_POLICY, TurnPolicy
 
 _CLOSED: Mapping[str, str] = MappingProxyType({"microphone": "closed", "playback": "stopped"})
 
@@ -57,6 +58,7 @@ class RemoteVoiceService(VoiceFrontEnd):
         self.out_redis: Client = open_client(redis_url)   # bytes: audio stays binary
         self.follower = OutputFollower(self.out_redis, self._on_op, url=redis_url)
         self.contracts: dict[str, Mapping[str, str]] = {}
+        self.worker_states: dict[str, str] = {}   # the state each worker last reported
         self.muted: set[str] = set()   # barge-in decided here; drop audio until the clear
         self._outbox: asyncio.Queue[VoiceEvent] = asyncio.Queue()
         self.publish_retry_s = 10.0   # how long an event waits out a Redis outage, in order
@@ -171,6 +173,7 @@ class RemoteVoiceService(VoiceFrontEnd):
         """Hot reload: the workers watch their own chart files; this front-end only
         names the chart in its own log lines."""
         self.chart = chart
+        self.load_end_of_turn(chart)
 
     async def version_uses(self) -> list[VersionUse]:
         """Sessions per chart version, summed over the live workers (they run
@@ -233,6 +236,7 @@ class RemoteVoiceService(VoiceFrontEnd):
                              functools.partial(self.bus.end_session, session_id))
             self.follower.unfollow(session_id)
             self.router.detach(session_id)
+            self.worker_states.pop(session_id, None)
             if self.contracts.pop(session_id, None) is not None:
                 self.log.emit("INFO", session_id, "worker_session_released",
                               "🔴 call ended; its worker closes the session", {})
@@ -254,6 +258,12 @@ class RemoteVoiceService(VoiceFrontEnd):
     def contract(self, session_id: str) -> Mapping[str, str]:
         return self.contracts.get(session_id, _CLOSED)
 
+    def turn_policy(self, session_id: str) -> TurnPolicy:
+        """The reported state's policy, looked up in this front-end's chart (the worker
+        sends the state with each contract; the policy is the chart's, per state)."""
+        info = self.chart.states.get(self.worker_states.get(session_id, ""))
+        return info.turn if info is not None else NO_POLICY
+
     def post(self, session_id: str, event_type: str, payload: dict[str, Any],
              *, ack: Any = None, source: str = "fastrtc") -> bool:
         if session_id not in self.router.streams:
@@ -274,6 +284,7 @@ class RemoteVoiceService(VoiceFrontEnd):
             contract = {"microphone": _text(fields.get("microphone", "closed")),
                         "playback": _text(fields.get("playback", "stopped"))}
             self.contracts[session_id] = MappingProxyType(contract)
+            self.worker_states[session_id] = _text(fields.get("state", ""))
             self._note_worker_state(session_id, _text(fields.get("state", "")), contract)
         elif stream is None:
             return

@@ -21,6 +21,8 @@ from adapters.fastrtc.registry import ConnectionRegistry
 from adapters.redaction import redact_credentials
 from adapters.server.metrics import Metrics
 from adapters.server.voice_host import SessionInfo
+from adapters.turn import smart
+from adapters.turn.gate import EndOfTurnModel
 from engine.catalog import VersionUse, count_versions
 from engine.clock import RealClock
 from engine.compiler import CompiledChart
@@ -30,6 +32,7 @@ from engine.manager import SessionManager
 from engine.ports import AudioChunk, Ports, Responder, Speech
 from engine.registry import Registry
 from engine.snapshot import MemorySnapshotStore
+from engine.turn import NO_POLICY, TurnPolicy
 
 _CLOSED: Mapping[str, str] = MappingProxyType({"microphone": "closed", "playback": "stopped"})
 
@@ -66,6 +69,8 @@ class VoiceFrontEnd:
         self.connections = ConnectionRegistry(log, self._connected_sessions)
         self.handlers: dict[str, TurnStreamHandler] = {}
         self.stats = VoiceStats()
+        self.end_of_turn: EndOfTurnModel | None = None   # Smart Turn, when loaded
+        self.load_end_of_turn(chart)
 
     # what each host implements (the `VoiceHost` port and the connection's ends) ----
     def _connected_sessions(self) -> list[str]:
@@ -79,6 +84,10 @@ class VoiceFrontEnd:
         raise NotImplementedError
 
     def contract(self, session_id: str) -> Mapping[str, str]:
+        raise NotImplementedError
+
+    def turn_policy(self, session_id: str) -> TurnPolicy:
+        """The current state's turn policy (engine/turn.py), read on every frame."""
         raise NotImplementedError
 
     def post(self, session_id: str, event_type: str, payload: dict[str, Any],
@@ -108,6 +117,13 @@ class VoiceFrontEnd:
 
     def use_chart(self, chart: CompiledChart) -> None:
         raise NotImplementedError
+
+    def load_end_of_turn(self, chart: CompiledChart) -> None:
+        """Load Smart Turn (once per process) when a chart has a state with `end: smart`;
+        missing, it is logged once and those states end their turns on silence."""
+        if self.end_of_turn is None and \
+                any(s.turn.end == "smart" for s in chart.states.values()):
+            self.end_of_turn = smart.load()
 
     def new_handler(self) -> TurnStreamHandler:
         return TurnStreamHandler(self, output_rate=self.output_rate)
@@ -176,6 +192,16 @@ class VoiceFrontEnd:
         self.log.emit("INFO", session_id, "false_interruption",
                       "🤧 speech too short to interrupt: playback resumed", {})
 
+    def note_end_of_turn(self, session_id: str, decision: Any, held: bool) -> None:
+        """One Smart Turn decision (`end: smart`): the turn ends now, or is held open."""
+        verdict = "still talking: listening on" if held else "finished"
+        self.log.emit("INFO", session_id, "end_of_turn",
+                      f"🧠 smart turn: {verdict} (p={decision.probability:.2f}, "
+                      f"{decision.cpu_ms:.0f} ms CPU)",
+                      {"probability": round(float(decision.probability), 4), "held": held,
+                       "cpu_ms": round(float(decision.cpu_ms), 2),
+                       "wall_ms": round(float(decision.wall_ms), 2)})
+
 
 class VoiceService(VoiceFrontEnd):
     """The local `VoiceHost`: the sessions run here, in this process's SessionManager."""
@@ -233,6 +259,7 @@ class VoiceService(VoiceFrontEnd):
         finish on the version they started with."""
         self.chart = chart
         self.manager.use_chart(chart)
+        self.load_end_of_turn(chart)
 
     async def version_uses(self) -> list[VersionUse]:
         """How many live sessions run each chart version (for `/charts`)."""
@@ -266,6 +293,11 @@ class VoiceService(VoiceFrontEnd):
     def contract(self, session_id: str) -> Mapping[str, str]:
         session = self.manager.get(session_id)
         return session.contract if session is not None else _CLOSED
+
+    def turn_policy(self, session_id: str) -> TurnPolicy:
+        session = self.manager.get(session_id)
+        info = session.chart.states.get(session.state) if session is not None else None
+        return info.turn if info is not None else NO_POLICY
 
     def post(self, session_id: str, event_type: str, payload: dict[str, Any],
              *, ack: Any = None, source: str = "fastrtc") -> bool:

@@ -15,7 +15,7 @@ const model = {
   clock: {t: 0, at: performance.now()},   // a server t_ms and when the page saw it
   selected: null,
 };
-const chartData = new Map();   // chart name → Promise<{svg: Element|null, error, parents}>
+const chartData = new Map();   // chart name → Promise<{svg: Element|null, error, parents, turns}>
 let shownChart = null;
 let timeline = null, timelineAt = 0, fetchTimer = null;
 
@@ -48,6 +48,23 @@ function contractText(c) {
   const icons = {microphone: "🎤", playback: "🔈"};
   return Object.entries(c || {}).map(([k, v]) => (icons[k] ? icons[k] + " " : k + ": ") + v)
     .join(" · ");
+}
+function turnText(t) {   // engine/turn.py TurnPolicy.text: only the keys a state sets
+  if (!t) return "";
+  const parts = [];
+  if (t.end) parts.push("end " + t.end);
+  if (t.patience_ms !== undefined) parts.push(`patience ${t.patience_ms} ms`);
+  const b = t.barge_in || {};
+  const barge = [];
+  if (b.speaking_ms !== undefined) barge.push(`${b.speaking_ms} ms speaking`);
+  if (b.thinking_ms !== undefined) barge.push(`${b.thinking_ms} ms thinking`);
+  if (barge.length) parts.push("barge-in " + barge.join(", "));
+  return parts.join(" · ");
+}
+function turnOf(chart, state) {   // the state's turn policy, from the chart's JSON
+  const data = chartData.get(chart);
+  const turns = data && data.resolved ? data.resolved.turns : null;
+  return turns && state ? turns[state] : null;
 }
 function stateColor(name) {
   let h = 0;
@@ -201,23 +218,26 @@ function loadChart(name) {
       fetch(entry ? entry.svg : `/charts/${encodeURIComponent(name)}.svg`),
       fetch(`/charts/${encodeURIComponent(name)}.json`),
     ]).then(async ([svgResponse, jsonResponse]) => {
-      const parents = {};
+      const parents = {}, turns = {};
       if (jsonResponse.ok) {
         const compiled = await jsonResponse.json();
-        for (const [state, info] of Object.entries(compiled.states)) parents[state] = info.parent;
+        for (const [state, info] of Object.entries(compiled.states)) {
+          parents[state] = info.parent;
+          turns[state] = info.turn || {};
+        }
       }
       if (!svgResponse.ok) {
         const body = await svgResponse.text();
         let reason = body;
         try { reason = JSON.parse(body).error || body; } catch (_) { /* plain text */ }
-        return {svg: null, error: reason, parents};
+        return {svg: null, error: reason, parents, turns};
       }
       const doc = new DOMParser().parseFromString(await svgResponse.text(), "image/svg+xml");
       const svg = document.importNode(doc.documentElement, true);
       svg.removeAttribute("width");
       svg.removeAttribute("height");
-      return {svg, error: null, parents};
-    }).catch((err) => ({svg: null, error: String(err), parents: {}}));
+      return {svg, error: null, parents, turns};
+    }).catch((err) => ({svg: null, error: String(err), parents: {}, turns: {}}));
     promise.then((resolved) => {
       promise.resolved = resolved;
       for (const view of model.sessions.values()) {
@@ -225,6 +245,7 @@ function loadChart(name) {
           view.configuration = configurationOf(name, view.state);
         }
       }
+      renderSessions();
       renderDiagram();
     });
     chartData.set(name, promise);
@@ -295,6 +316,7 @@ function sessionRow(id) {
     row.appendChild(cell);
     row.appendChild(el("td", {class: "for"}));
     row.appendChild(el("td", {class: "contract"}));
+    row.appendChild(el("td", {class: "turn"}));
     row.addEventListener("click", () => select(id));
     sessionRows.set(id, row);
   }
@@ -319,6 +341,8 @@ function renderSessions() {
       ? (since === null ? "" : fmtFor(Math.max(0, since)))
       : (v.closed_t_ms !== null ? "closed" : "");   // no session lines here (Redis front-end)
     row.querySelector(".contract").textContent = contractText(v.contract);
+    if (v.chart) loadChart(v.chart);   // its states' turn policies come with the chart
+    row.querySelector(".turn").textContent = turnText(turnOf(v.chart, v.state)) || "—";
     body.appendChild(row);   // moves it into order; the element itself stays
   }
   const live = views.filter((v) => v.live).length;
