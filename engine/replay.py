@@ -405,15 +405,15 @@ class ReplayAnswers:
             return
         start = ctx.clock.now_ms()
         for output in run.outputs:
-            await _sleep_until(ctx, start + output.delay_ms)
+            await _sleep_until(ctx, _when(start, run, output.delay_ms))
             ctx.post(output.event, dict(output.payload))
         if run.end in ("done", "failed"):
-            await _sleep_until(ctx, start + (run.end_delay_ms or 0.0))
+            await _sleep_until(ctx, _when(start, run, run.end_delay_ms or 0.0))
             return
         if run.end == "cancelled" and run.end_reason != "session_closed":
             # Just past the recorded cancellation: an event at that very instant
-            # (the barge-in that cancelled it) is applied first.
-            await _sleep_until(ctx, start + (run.end_delay_ms or 0.0) + _JUST_AFTER_MS)
+            # (the barge-in or hang-up that cancelled it) is applied first.
+            await _sleep_until(ctx, _when(start, run, run.end_delay_ms or 0.0) + _JUST_AFTER_MS)
             _unanswered(ctx, number, f"its recorded run was cancelled ({run.end_reason}) "
                         f"{run.end_delay_ms:g} ms after it started; what it would have done "
                         f"next is not in the recording")
@@ -421,6 +421,25 @@ class ReplayAnswers:
 
 
 _JUST_AFTER_MS = 0.001
+ALIGN_MS = 100.0
+"""How much later than the replayed run's start its recorded run may have started and
+still be the same run, late by the recording's processing time. A live session spends
+real milliseconds between receiving an event and starting the next state's activity
+(exit and enter effects reach the audio front-end); the virtual clock spends none. So
+an unchanged chart starts each run a little earlier than the recording did, and what
+the run posted, and when it ended, are kept at their recorded session times; timed
+from the replayed start, they came too early: a cancelled answer was declared
+unanswered before the recorded hang-up or barge-in that cancelled it arrived, an
+answer raced the caller's words. A chart edited to start the run at another time
+(later, or more than this earlier) gets its answers timed from its own start."""
+
+
+def _when(start_ms: float, run: RecordedRun, delay_ms: float) -> float:
+    """The replay time at which something the recorded run did `delay_ms` after its
+    start happens again (see ALIGN_MS)."""
+    relative = start_ms + delay_ms
+    recorded = run.started_ms + delay_ms
+    return recorded if 0.0 < recorded - relative <= ALIGN_MS else relative
 
 
 async def _sleep_until(ctx: ActivityContext, t_ms: float) -> None:
