@@ -113,6 +113,9 @@ def test_inspect_page_follows_a_call_in_chromium(server: ServerProcess, tmp_path
             assert any(b.startswith("bar effect") for b in bars), bars
             time.sleep(0.5)  # let the "for" column and the timeline's clock tick once
             saved = save_screenshot(browser, tmp_path / "inspect.png")
+            # /favicon.ico was a 404, a console error on every page load (issue 13 §3.10)
+            not_found = [line for line in console_lines(browser) if "404" in line]
+            assert not_found == [], not_found
         finally:
             if caller is not None:
                 caller.close()

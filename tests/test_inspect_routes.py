@@ -283,3 +283,56 @@ def test_inspect_on_a_redis_front_end_shows_what_the_front_end_saw() -> None:
     assert timeline is not None and timeline["transitions"] == []
     assert [(b["outcome"], b["time_to_silence_ms"]) for b in timeline["barge_ins"]] == [
         ("pending", 0.4)]
+
+
+def test_every_page_gets_an_icon_not_a_404() -> None:
+    """issue 13 §3.10: `/favicon.ico` was a 404, a console error on every page load."""
+    import xml.etree.ElementTree as ET
+
+    response = TestClient(create_app(Settings())).get("/favicon.ico")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/svg+xml"
+    assert ET.fromstring(response.text).tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def test_latency_of_an_ended_call_is_kept_as_long_as_the_inspector_keeps_it() -> None:
+    """issue 13 §3.9: `/latency/{id}` was a 404 the moment a call ended, while
+    `/inspect/sessions/{id}` still had it. Same policy as the inspector: the last
+    `keep_closed` ended calls, for `keep_closed_ms`."""
+    sink = ListSink()
+    app = create_app(Settings(), voice_factory=fake_voice_factory(["hello"]), log_sink=sink)
+    inspector: Inspector = app.state.inspector
+    with TestClient(app) as client:
+        ended = []
+        for call in ("lat-1", "lat-2"):
+            with client.websocket_connect("/websocket/offer") as ws:
+                ws.send_json({"event": "start", "websocket_id": call})
+                ws.send_json({"event": "transcript", "text": "hello", "final": True})
+                assert wait_for(lambda c=call: any(
+                    r["data"]["to"] == "SPEAKING" for r in sink.of_type("state_transition", c)),
+                    10)
+                live = client.get(f"/latency/{call}").json()
+                assert live["ended"] is False
+                assert live["transitions"]["IDLE→LISTENING"]["count"] == 1
+                ws.send_json({"event": "stop"})
+            assert wait_for(lambda c=call: sink.of_type("session_closed", c), 10)
+            ended.append(client.get(f"/latency/{call}"))
+            assert ended[-1].status_code == 200, ended[-1].text
+            body = ended[-1].json()
+            assert body["ended"] is True and body["session_id"] == call
+            # what the session itself had measured, transition by transition
+            assert body["transitions"].keys() >= {"IDLE→LISTENING", "LISTENING→THINKING",
+                                                  "THINKING→SPEAKING"}
+            assert body["transitions"]["IDLE→LISTENING"]["count"] == 1
+            assert body["transitions"]["IDLE→LISTENING"]["latency_ms"] == \
+                live["transitions"]["IDLE→LISTENING"]["latency_ms"]
+        assert client.get("/inspect/sessions/lat-1").status_code == 200
+        # past the inspector's bound the call is forgotten by both
+        inspector.keep_closed = 1
+        with client.websocket_connect("/websocket/offer") as ws:
+            ws.send_json({"event": "start", "websocket_id": "lat-3"})
+            ws.send_json({"event": "stop"})
+        assert wait_for(lambda: sink.of_type("session_closed", "lat-3"), 10)
+        assert client.get("/latency/lat-1").status_code == 404
+        assert client.get("/inspect/sessions/lat-1").status_code == 404
+        assert client.get("/latency/lat-3").json()["ended"] is True

@@ -170,6 +170,7 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
     app.state.catalog = catalog
     app.state.settings = settings
     app.state.voice = voice
+    voice.ended_latency = inspector.ended_latency   # /latency/{id} of a call that just ended
     app.state.log = log
     app.state.inspector = inspector
     app.state.reloader = reloader

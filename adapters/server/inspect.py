@@ -38,11 +38,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Route
 
 from engine.compiler import CompiledChart
+from engine.latency import LatencyStats
 from engine.manager import NO_SESSION
 from engine.timeline import build_timeline
 from engine.trace import (
     AudioOut,
     ContractApplied,
+    LatencyRecorded,
     SessionClosed,
     SessionResumed,
     SessionStarted,
@@ -58,6 +60,12 @@ _ASSETS = {"inspect.js": "text/javascript", "inspect.css": "text/css"}
 _SKIPPED = (AudioOut,)
 """Events never kept or sent: one per answer-audio chunk, and nothing to draw."""
 
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<rect width="32" height="32" rx="6" fill="#1f3b57"/>'
+    '<circle cx="9" cy="16" r="5" fill="#f4b942"/><circle cx="23" cy="16" r="5" fill="#7fc8f8"/>'
+    '<path d="M14 16h5M17 13l3 3-3 3" fill="none" stroke="#fff" stroke-width="2"/></svg>')
+"""`/favicon.ico`: two states and a transition (SVG; browsers take it at that address)."""
 ChartLookup = Callable[[str], CompiledChart | None]
 _CLOSE_CHECK_S = 0.5
 """How often an idle stream looks whether the server is stopping."""
@@ -77,13 +85,20 @@ class SessionView:
     since_t_ms: float | None = None
     started: bool = False             # a session_started / session_resumed line was seen
     closed_t_ms: float | None = None
+    # the session's own statistics, rebuilt from its latency_recorded lines (one per
+    # LatencyStats.record): what /latency/{id} answers once the call has ended
+    latency: LatencyStats = field(default_factory=LatencyStats)
 
     @property
     def live(self) -> bool:
         return self.started and self.closed_t_ms is None
 
     def apply(self, event: TraceEvent) -> None:
-        if isinstance(event, SessionStarted | SessionResumed):
+        if isinstance(event, SessionStarted) and self.closed_t_ms is not None:
+            self.latency = LatencyStats()   # a new call under an id that ended before
+        if isinstance(event, LatencyRecorded):
+            self.latency.record(event.source, event.target, event.latency_ms, event.dwell_ms)
+        elif isinstance(event, SessionStarted | SessionResumed):
             self.chart, self.version = event.chart, event.version
             self.version_hash = event.version_hash
             self.started, self.closed_t_ms = True, None
@@ -232,6 +247,15 @@ class Inspector:
                 "t_ms": round(self.now_t_ms(), 3), "mode": self.mode,
                 "sessions": [v.as_dict(self.charts) for v in views]}
 
+    def ended_latency(self, session_id: str) -> dict[str, Any] | None:
+        """`/latency/{id}` of a call that has ended: its transitions' latency and dwell,
+        kept as long as the call is (`keep_closed` calls, `keep_closed_ms`); None for a
+        live or unknown one."""
+        view = self.views.get(session_id)
+        if view is None or not view.started or view.live:
+            return None
+        return view.latency.as_dict()
+
     def timeline(self, session_id: str) -> dict[str, Any] | None:
         lines = self.lines.get(session_id)
         if lines is None:
@@ -308,7 +332,13 @@ def inspect_routes(inspector: Inspector, charts: Callable[[], list[CompiledChart
                                           "ones)", "sessions": known[:50]}, status_code=404)
         return JSONResponse(timeline)
 
+    async def favicon(request: Request) -> Response:
+        """Every page load asks for it; a 404 was a console error each time."""
+        return Response(FAVICON, media_type="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
+
     return [
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/inspect", page, methods=["GET"]),
         Route("/inspect/events", events, methods=["GET"]),
         Route("/inspect/sessions/{session_id}", session_timeline, methods=["GET"]),

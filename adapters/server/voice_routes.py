@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import (
@@ -43,6 +44,9 @@ class VoiceState:
         self.service: VoiceFrontEnd | None = None   # and a VoiceHost (voice_host.py)
         self.rtc: TurnRTC | None = None
         self.session_count = 0       # what `turnchart_active_sessions` shows (at scrape)
+        # An ended call's latency, kept as long as the inspector keeps the call (the app
+        # sets it to Inspector.ended_latency); None: ended calls are 404 at once.
+        self.ended_latency: Callable[[str], dict[str, Any] | None] | None = None
 
 
 def voice_routes(state: VoiceState) -> list[BaseRoute]:
@@ -96,8 +100,12 @@ def voice_routes(state: VoiceState) -> list[BaseRoute]:
         sid = request.path_params["session_id"]
         info = await state.service.session_info(sid) if state.service else None
         if info is None:
-            return await unknown_session(sid)
-        return JSONResponse({"session_id": sid, "transitions": dict(info.latency)})
+            ended = state.ended_latency(sid) if state.ended_latency else None
+            if ended is None:
+                return await unknown_session(sid)
+            return JSONResponse({"session_id": sid, "transitions": ended, "ended": True})
+        return JSONResponse({"session_id": sid, "transitions": dict(info.latency),
+                             "ended": False})
 
     async def events(request: Request) -> Response:
         sid = request.path_params["session_id"]

@@ -44,10 +44,8 @@ function fmtFor(ms) {
   const s = Math.floor(ms / 1000);
   return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0") + " min";
 }
-function contractText(c) {
-  const icons = {microphone: "🎤", playback: "🔈"};
-  return Object.entries(c || {}).map(([k, v]) => (icons[k] ? icons[k] + " " : k + ": ") + v)
-    .join(" · ");
+function contractText(c) {   // words, not emoji: no emoji font, no emoji (empty boxes)
+  return Object.entries(c || {}).map(([k, v]) => k + " " + v).join(" · ");
 }
 function turnText(t) {   // engine/turn.py TurnPolicy.text: only the keys a state sets
   if (!t) return "";
