@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -22,7 +22,16 @@ from statemachine.io import create_machine_class_from_definition
 
 from engine.errors import ChartError, ChartErrors
 from engine.registry import GuardInput, Registry
-from engine.spec import DONE_PREFIX, ChartSpec, EventSpec, GuardRef, parse_delay_ms
+from engine.spec import (
+    DONE_PREFIX,
+    ChartSpec,
+    DataFieldSpec,
+    EventSpec,
+    GuardRef,
+    SetAdd,
+    SetFrom,
+    parse_delay_ms,
+)
 from engine.trace import Contract
 from engine.turn import NO_POLICY, TurnPolicy, merge
 from engine.validator import ValidatedChart, iter_states
@@ -39,6 +48,7 @@ class TransitionRow:
     guards: tuple[GuardRef, ...]
     do: tuple[str, ...]
     order: int
+    sets: tuple[tuple[str, Any], ...] = ()   # `set:` field → SetFrom | SetAdd | constant
 
     @property
     def internal(self) -> bool:
@@ -46,8 +56,21 @@ class TransitionRow:
         return self.target is None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "event": self.event, "target": self.target,
-                "guards": [str(g) for g in self.guards], "do": list(self.do), "order": self.order}
+        out: dict[str, Any] = {
+            "source": self.source, "event": self.event, "target": self.target,
+            "guards": [str(g) for g in self.guards], "do": list(self.do), "order": self.order}
+        if self.sets:
+            out["set"] = {name: set_text(how) for name, how in self.sets}
+        return out
+
+
+def set_text(how: Any) -> Any:
+    """How a `set:` entry reads in JSON and diagrams: `{from: F}`, `{add: N}` or the constant."""
+    if isinstance(how, SetFrom):
+        return {"from": how.from_}
+    if isinstance(how, SetAdd):
+        return {"add": how.add}
+    return how
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +131,7 @@ class CompiledChart:
     transitions: tuple[TransitionRow, ...]
     machine_class: type[StateChart[Any]]
     warnings: tuple[ChartError, ...] = ()
+    data: Mapping[str, DataFieldSpec] = field(default_factory=lambda: MappingProxyType({}))
 
     def ancestors(self, name: str) -> tuple[str, ...]:
         """Parent first, root last (precomputed: the session step asks often)."""
@@ -270,21 +294,28 @@ def _without_unset_additions(dumped: dict[str, Any]) -> dict[str, Any]:
                      if not (k in _ADDED_STATE_KEYS and v == _ADDED_STATE_KEYS[k])}
             if isinstance(state.get("states"), dict):
                 state["states"] = states(state["states"])
+            if isinstance(state.get("on"), dict):   # `set:` (issue 16) left out when empty
+                state["on"] = {event: [{k: v for k, v in alt.items()
+                                        if not (k == "set" and v == {})} for alt in alts]
+                               for event, alts in state["on"].items()}
             out[name] = state
         return out
 
-    return {**dumped, "states": states(dumped.get("states", {}))}
+    top = {k: v for k, v in dumped.items() if not (k == "data" and v == {})}
+    return {**top, "states": states(dumped.get("states", {}))}
 
 
 def _guard_wrapper(ref: GuardRef, fn: Callable[[GuardInput], bool]) -> Callable[..., bool]:
     def guard(step: StepRecord | None = None, **_: Any) -> bool:
         if step is None:
             return False
-        result = bool(fn(step.guard_input)) != ref.negated
+        inp = step.guard_input if not args else replace(step.guard_input, args=args)
+        result = bool(fn(inp)) != ref.negated
         if not result:
             step.failed_guards.append(str(ref))
         return result
 
+    args = MappingProxyType(ref.arguments)
     guard.__name__ = f"guard_{ref.name}"
     return guard
 
@@ -342,7 +373,7 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
         for event, alternatives in s.on.items():
             for order, alt in enumerate(alternatives):
                 rows.append(TransitionRow(len(rows), node.name, event, alt.target, alt.guards,
-                                          alt.do, order))
+                                          alt.do, order, tuple(alt.set.items())))
 
     rows_by_source: dict[str, list[TransitionRow]] = {}
     for row in rows:
@@ -396,4 +427,5 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
         channels=MappingProxyType(dict(spec.contracts)), states=MappingProxyType(infos),
         events=MappingProxyType({**spec.events, **done_events(spec.states)}),
         transitions=tuple(rows),
-        machine_class=machine_class, warnings=tuple(validated.warnings))
+        machine_class=machine_class, warnings=tuple(validated.warnings),
+        data=MappingProxyType(dict(spec.data)))

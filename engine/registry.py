@@ -37,7 +37,8 @@ class GuardInput:
 
     event: str
     payload: Mapping[str, Any]
-    context: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)   # the chart's data (engine/data.py)
+    args: Mapping[str, Any] = field(default_factory=dict)      # the chart's arguments to this guard
 
 
 GuardFn = Callable[[GuardInput], bool]
@@ -48,6 +49,7 @@ GuardExamples = Mapping[bool, tuple[Mapping[str, Any], ...]]
 ExamplesArg = Mapping[bool, Mapping[str, Any] | Sequence[Mapping[str, Any]]]
 """What `guard(examples=...)` accepts: one payload or a list of them per outcome."""
 _NO_EXAMPLES: GuardExamples = MappingProxyType({})
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,9 @@ class Registered:
     fn: Callable[..., Any]
     doc: str
     examples: GuardExamples = field(default_factory=lambda: _NO_EXAMPLES)
+    params: Mapping[str, str] = field(default_factory=lambda: _NO_PARAMS)
+    """A guard's parameter name → kind (engine/data.py PARAM_KINDS); the chart must
+    pass exactly these as `args`, each checked by the validator."""
 
 
 class Registry:
@@ -64,6 +69,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._items: dict[Kind, dict[str, Registered]] = {"guard": {}, "effect": {}, "activity": {}}
+        from engine.data import register_builtin_guards
+        register_builtin_guards(self)   # field_equals & co. (typed chart data)
 
     def _add(self, kind: Kind, name: str, fn: Callable[..., Any]) -> None:
         if not name.isidentifier():
@@ -73,13 +80,19 @@ class Registry:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         self._items[kind][name] = Registered(name, kind, fn, doc)
 
-    def guard(self, name: str | None = None, *, examples: ExamplesArg | None = None
-              ) -> Callable[[GuardFn], GuardFn]:
+    def guard(self, name: str | None = None, *, examples: ExamplesArg | None = None,
+              params: Mapping[str, str] | None = None) -> Callable[[GuardFn], GuardFn]:
         """Decorator: register a guard under `name` (default: the function's name),
-        optionally with example payloads for each outcome (see the module doc)."""
+        optionally with example payloads for each outcome (see the module doc) and
+        the parameters it takes from the chart (`GuardInput.args`)."""
         def deco(fn: GuardFn) -> GuardFn:
             guard_name = name or fn.__name__
             self._add("guard", guard_name, fn)
+            if params:
+                item = self._items["guard"][guard_name]
+                self._items["guard"][guard_name] = Registered(
+                    item.name, item.kind, item.fn, item.doc, item.examples,
+                    MappingProxyType(dict(params)))
             if examples is not None:
                 self.add_guard_examples(guard_name, examples)
             return fn
@@ -100,7 +113,8 @@ class Registry:
                                      "a payload mapping with field names as keys")
             merged.setdefault(outcome, []).extend(MappingProxyType(dict(p)) for p in payloads)
         frozen = MappingProxyType({k: tuple(v) for k, v in merged.items()})
-        self._items["guard"][name] = Registered(item.name, item.kind, item.fn, item.doc, frozen)
+        self._items["guard"][name] = Registered(item.name, item.kind, item.fn, item.doc, frozen,
+                                                item.params)
 
     def guard_examples(self, name: str) -> GuardExamples:
         """The example payloads of a guard by outcome (empty when it declared none)."""
@@ -113,7 +127,7 @@ class Registry:
         for name, fn in replacements.items():
             item = self.get("guard", name)
             other._items["guard"][name] = Registered(item.name, item.kind, fn, item.doc,
-                                                     item.examples)
+                                                     item.examples, item.params)
         return other
 
     def effect(self, name: str | None = None) -> Callable[[EffectFn], EffectFn]:

@@ -21,6 +21,8 @@ from statemachine.exceptions import TransitionNotAllowed
 from engine.clock import Clock, TimerHandle
 from engine.compiler import CompiledChart, StepRecord, Timer, TransitionRow
 from engine.context import ActivityContext, EffectContext
+from engine.data import apply_sets
+from engine.data import defaults as data_defaults
 from engine.events import EventProblem, VoiceEvent, check_payload, parse_event
 from engine.kernel import Kernel
 from engine.latency import LatencyStats
@@ -115,7 +117,8 @@ class Session:
         self.cancel_timeout_s = cancel_timeout_s
         self.effect_timeout_s = effect_timeout_s
         self.latency = LatencyStats()
-        self.context: dict[str, Any] = {}
+        # the chart's typed data (`data:`, engine/data.py); guards see it, `set:` changes it
+        self.context: dict[str, Any] = data_defaults(chart.data)
         self.trigger: dict[str, Any] = {}
         self.epoch = 0
         self.turn = 0
@@ -138,7 +141,7 @@ class Session:
                             if k in chart.states}
             self.epoch, self.turn = snapshot.epoch, snapshot.turn
             self._correlation_id = snapshot.context.get("correlation_id")
-            self.context = dict(snapshot.context.get("data", {}))
+            self.context.update(snapshot.context.get("data") or {})
             self.trigger = dict(snapshot.context.get("trigger", {}))
             self.last_event_id = snapshot.last_event_id
         self.configuration: tuple[str, ...] = configuration
@@ -318,6 +321,7 @@ class Session:
         assert record.fired is not None
         # One row, or one per parallel region that handles the event (SCXML).
         rows = [self.chart.transitions[i] for i in (record.fired_all or [record.fired])]
+        self._apply_sets(rows, event)
         for row in rows:
             if row.internal:
                 leaf = self._leaf_under(row.source, self.configuration)
@@ -330,6 +334,23 @@ class Session:
         self.last_event_id = env.entry_id or self.last_event_id
         await self._save()
         await self._ack(env)
+
+    def _apply_sets(self, rows: Sequence[TransitionRow], event: VoiceEvent) -> None:
+        """The fired rows' `set:` (issue 16 §3), in row order; one `data_changed` line
+        when a value changed (`changes`: field → {from, to}; `data`: every field)."""
+        changes: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row.sets:
+                for name, (old, new) in apply_sets(dict(row.sets), self.context,
+                                                   self.chart.data, event.payload).items():
+                    changes[name] = {"from": changes.get(name, {"from": old})["from"],
+                                     "to": new}
+        if changes:
+            text = ", ".join(f"{k}={v['to']!r}" for k, v in changes.items())
+            self._log("INFO", "data_changed", f"🧮 {text} ({event.event_type})",
+                      {"event": event.event_type, "state": self.state,
+                       "correlation_id": event.correlation_id, "changes": changes,
+                       "data": _loggable(self.context)})
 
     def _still_owned(self, owner: str | None, epoch: int) -> bool:
         """Is the state instance that posted an event (entered at `epoch`) still active?

@@ -110,10 +110,11 @@ class EventSpec(_Strict):
 
 
 class GuardRef(_Strict):
-    """A guard name, possibly negated with `not name`."""
+    """A guard name, possibly negated with `not name`, with its arguments if any."""
 
     name: str
     negated: bool = False
+    args: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> GuardRef:
@@ -123,22 +124,79 @@ class GuardRef(_Strict):
         return cls(name=text.strip())
 
     def __str__(self) -> str:
-        return f"not {self.name}" if self.negated else self.name
+        call = self.name
+        if self.args:
+            call += "(" + ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                                    for k, v in self.args) + ")"
+        return f"not {call}" if self.negated else call
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.args)
+
+
+class GuardCallSpec(_Strict):
+    """`{name: field_equals, args: {field: tries, value: 2}, not: false}`: a guard with
+    arguments (each guard declares its argument types; the validator checks them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    negated: bool = Field(default=False, alias="not")
+
+
+DataType = Literal["str", "int", "float", "bool"]
+DATA_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+Scalar = bool | int | float | str
+
+
+class DataFieldSpec(_Strict):
+    """One typed field of the chart's data (`data:`), with its default."""
+
+    type: DataType
+    default: Scalar | None = None
+    description: str | None = None
+
+
+class SetFrom(_Strict):
+    """`{from: FIELD}`: the value of a payload field of the transition's event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    from_: str = Field(alias="from")
+
+
+class SetAdd(_Strict):
+    """`{add: N}`: add a number to an int or float field (a counter)."""
+
+    add: int | float
+
+
+SetValue = SetFrom | SetAdd | Scalar
 
 
 class TransitionSpec(_Strict):
     target: str | None = None
-    guard: tuple[str, ...] = ()
+    guard: tuple[str | GuardCallSpec, ...] = ()
     do: tuple[str, ...] = ()
+    set: dict[str, SetValue] = Field(default_factory=dict)
 
-    @field_validator("guard", "do", mode="before")
+    @field_validator("do", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return _one_or_many(value)
 
+    @field_validator("guard", mode="before")
+    @classmethod
+    def _guards(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, dict) else _one_or_many(value)
+
     @property
     def guards(self) -> tuple[GuardRef, ...]:
-        return tuple(GuardRef.parse(g) for g in self.guard)
+        return tuple(GuardRef.parse(g) if isinstance(g, str) else
+                     GuardRef(name=g.name, negated=g.negated, args=tuple(g.args.items()))
+                     for g in self.guard)
 
 
 TurnMs = Annotated[int, Field(ge=0, le=MAX_TURN_MS)]
@@ -207,8 +265,17 @@ class ChartSpec(_Strict):
     initial: str
     description: str | None = None
     contracts: dict[str, tuple[str, ...]]
+    data: dict[str, DataFieldSpec] = Field(default_factory=dict)
     events: dict[str, EventSpec]
     states: dict[str, StateSpec]
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _short_fields(cls, value: Any) -> Any:
+        """`count: int` is `count: {type: int}` (default: the type's zero value)."""
+        if isinstance(value, dict):
+            return {k: {"type": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     @field_validator("events", mode="before")
     @classmethod

@@ -17,15 +17,22 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from statemachine import StateChart
 
+from engine.data import check_argument, payload_fits
+from engine.data import fits as data_fits
 from engine.errors import ChartError, ChartErrors, did_you_mean, sort_problems
 from engine.registry import Registry
 from engine.source import LoadedSource, PathKey, SourceMap
 from engine.spec import (
+    DATA_TYPES,
     DONE_PREFIX,
     NAME_RE,
     BargeInSpec,
     ChartSpec,
+    DataFieldSpec,
     EventSpec,
+    GuardCallSpec,
+    SetAdd,
+    SetFrom,
     StateSpec,
     TransitionSpec,
     TurnSpec,
@@ -134,7 +141,7 @@ def _check_shape(data: dict[str, Any], smap: SourceMap
     try:
         return ChartSpec.model_validate(data), [], True
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
+        errors = _collapse_set_unions(exc.errors(include_url=False))
     problems = [_shape_error(e, smap, data) for e in errors]
     only_unknown = all(e["type"] == "extra_forbidden" for e in errors)
     if not only_unknown:
@@ -146,6 +153,28 @@ def _check_shape(data: dict[str, Any], smap: SourceMap
         return ChartSpec.model_validate(pruned), problems, True
     except ValidationError:
         return None, problems, False
+
+
+_SET_MEMBERS = ("SetFrom", "SetAdd", "bool", "int", "float", "str")
+
+
+def _collapse_set_unions(errors: list[Any]) -> list[Any]:
+    """A bad `set:` value fails every member of its union; report it once."""
+    out: list[Any] = []
+    seen: set[tuple[Any, ...]] = set()
+    for err in errors:
+        loc = tuple(err["loc"])
+        k = next((i for i, part in enumerate(loc[:-2]) if part == "set"
+                  and loc[i + 2] in _SET_MEMBERS), None)
+        if k is None:
+            out.append(err)
+            continue
+        key = loc[:k + 2]
+        if key not in seen:
+            seen.add(key)
+            value = err["input"] if len(loc) == k + 3 else None
+            out.append({"type": "set_value", "loc": key, "input": value, "msg": ""})
+    return out
 
 
 def _source_loc(smap: SourceMap, loc: tuple[Any, ...]) -> tuple[PathKey, bool]:
@@ -181,6 +210,12 @@ def _model_at(path: PathKey) -> type[BaseModel]:
         part = path[i]
         if model is ChartSpec and part == "events":
             model, i = EventSpec, i + 2
+        elif model is ChartSpec and part == "data":
+            model, i = DataFieldSpec, i + 2
+        elif model is TransitionSpec and part == "guard":
+            model, i = GuardCallSpec, i + 1
+            if i < len(path) and isinstance(path[i], int):
+                i += 1
         elif model in (ChartSpec, StateSpec) and part == "states":
             model, i = StateSpec, i + 2
         elif model is StateSpec and part == "turn":
@@ -235,6 +270,15 @@ def _shape_error(err: Any, smap: SourceMap, data: Any) -> ChartError:
             return smap.error((), "E120", "missing 'initial': name the state the chart starts in")
         return smap.error(path[:-1], code, f"missing required key '{key}' in {describe(path[:-1])}",
                           at_key=True)
+    if kind == "set_value":
+        return smap.error(path, "E182", f"bad set value for '{loc[-1]}' in {describe(path)}: "
+                          "write a constant (text, number, true/false), {from: PAYLOAD_FIELD} "
+                          "or {add: NUMBER}")
+    if kind == "literal_error" and len(loc) == 3 and loc[0] == "data" and loc[-1] == "type":
+        value = err.get("input")
+        hint = did_you_mean(value, DATA_TYPES) if isinstance(value, str) else ""
+        return smap.error(path, "E180", f"bad type {_short(value)} for data field '{loc[1]}': "
+                          f"use str, int, float or bool{hint}")
     if kind == "literal_error" and loc and loc[-1] == "history":
         value = err.get("input")
         hint = did_you_mean(value, ("shallow", "deep")) if isinstance(value, str) else ""
@@ -333,6 +377,7 @@ class _Semantic:
         for node in self.nodes.values():
             self._check_state(node)
         self._check_regions()
+        self._check_data()
         self._check_unused_events()
         if not self.errors:
             self._check_graph()
@@ -472,6 +517,9 @@ class _Semantic:
             for j, text in enumerate(alt.guard):
                 gpath = (*base, "guard", j) if (*base, "guard", j) in self.smap.values \
                     else (*base, "guard")
+                if not isinstance(text, str):   # {name, args, not}: a guard with arguments
+                    self._check_guard_call(text.name, text.args, gpath)
+                    continue
                 words = text.split()
                 if not (len(words) == 1 or (len(words) == 2 and words[0] == "not")) or \
                         not words[-1].isidentifier() or words == ["not"]:
@@ -479,8 +527,11 @@ class _Semantic:
                              "'not name'; use a list for 'all of'")
                     continue
                 self._check_registered("guard", "E140", words[-1], gpath)
+                if words[-1] in self.registry.names("guard"):
+                    self._check_guard_call(words[-1], {}, gpath)
             for j, name in enumerate(alt.do):
                 self._check_registered("effect", "E141", name, (*base, "do", j))
+            self._check_sets(event, alt, base)
             if unguarded_at is not None:
                 first = self.smap.value(self._alt_path(node, event, unguarded_at))
                 self.err(base, "E172", f"ambiguous transitions on '{event}' in state "
@@ -488,6 +539,72 @@ class _Semantic:
                          "so this one can never fire")
             elif not alt.guard:
                 unguarded_at = i
+
+    # typed data (engine/data.py) -------------------------------------------
+    def _check_data(self) -> None:
+        for name, spec in self.spec.data.items():
+            path = ("data", name)
+            if not NAME_RE.match(name) or name.startswith("_"):
+                self.err(path, "E111", f"bad data field name '{name}': must be a letter "
+                         "followed by letters, digits or _", at_key=True)
+            if spec.default is not None and not data_fits(spec.type, spec.default):
+                where = (*path, "default") if (*path, "default") in self.smap.values else path
+                article = "an" if spec.type == "int" else "a"
+                self.err(where, "E184", f"default {_short(spec.default)} of data field "
+                         f"'{name}' is not {article} {spec.type}")
+
+    def _check_sets(self, event: str, alt: TransitionSpec, base: PathKey) -> None:
+        fields = self.spec.data
+        payload = self.spec.events[event].payload if event in self.spec.events else {}
+        for name, how in alt.set.items():
+            loc = (*base, "set", name)
+            if name not in fields:
+                self.err(loc, "E181", f"unknown data field '{name}' in set"
+                         f"{did_you_mean(name, fields)}", at_key=True)
+                continue
+            kind = fields[name].type
+            if isinstance(how, SetFrom):
+                floc = (*loc, "from") if (*loc, "from") in self.smap.values else loc
+                if how.from_ not in payload:
+                    self.err(floc, "E182", f"set {name} from '{how.from_}': event '{event}' has "
+                             f"no payload field '{how.from_}'{did_you_mean(how.from_, payload)}")
+                elif not payload_fits(kind, payload[how.from_]):
+                    self.err(floc, "E182", f"set {name} from '{how.from_}': payload field is "
+                             f"{payload[how.from_]}, data field '{name}' is {kind}")
+            elif isinstance(how, SetAdd):
+                if kind not in ("int", "float") or (kind == "int" and isinstance(how.add, float)):
+                    self.err(loc, "E182", f"set {name} add {how.add}: data field '{name}' is "
+                             f"{kind}; add needs an int field (or a float one)")
+            elif not data_fits(kind, how):
+                self.err(loc, "E182", f"set {name} to {_short(how)}: data field '{name}' is "
+                         f"{kind}")
+
+    def _check_guard_call(self, name: str, args: dict[str, Any], path: PathKey) -> None:
+        """E183: a guard's arguments against the parameters it declares."""
+        if name not in self.registry.names("guard"):
+            self._check_registered("guard", "E140", name, path)
+            return
+        params = self.registry.get("guard", name).params
+        loc = (*path, "args") if (*path, "args") in self.smap.values else path
+        for arg in args:
+            if arg not in params:
+                what = f"takes {', '.join(params)}" if params else "takes no arguments"
+                self.err((*loc, arg) if (*loc, arg) in self.smap.values else loc, "E183",
+                         f"guard '{name}' {what}, not '{arg}'{did_you_mean(arg, params)}")
+        field_arg = args.get("field")
+        field_type = self.spec.data[field_arg].type if isinstance(field_arg, str) and \
+            field_arg in self.spec.data else None
+        for param, kind in params.items():
+            if param not in args:
+                self.err(loc, "E183", f"guard '{name}' needs argument '{param}' ({kind})")
+                continue
+            problem = check_argument(kind, args[param], self.spec.data, field_type)
+            if problem:
+                where = (*loc, param) if (*loc, param) in self.smap.values else loc
+                hint = did_you_mean(args[param], self.spec.data) \
+                    if problem == "unknown data field" and isinstance(args[param], str) else ""
+                self.err(where, "E183", f"bad argument {param}={_short(args[param])} for guard "
+                         f"'{name}': {problem}{hint}")
 
     def _check_contract(self, node: StateNode) -> None:
         channels = self.spec.contracts

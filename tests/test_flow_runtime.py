@@ -1,0 +1,234 @@
+"""Conversation flows in the chart (issue 16): parallel regions, history, typed data,
+final states and done events, run by real sessions on a virtual clock.
+
+The chart is tests/charts/flow_parallel.yaml: the turn-taking region and a booking
+dialogue region side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from engine.behaviours import default_registry
+from engine.chart import load_chart
+from engine.clock import VirtualClock
+from engine.compiler import CompiledChart
+from engine.context import EffectContext
+from engine.fakes import FakeSettings, fake_ports
+from engine.logs import EventLog, ListSink, Record
+from engine.manager import SessionManager
+from engine.registry import Registry
+from engine.session import Session
+from engine.snapshot import MemorySnapshotStore, Snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = ROOT / "tests" / "charts" / "flow_parallel.yaml"
+HELLO = {"text": "a table for four", "is_final": True}
+
+
+def flow_registry(hold: asyncio.Event | None = None,
+                  started: asyncio.Event | None = None) -> Registry:
+    """The default registry plus `note_step`, the dialogue transition's effect; with
+    `hold`, the effect waits for it (a transition that takes a while)."""
+    registry = default_registry()
+
+    @registry.effect("note_step")
+    async def note_step(ctx: EffectContext) -> None:
+        if started is not None:
+            started.set()
+        if hold is not None:
+            await hold.wait()
+
+    return registry
+
+
+class Rig:
+    def __init__(self, registry: Registry | None = None,
+                 store: MemorySnapshotStore | None = None) -> None:
+        self.registry = registry or flow_registry()
+        self.chart: CompiledChart = load_chart(FLOW, self.registry)
+        self.clock = VirtualClock()
+        self.sink = ListSink()
+        self.log = EventLog(self.sink, self.clock, level="DEBUG")
+        self.ports = fake_ports(self.clock, FakeSettings(respond_ms=300, speak_ms=1200))
+        self.store = store
+        self.manager = SessionManager(self.chart, self.registry, self.ports, self.clock,
+                                      self.log, store)
+
+    def send(self, event: str, payload: dict[str, Any] | None = None) -> None:
+        assert self.manager.deliver({"event_type": event, "session_id": "s1",
+                                     "source": "test", "timestamp": self.clock.wall(),
+                                     "payload": payload or {}})
+
+    async def settle(self, ms: float = 0.0) -> None:
+        await self.clock.advance(ms)
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    def lines(self, event_type: str, **data: Any) -> list[Record]:
+        return [r for r in self.sink.of_type(event_type, "s1")
+                if all(r["data"].get(k) == v for k, v in data.items())]
+
+    def session(self) -> Session:
+        session = self.manager.get("s1")
+        assert session is not None
+        return session
+
+
+async def test_regions_run_side_by_side_with_one_merged_contract() -> None:
+    rig = Rig()
+    async with rig.manager:
+        session = await rig.manager.open("s1")
+        rig.send("client_connected")
+        await rig.settle()
+        assert session.leaves == ("LISTENING", "ASK_SIZE")
+        assert session.configuration == ("CALL", "TURN", "LISTENING", "FLOW", "BOOKING",
+                                         "ASK_SIZE")
+        assert dict(session.contract) == {"microphone": "open", "playback": "stopped"}
+        rig.send("stt_final", HELLO)
+        await rig.settle()
+        assert session.leaves == ("THINKING", "ASK_SIZE")
+        assert session.context["last_words"] == "a table for four"
+        changed = rig.lines("data_changed")
+        assert changed and changed[-1]["data"]["changes"] == {
+            "last_words": {"from": "", "to": "a table for four"}}
+        # one event, one row per region: the dialogue moves while the turn-taking thinks
+        rig.send("size_given", {"size": 4})
+        await rig.settle()
+        assert session.leaves == ("THINKING", "CONFIRM")
+        assert session.context["party_size"] == 4
+        moved = rig.lines("state_transition", event="size_given")
+        assert [(m["data"]["from"], m["data"]["to"]) for m in moved] == [("ASK_SIZE", "CONFIRM")]
+        assert moved[0]["data"]["active"] == ["THINKING", "CONFIRM"]
+
+
+async def test_a_barge_in_during_a_dialogue_transition_neither_sticks_nor_answers_twice() -> None:
+    hold, started = asyncio.Event(), asyncio.Event()
+    rig = Rig(flow_registry(hold, started))
+    async with rig.manager:
+        session = await rig.manager.open("s1")
+        rig.send("client_connected")
+        rig.send("stt_final", HELLO)
+        await rig.settle(400)                       # respond (300 ms) → SPEAKING
+        assert session.leaves == ("SPEAKING", "ASK_SIZE")
+        assert rig.lines("audio_out")
+        # The dialogue transition starts and holds its step; the caller barges in meanwhile.
+        rig.send("size_given", {"size": 2})
+        await rig.settle()
+        assert started.is_set()
+        assert session.leaves == ("SPEAKING", "ASK_SIZE")   # mid-step: nothing half-done
+        rig.send("barge_in", {"reason": "caller spoke"})
+        await rig.settle()
+        hold.set()                                  # the transition finishes
+        await rig.settle(50)
+        # The flow moved on (not stuck) and the barge-in was applied after it, as one step.
+        assert session.leaves == ("LISTENING", "CONFIRM")
+        assert session.context["party_size"] == 2
+        steps = [(r["data"]["from"], r["data"]["to"], r["data"]["event"])
+                 for r in rig.sink.of_type("state_transition", "s1")]
+        assert steps[-3:] == [("ASK_SIZE", "CONFIRM", "size_given"),
+                              ("SPEAKING", "INTERRUPT", "barge_in"),
+                              ("INTERRUPT", "LISTENING", "ready_after_interrupt")]
+        barge_at = rig.lines("event_received", event="barge_in")[0]["t_ms"]
+        await rig.settle(3000)
+        # No answer audio after the barge-in, and no second answer for that turn.
+        assert [r for r in rig.lines("audio_out") if r["t_ms"] > barge_at] == []
+        assert len(rig.lines("state_transition", to="SPEAKING")) == 1
+        assert len(rig.ports.responder.calls) == 1    # type: ignore[attr-defined]
+        assert not [r for r in rig.sink.records if r["level"] == "ERROR"]
+        # And the flow still answers the next turn, once.
+        rig.send("stt_final", {"text": "yes please", "is_final": True})
+        await rig.settle(400)
+        rig.send("confirmed")
+        await rig.settle(2000)
+        assert len(rig.lines("state_transition", to="SPEAKING")) == 2
+        assert session.leaves == ("WRAP_UP",)
+
+
+async def test_history_resumes_the_flow_after_a_clarification() -> None:
+    rig = Rig()
+    async with rig.manager:
+        session = await rig.manager.open("s1")
+        rig.send("client_connected")
+        rig.send("size_given", {"size": 3})
+        rig.send("clarify")
+        await rig.settle()
+        assert session.leaves == ("LISTENING", "CLARIFYING")
+        assert session.history == {"BOOKING": ("CONFIRM",)}
+        rig.send("resume")
+        await rig.settle()
+        assert session.leaves == ("LISTENING", "CONFIRM")      # not back at ASK_SIZE
+        assert rig.lines("state_transition", event="resume")[0]["data"]["to"] == "CONFIRM"
+
+
+async def test_two_misunderstandings_hand_over_and_the_done_event_leaves_the_call() -> None:
+    rig = Rig()
+    async with rig.manager:
+        session = await rig.manager.open("s1")
+        rig.send("client_connected")
+        rig.send("not_understood")
+        await rig.settle()
+        assert session.leaves == ("LISTENING", "ASK_SIZE")     # internal: only data changed
+        assert session.context["misunderstandings"] == 1
+        assert rig.lines("transition_rejected") == []
+        rig.send("not_understood")
+        await rig.settle()
+        assert session.context["misunderstandings"] == 2
+        assert session.leaves == ("WRAP_UP",)
+        done = rig.lines("event_received", event="done.state.FLOW")
+        assert done and done[0]["data"]["source"] == "internal"
+        steps = [(r["data"]["from"], r["data"]["to"], r["data"]["event"])
+                 for r in rig.sink.of_type("state_transition", "s1")]
+        assert steps[-2:] == [("ASK_SIZE", "HANDOVER", "not_understood"),
+                              ("LISTENING", "WRAP_UP", "done.state.FLOW")]
+        assert session.contract["microphone"] == "closed"
+
+
+async def test_a_guard_with_arguments_decides_on_data() -> None:
+    rig = Rig()
+    async with rig.manager:
+        session = await rig.manager.open("s1")
+        rig.send("client_connected")
+        rig.send("size_given", {"size": 0})      # party_size stays 0: not "set"
+        rig.send("confirmed")
+        await rig.settle()
+        assert session.leaves == ("LISTENING", "ASK_SIZE")
+        rig.send("size_given", {"size": 5})
+        rig.send("confirmed")
+        await rig.settle()
+        assert session.leaves == ("WRAP_UP",)
+
+
+async def test_snapshot_restore_keeps_data_and_history() -> None:
+    store = MemorySnapshotStore()
+    first = Rig(store=store)
+    async with first.manager:
+        await first.manager.open("s1")
+        first.send("client_connected")
+        first.send("size_given", {"size": 6})
+        first.send("not_understood")
+        first.send("clarify")
+        await first.settle()
+        saved = await store.load("s1")   # what a crashed worker leaves behind
+    assert saved is not None
+    assert saved.context["data"] == {"party_size": 6, "misunderstandings": 1, "last_words": ""}
+    assert saved.context["history"] == {"BOOKING": ["CONFIRM"]}
+    # what Redis stores is the dict form: it must carry both through a round trip
+    again = Snapshot.from_dict(saved.to_dict())
+    assert again.context == saved.context and again.configuration == saved.configuration
+    store.snapshots["s1"] = again
+
+    second = Rig(store=store)                    # another process: a fresh kernel
+    async with second.manager:
+        session = await second.manager.open("s1", resume=True)
+        await second.settle()
+        assert session.leaves == ("LISTENING", "CLARIFYING")
+        assert session.context["party_size"] == 6
+        second.send("resume")
+        await second.settle()
+        assert session.leaves == ("LISTENING", "CONFIRM")   # history survived the restore
+        second.send("not_understood")                       # the counter too: 2 → hand over
+        await second.settle()
+        assert session.leaves == ("WRAP_UP",)
