@@ -175,6 +175,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.suite == "voice":
         from benchmarks.voice_bench import run as run_voice
         result = run_voice(turns=args.turns)
+    elif args.suite == "caller":
+        from benchmarks.caller_bench import run as run_caller
+        result = run_caller(quick=args.quick)
     elif args.suite == "soak":
         from benchmarks.soak_bench import run as run_soak
         try:
@@ -261,8 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("bench",
-                       help="benchmarks, JSON output: compile | engine | voice | redis | soak")
-    p.add_argument("suite", choices=["compile", "engine", "voice", "redis", "soak"])
+                       help="benchmarks, JSON output: compile | engine | voice | redis | soak"
+                       " | caller")
+    p.add_argument("suite", choices=["compile", "engine", "voice", "redis", "soak", "caller"])
+    p.add_argument("--quick", action="store_true",
+                   help="caller: a short run (fewer utterances, one call at a time)")
     p.add_argument("--turns", type=int, default=20, help="voice: turns to measure")
     p.add_argument("--events", type=int, default=3000, help="engine: events per measurement")
     p.add_argument("--sessions", type=int, default=None,
