@@ -203,3 +203,40 @@ def load(path: Path | None = None) -> SmartTurn | None:
                         _reasons[path])
         _loaded[path] = model
         return model
+
+
+def measure(model: SmartTurn, decisions: int = 30) -> dict[str, float]:
+    """CPU and wall time per decision on synthetic 1, 3 and 8 s utterances (the model
+    always hears 8 s, padded, so the cost does not grow with the utterance)."""
+    rng = np.random.default_rng(0)
+    clips = [np.clip(rng.normal(0, 2000, seconds * SAMPLE_RATE), -32768, 32767).astype(np.int16)
+             for seconds in (1, 3, 8)]
+    model.decide(clips[0])   # warm-up
+    feature_cpu, cpu, wall = [], [], []
+    for i in range(decisions):
+        clip = clips[i % len(clips)]
+        started = time.thread_time()
+        features(clip)
+        feature_cpu.append(1000.0 * (time.thread_time() - started))
+        decision = model.decide(clip)
+        cpu.append(decision.cpu_ms)
+        wall.append(decision.wall_ms)
+    return {"decisions": float(decisions),
+            "cpu_ms_p50": float(np.percentile(cpu, 50)),
+            "cpu_ms_p95": float(np.percentile(cpu, 95)),
+            "wall_ms_p50": float(np.percentile(wall, 50)),
+            "wall_ms_p95": float(np.percentile(wall, 95)),
+            "features_cpu_ms_p50": float(np.percentile(feature_cpu, 50))}
+
+
+if __name__ == "__main__":   # python -m adapters.turn.smart: CPU per decision
+    loaded = load()
+    if loaded is None:
+        raise SystemExit(f"no model: {unavailable_reason()}")
+    figures = measure(loaded)
+    print(f"Smart Turn v3.2, {loaded.path}: {figures['decisions']:.0f} decisions, 1 thread\n"
+          f"  CPU per decision  p50 {figures['cpu_ms_p50']:.1f} ms  "
+          f"p95 {figures['cpu_ms_p95']:.1f} ms  (features alone p50 "
+          f"{figures['features_cpu_ms_p50']:.1f} ms)\n"
+          f"  wall per decision p50 {figures['wall_ms_p50']:.1f} ms  "
+          f"p95 {figures['wall_ms_p95']:.1f} ms")
