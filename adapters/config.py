@@ -58,6 +58,16 @@ class LogSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class OtelSettings(BaseModel):
+    """OpenTelemetry export of sessions, turns and activities (adapters/telemetry.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # None: on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set
+    enabled: bool | None = None
+    service_name: str = "turnchart"
+    endpoint: str | None = None     # the OTLP/HTTP traces URL; None: the OTEL_* variables'
+
+
 class VoiceSettings(BaseModel):
     """The live audio side (FastRTC)."""
 
@@ -79,6 +89,7 @@ class Settings(BaseModel):
     log: LogSettings = LogSettings()
     voice: VoiceSettings = VoiceSettings()
     limits: LimitsSettings = LimitsSettings()
+    otel: OtelSettings = OtelSettings()
 
     @field_validator("bus")
     @classmethod

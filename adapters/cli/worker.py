@@ -22,6 +22,7 @@ from adapters.redis.connection import open_client
 from adapters.redis.output_link import ContractPublisher, RedisOutputLink
 from adapters.redis.run import run_worker
 from adapters.responder.settings import build_responder
+from adapters.telemetry import Telemetry, start_telemetry
 from engine.clock import RealClock
 from engine.logs import EventLog, JsonLinesSink
 from engine.ports import Ports
@@ -30,9 +31,26 @@ from engine.ports import Ports
 async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str | Path,
                           worker_id: str | None = None, lease_ms: int = 5000,
                           headless: bool = False, redis_wait_s: float = DEFAULT_WAIT_S) -> int:
+    telemetry = start_telemetry(settings.otel.enabled, service_name=settings.otel.service_name,
+                                endpoint=settings.otel.endpoint)   # None (nothing loaded) if off
+    try:
+        return await _run_live_worker(redis_url, settings, chart_path=chart_path,
+                                      worker_id=worker_id, lease_ms=lease_ms, headless=headless,
+                                      redis_wait_s=redis_wait_s, telemetry=telemetry)
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()        # exports the spans still buffered
+
+
+async def _run_live_worker(redis_url: str, settings: Settings, *, chart_path: str | Path,
+                           worker_id: str | None, lease_ms: int, headless: bool,
+                           redis_wait_s: float, telemetry: Telemetry | None) -> int:
     if headless:
+        log = EventLog(JsonLinesSink(sys.stdout), RealClock(), level=settings.log.level)
+        if telemetry is not None:
+            log.subscribe(telemetry.listener)
         return await run_worker(redis_url, chart_path, worker_id=worker_id, lease_ms=lease_ms,
-                                log_level=settings.log.level,
+                                log=log,
                                 watch=settings.server.watch_charts, redis_wait_s=redis_wait_s)
     from adapters.server.voice_factory import FILLER_TEXT
     from adapters.speech.tts import EspeakTTS
@@ -45,6 +63,8 @@ async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str
     publisher = ContractPublisher(out)
     log = EventLog(JsonLinesSink(sys.stdout), RealClock(), level=settings.log.level)
     log.subscribe(publisher)     # every contract, whatever the log level
+    if telemetry is not None:
+        log.subscribe(telemetry.listener)
     ports = Ports(playback=link, filler=link, responder=build_responder(settings.responder),
                   speech=tts)
     async with asyncio.TaskGroup() as tg:

@@ -27,6 +27,7 @@ from adapters.server.origin import OriginCheck
 from adapters.server.telephone_routes import telephone_routes
 from adapters.server.voice import VoiceFrontEnd
 from adapters.server.voice_routes import JSON_PATHS, OFFER_PATHS, VoiceState, voice_routes
+from adapters.telemetry import start_telemetry
 from engine.behaviours import default_registry
 from engine.catalog import ChartCatalog, Reload, VersionUse
 from engine.clock import RealClock
@@ -65,6 +66,10 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
     log = EventLog(FanOutSink(sink, hub), clock, level=settings.log.level)
     log.subscribe(voice.metrics)
     log.subscribe(inspector)
+    telemetry = start_telemetry(settings.otel.enabled, service_name=settings.otel.service_name,
+                                endpoint=settings.otel.endpoint)   # None (nothing loaded) if off
+    if telemetry is not None:
+        log.subscribe(telemetry.listener)
 
     def follow(reload: Reload) -> None:
         """Hot reload: calls that connect from now on run the new version when
@@ -98,6 +103,8 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
             if voice.service is not None:
                 await voice.service.stop()  # graceful: every session closes cleanly
                 voice.service, voice.rtc = None, None
+            if telemetry is not None:
+                telemetry.shutdown()        # exports the spans still buffered
 
     async def health(request: Request) -> JSONResponse:
         # A rejected edit leaves the last good version running: that is still "ok".
@@ -173,6 +180,7 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
     voice.ended_latency = inspector.ended_latency   # /latency/{id} of a call that just ended
     app.state.log = log
     app.state.inspector = inspector
+    app.state.telemetry = telemetry
     app.state.reloader = reloader
     return app
 
