@@ -62,6 +62,8 @@ from engine.clock import RealClock
 from engine.events import VoiceEvent
 from engine.fakes import fake_ports
 from engine.logs import EventLog, NullSink, Record
+from engine.manager import SessionManager
+from engine.snapshot import MemorySnapshotStore
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = Keys()
@@ -496,6 +498,74 @@ async def _throughput(url: str, redis_pid: int | None, workers: int, sessions: i
 
 
 # --------------------------------------------------------------------- run
+async def _session_step(sessions: int, events: int) -> dict[str, Any]:
+    """The session step this worker wraps, measured in this process: the same
+    chart, ports and log as `_latency`, events routed to a SessionManager with an
+    ack callback (as the worker routes them), snapshots saved in memory. CPU per
+    event, so `worker CPU per applied event / this` is what the worker adds."""
+    registry = default_registry()
+    chart = compile_text(CHART, "ring.yaml", registry)
+    clock = RealClock()
+    log = EventLog(_Capture(), clock, level="INFO")
+    sids = [f"step-{i}" for i in range(sessions)]
+    done = 0
+    finished = asyncio.Event()
+
+    async def ack() -> None:
+        nonlocal done
+        done += 1
+        if done >= total:
+            finished.set()
+
+    async with SessionManager(chart, registry, fake_ports(clock), clock, log,
+                              MemorySnapshotStore()) as manager:
+        for sid in sids:
+            await manager.open(sid)
+        total = len(sids)
+        for sid in sids:                        # warm: every session stepped once
+            manager.route(_event(sid, 0), ack=ack)
+        await finished.wait()
+        batch = [_event(sids[n % sessions], n) for n in range(1, events + 1)]
+        done, total = 0, events
+        finished.clear()
+        gc.collect()
+        cpu0 = time.process_time()
+        for n, event in enumerate(batch):
+            manager.route(event, ack=ack, entry_id=f"{n + 1}-0")
+            if n % 100 == 99:
+                await asyncio.sleep(0)          # let the sessions run, as arrivals do
+        await finished.wait()
+        cpu = time.process_time() - cpu0
+    return {"sessions": sessions, "events": events,
+            "cpu_us_per_event": round(cpu / events * 1e6, 1)}
+
+
+def _cost_ratio(worker: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
+    """Worker CPU per applied event next to the session step, one run, one machine."""
+    worker_us = float(worker["cpu_us_per_event"]["worker"])
+    step_us = float(step["cpu_us_per_event"])
+    return {"worker_cpu_us_per_event": worker_us, "session_step_cpu_us": step_us,
+            "ratio": round(worker_us / step_us, 2) if step_us else None,
+            "target_ratio_le": 1.5,
+            "sessions": worker["sessions"], "rate_hz": worker["rate_hz"]}
+
+
+def run_quick(redis_url: str | None = None, *, sessions: int = 200, events: int = 2000,
+              rate_hz: float = 1000.0) -> dict[str, Any]:
+    """`turnchart bench redis --quick`: worker CPU per applied event (producer in
+    its own process) as a ratio to the session step measured in the same run."""
+    with contextlib.ExitStack() as stack:
+        redis_pid: int | None = None
+        if redis_url is None:
+            redis_url, redis_pid = stack.enter_context(_private_redis())
+        step = asyncio.run(_session_step(sessions, events))
+        worker = asyncio.run(_latency(redis_url, sessions, events, rate_hz, "process",
+                                      "after", redis_pid))
+        return {"benchmark": "redis", "mode": "quick", "machine": machine(),
+                "session_step": step, "worker": worker,
+                "worker_cpu_per_event_over_step": _cost_ratio(worker, step)}
+
+
 def run(redis_url: str | None = None, *, ceiling_ops: int = 20_000, latency_events: int = 2000,
         active_sessions: int = 1000, rate_hz: float = 1000.0, rate_one_hz: float = 200.0,
         sweep_rates: tuple[float, ...] = (200.0, 500.0), throughput_sessions: int = 200,
@@ -537,11 +607,17 @@ def run(redis_url: str | None = None, *, ceiling_ops: int = 20_000, latency_even
             _sweep_row(result["latency"][f"{active_sessions}_sessions_process"],
                        result["latency_floor"]))
         result["load_sweep"].sort(key=lambda row: row["rate_hz"])
+        result["session_step"] = asyncio.run(_session_step(active_sessions, latency_events))
         result["throughput"] = {f"{w}_worker{'s' if w > 1 else ''}": asyncio.run(
             _throughput(url, redis_pid, w, throughput_sessions, throughput_events, log_level))
             for w in worker_counts}
     best = max(t["events_per_s"] for t in result["throughput"].values())
+    cost = _cost_ratio(result["latency"][f"{active_sessions}_sessions_process"],
+                       result["session_step"])
     result["targets"] = {
+        "worker_cpu_per_event_over_step": cost,
+        "worker_cpu_per_event_le_1_5x_step": cost["ratio"] is not None
+        and cost["ratio"] <= 1.5,
         **_latency_target(result["latency"], active_sessions),
         **_sweep_target(result["load_sweep"], result["latency"], active_sessions, rate_one_hz),
         "throughput_ge_half_redis_py_xadd": best >= 0.5 * ceiling["redis_py_xadd_per_s"],

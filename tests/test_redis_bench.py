@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.redis_bench import run
+from benchmarks.redis_bench import run, run_quick
 from tests.support.redis_server import redis_server_binary
 
 
@@ -49,4 +49,18 @@ def test_redis_bench_reports_ceiling_latency_and_throughput() -> None:
     [one] = result["throughput"].values()
     assert one["events"] == 400 and one["events_per_s"] > 0
     assert set(result["targets"]) >= {"p99_le_2ms_at_many_sessions",
-                                      "throughput_ge_half_redis_py_xadd"}
+                                      "throughput_ge_half_redis_py_xadd",
+                                      "worker_cpu_per_event_le_1_5x_step"}
+    cost = result["targets"]["worker_cpu_per_event_over_step"]
+    assert cost["session_step_cpu_us"] > 0 and cost["sessions"] == 80
+    assert cost["ratio"] == round(cost["worker_cpu_us_per_event"] / cost["session_step_cpu_us"], 2)
+
+
+def test_quick_redis_bench_reports_worker_cpu_over_the_session_step() -> None:
+    result = run_quick(sessions=20, events=200, rate_hz=400)
+    json.dumps(result)
+    cost = result["worker_cpu_per_event_over_step"]
+    assert result["session_step"]["events"] == 200 and result["worker"]["error_lines"] == 0
+    assert result["worker"]["publish_to_applied"]["n"] == 200
+    assert cost["worker_cpu_us_per_event"] == result["worker"]["cpu_us_per_event"]["worker"]
+    assert cost["ratio"] > 0 and cost["target_ratio_le"] == 1.5

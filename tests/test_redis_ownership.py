@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore, RedisWorker
 from adapters.redis.leases import LeaseManager
-from adapters.redis.worker import ADOPTING, LIVE
+from adapters.redis.owned import Phase
 from engine.behaviours import default_registry
 from engine.chart import compile_text
 from engine.clock import RealClock
@@ -50,7 +50,7 @@ def make_worker(url: str, log: EventLog, worker_id: str, lease_ms: int) -> Redis
 
 
 def running(worker: RedisWorker) -> set[str]:
-    return {sid for sid, o in worker.owned.items() if o.phase == LIVE}
+    return {sid for sid, o in worker.owned.items() if o.phase is Phase.LIVE}
 
 
 async def until(check: Any, timeout: float, what: str) -> float:
@@ -77,7 +77,8 @@ class Sampler:
         while True:
             for sid in SIDS:
                 holders = [w.worker_id for w in self.workers
-                           if (o := w.owned.get(sid)) is not None and o.phase in (ADOPTING, LIVE)]
+                           if (o := w.owned.get(sid)) is not None
+                           and o.phase in (Phase.ADOPTING, Phase.LIVE)]
                 if len(holders) > 1:
                     self.problems.append(f"{sid} runs in {holders}")
             leases = await self.redis.mget([KEYS.lease(sid) for sid in SIDS])
@@ -241,7 +242,8 @@ async def test_a_session_that_stops_on_its_own_is_resumed_and_keeps_its_events(
             await until(lambda: len(sink.of_type("state_transition")) == len(sids), 10,
                         "first events applied")
             assert worker.manager is not None
-            worker._next_full_watch = time.monotonic() + 3600   # no backstop scan here
+            assert worker.ownership is not None
+            worker.ownership.next_full_watch = time.monotonic() + 3600   # no backstop scan
             victim = worker.manager.get(sids[7])
             assert victim is not None
             victim.close()                            # stops on its own, not by the worker

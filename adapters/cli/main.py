@@ -171,7 +171,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_compile()
     elif args.suite == "redis":
         from benchmarks.redis_bench import run as run_redis
-        result = run_redis()
+        from benchmarks.redis_bench import run_quick as run_redis_quick
+        result = run_redis_quick() if getattr(args, "quick", False) else run_redis()
     elif args.suite == "voice":
         from benchmarks.voice_bench import run as run_voice
         result = run_voice(turns=args.turns)
