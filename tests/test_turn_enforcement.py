@@ -197,6 +197,7 @@ async def test_smart_end_holds_an_unfinished_turn_until_patience() -> None:
     events = await feed(gate, detector, np.concatenate([tone(400), np.zeros(16000, np.int16)]))
     assert events == ["speech_confirmed", "speech_end"]
     assert notes == [(0.1, True), (0.1, True)]
+    assert gate.ended_silence_ms == pytest.approx(1000, abs=40)   # patience ran out
     assert model.heard[1] > model.heard[0] >= 400 * 16   # it heard the whole utterance
 
 
@@ -235,3 +236,25 @@ async def test_redis_front_end_reads_the_policy_of_the_state_its_worker_reports(
     finally:
         await service.bus.aclose()
         await service.out_redis.aclose()
+
+
+async def test_smart_end_does_not_judge_speech_that_began_before_the_mic_opened() -> None:
+    """Talk-over: the caller started while the microphone was gated. The model never
+    heard the start, so it is not asked; the server's own silence (320 ms) ends it."""
+    detector = EnergyDetector(hangover_ms=320)
+    model = ScriptedModel(0.1)
+    gate = TurnGate(detector, model)
+    gate.configure(TurnPolicy(end="smart"), {"microphone": "gated", "playback": "streaming"})
+    for at in range(0, 16 * 400, FRAME):           # speech while gated: not given to listen()
+        detector.feed(tone(400)[at:at + FRAME])
+    gate.configure(TurnPolicy(end="smart"), OPEN)
+    pcm = np.zeros(16 * 600, np.int16)
+    ended_after: list[float] = []
+    for at in range(0, len(pcm), FRAME):
+        frame = pcm[at:at + FRAME]
+        gate.configure(gate.policy, OPEN)
+        if "speech_end" in await gate.listen(frame, [e.kind for e in detector.feed(frame)]):
+            ended_after.append((at + FRAME) / 16)
+    assert model.heard == []
+    assert ended_after == [pytest.approx(320, abs=20)]
+    assert gate.ended_silence_ms == pytest.approx(320, abs=20)

@@ -11,7 +11,10 @@ and `listen()` with the detector's events while the microphone is open:
 - `end: smart`: at the detector's end of speech the Smart Turn model (adapters/turn/
   smart.py) hears the utterance so far. Finished → the end of speech goes through.
   Not finished → it is held back: the utterance stays open (the handler keeps feeding
-  it), a new onset continues it, and `patience_ms` of silence ends it anyway.
+  it), a new onset continues it, and `patience_ms` of silence ends it anyway. Speech
+  that began before the microphone opened (talk-over) was not heard from its onset, so
+  the model is not asked; the server's own silence (`speech.vad_hangover_ms`) ends it.
+  `ended_silence_ms` says how long the caller had been silent when a turn ended.
 
 Unset policy keys keep the detector's own settings (the server's `speech.vad_*`).
 Without the model `end: smart` is `end: silence` with the same defaults.
@@ -67,9 +70,14 @@ class TurnGate:
         self.patience_ms = self.base_hangover_ms
         self.holding = False
         self.quiet_ms = 0.0
+        self.hold_until_ms = 0.0
         self._speaking = False
+        self._whole = False   # the utterance was followed from its onset (the model may judge it)
         self._audio: list[npt.NDArray[np.int16]] = []
         self._samples = 0
+        self.ended_silence_ms = 0.0
+        """The silence before the last end of speech passed on (the detector's hangover,
+        or the whole pause of a held turn): the caller stopped speaking that long ago."""
 
     # before each frame -------------------------------------------------------------
     def configure(self, policy: TurnPolicy, contract: Mapping[str, str]) -> None:
@@ -102,30 +110,41 @@ class TurnGate:
         """The detector's events for this frame as the handler should act on them."""
         out = list(kinds)
         if "speech_start" in out and not self._speaking and not self.holding:
-            self._speaking = True
+            self._speaking = self._whole = True
             self._audio, self._samples = [], 0
             self._keep(np.asarray(self.detector.preroll(), dtype=np.int16))
         elif self._speaking or self.holding:
             self._keep(pcm)
+        elif getattr(self.detector, "speaking", False):
+            # speech that began before the microphone opened (talk-over): its start is
+            # not here, so the model is not asked about it; silence ends it
+            self._speaking, self._whole = True, False
         if self.holding:
             return self._while_held(pcm, out)
         if "speech_end" not in out:
             return out
         self._speaking = False
+        self.ended_silence_ms = float(getattr(self.detector, "quiet_ms", 0.0))
         model = self.model
         if not self.smart or model is None:
             self._forget()
             return out
-        decision = await asyncio.to_thread(model.decide, self.utterance())
-        held = not decision.complete and self.patience_ms > SMART_CHECK_MS
-        if self.note is not None:
-            self.note(decision, held)
+        quiet = float(getattr(self.detector, "hangover_ms", SMART_CHECK_MS))
+        if self._whole:
+            decision = await asyncio.to_thread(model.decide, self.utterance())
+            self.hold_until_ms = self.patience_ms
+            held = not decision.complete and self.hold_until_ms > quiet
+            if self.note is not None:
+                self.note(decision, held)
+        else:   # not heard from its onset: silence decides, as without the model
+            self.hold_until_ms = min(self.patience_ms, self.base_hangover_ms)
+            held = self.hold_until_ms > quiet
         if not held:
             self._forget()
             return out
         out.remove("speech_end")
         self.holding = True
-        self.quiet_ms = float(getattr(self.detector, "hangover_ms", SMART_CHECK_MS))
+        self.quiet_ms = quiet
         return out
 
     def _while_held(self, pcm: npt.NDArray[np.int16], out: list[str]) -> list[str]:
@@ -134,7 +153,8 @@ class TurnGate:
             self.holding, self._speaking = False, True
             return out
         self.quiet_ms += 1000.0 * len(pcm) / SAMPLE_RATE
-        if self.quiet_ms >= self.patience_ms or not self.smart:
+        if self.quiet_ms >= self.hold_until_ms or not self.smart:
+            self.ended_silence_ms = self.quiet_ms
             self._forget()
             out.append("speech_end")
         return out
@@ -155,7 +175,7 @@ class TurnGate:
             self._samples -= len(self._audio.pop(0))
 
     def _forget(self) -> None:
-        self.holding = self._speaking = False
+        self.holding = self._speaking = self._whole = False
         self.quiet_ms = 0.0
         self._audio, self._samples = [], 0
 
