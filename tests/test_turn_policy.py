@@ -94,3 +94,18 @@ def test_a_bad_policy_is_an_error_at_its_position(turn: str, where: str, code: s
     lines = [str(e) for e in caught.value.errors]
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"c.yaml:{where}: {code} {message}"), lines[0]
+
+
+def test_the_chart_page_and_json_route_show_each_states_policy() -> None:
+    from starlette.testclient import TestClient
+
+    from adapters.config import Settings
+    from adapters.server.app import create_app
+
+    with TestClient(create_app(Settings(charts=[str(CHART)]))) as client:
+        page = client.get("/charts/turn_policy").text
+        assert "<th>contract</th><th>turn</th>" in page
+        assert ("<td>end silence · patience 1200 ms · barge-in 200 ms speaking, 800 ms thinking"
+                "</td>") in page
+        states = client.get("/charts/turn_policy.json").json()["states"]
+        assert states["SMART"]["turn"]["end"] == "smart"

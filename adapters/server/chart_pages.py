@@ -106,7 +106,8 @@ def chart_page(entry: ChartEntry, uses: Iterable[VersionUse] = ()) -> str:
         handled = ", ".join(sorted({r.event for r in rows}))
         states.append(
             f"<tr><td>{'&nbsp;' * 4 * info.depth}<b>{escape(info.name)}</b></td>"
-            f"<td>{escape(contract)}</td><td>{escape(', '.join(info.enter))}</td>"
+            f"<td>{escape(contract)}</td><td>{escape(info.turn.text())}</td>"
+            f"<td>{escape(', '.join(info.enter))}</td>"
             f"<td>{escape(', '.join(info.invoke))}</td><td>{escape(timers)}</td>"
             f"<td>{escape(handled)}</td><td>{escape(info.description or '')}</td></tr>")
     events: list[str] = []
@@ -121,7 +122,7 @@ def chart_page(entry: ChartEntry, uses: Iterable[VersionUse] = ()) -> str:
         f"<p>Download: <a href='/charts/{chart.name}.svg'>SVG</a> · "
         f"<a href='/charts/{chart.name}.mmd'>Mermaid</a> · "
         f"<a href='/charts/{chart.name}.json'>JSON</a></p>"
-        "<h2>States</h2><table><tr><th>state</th><th>contract</th><th>enter</th>"
+        "<h2>States</h2><table><tr><th>state</th><th>contract</th><th>turn</th><th>enter</th>"
         "<th>invoke</th><th>timers</th><th>events handled</th><th>description</th></tr>"
         + "".join(states) + "</table><h2>Events</h2><table><tr><th>event</th><th>payload</th>"
         "<th>unhandled</th></tr>" + "".join(events) + "</table>")
