@@ -51,7 +51,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from engine.compiler import CompiledChart, StateInfo, TransitionRow
+from engine.compiler import CompiledChart, StateInfo, TransitionRow, set_text
+from engine.data import defaults
 
 Format = Literal["mermaid", "dot", "svg", "json"]
 FORMATS: tuple[Format, ...] = ("mermaid", "dot", "svg", "json")
@@ -102,7 +103,26 @@ def transition_label(row: TransitionRow) -> str:
         label += f" {guard}"
     if row.do:
         label += " / " + ", ".join(row.do)
+    if row.sets:
+        label += " · set " + ", ".join(_set_text(name, how) for name, how in row.sets)
     return label
+
+
+def _set_text(name: str, how: Any) -> str:
+    """`size ← people` (from the payload), `tries += 1`, `confirmed = true`."""
+    shown = set_text(how)
+    if isinstance(shown, dict) and "from" in shown:
+        return f"{name} ← {shown['from']}"
+    if isinstance(shown, dict) and "add" in shown:
+        return f"{name} += {shown['add']}"
+    return f"{name} = {json.dumps(shown)}"
+
+
+def data_text(chart: CompiledChart) -> list[str]:
+    """The chart's `data:` fields, one line each: `party_size: int = 0`."""
+    return [f"{name}: {f.type} = {json.dumps(value)}"
+            for (name, f), value in zip(chart.data.items(), defaults(chart.data).values(),
+                                        strict=True)]
 
 
 def _behaviour_lines(chart: CompiledChart, state: StateInfo) -> list[str]:
@@ -113,6 +133,11 @@ def _behaviour_lines(chart: CompiledChart, state: StateInfo) -> list[str]:
         lines.append(contract)
     if not state.turn.empty:
         lines.append("🗣️ " + state.turn.text())
+    if state.parallel:
+        lines.append("‖ parallel: " + ", ".join(state.children) + " run at once")
+    if state.history is not None:
+        star = "H*" if state.history == "deep" else "H"
+        lines.append(f"{star} {state.history} history: re-entry resumes the last child")
     if state.enter:
         lines.append("entry / " + ", ".join(state.enter))
     if state.exit:
@@ -199,6 +224,8 @@ def to_mermaid(chart: CompiledChart) -> str:
            f"    %% {chart.name} v{chart.version} ({chart.version_hash}), drawn by turnchart"]
     if chart.spec.description:
         out.append(f"    %% {mermaid_escape(chart.spec.description)}")
+    if chart.data:
+        out.append("    %% data: " + mermaid_escape("; ".join(data_text(chart))))
 
     def emit_scope(scope: str | None, members: Sequence[StateInfo], indent: str) -> None:
         initial = chart.initial if scope is None else chart.states[scope].initial
@@ -209,7 +236,10 @@ def to_mermaid(chart: CompiledChart) -> str:
         for row in edges_in.get(scope, ()):
             out.append(f"{indent}{ids[row.source]} --> {ids[row.target or row.source]} : "
                        f"{mermaid_escape(transition_label(row))}")
-        for state in members:
+        parallel = scope is not None and chart.states[scope].parallel
+        for n, state in enumerate(members):
+            if parallel and n:
+                out.append(f"{indent}--")   # Mermaid's concurrency separator: the next region
             sid = ids[state.name]
             lines = _mermaid_description(chart, state)
             if state.compound:
@@ -305,6 +335,8 @@ def to_dot(chart: CompiledChart) -> str:
     title = f"<B>{_h(chart.name)}</B> v{chart.version} · {chart.version_hash}"
     if chart.spec.description:
         title += '<BR/><FONT POINT-SIZE="9"><I>' + _h(chart.spec.description) + "</I></FONT>"
+    if chart.data:
+        title += '<BR/><FONT POINT-SIZE="9">data: ' + _h(" · ".join(data_text(chart))) + "</FONT>"
     out = [
         f"digraph {_q(chart.name)} {{",
         f'  graph [compound=true, rankdir=TB, nodesep=0.5, ranksep=0.55, fontname="{_FONT}",'
@@ -324,11 +356,23 @@ def to_dot(chart: CompiledChart) -> str:
         if state.compound:
             out.append(f"{indent}subgraph {_q('cluster_' + name)} {{")
             inner = indent + "  "
-            out.append(f'{inner}label={label}; labeljust=l; style="rounded,filled";'
+            parent = chart.states[state.parent] if state.parent is not None else None
+            region = parent is not None and parent.parallel
+            # A parallel state's regions are drawn dashed inside it (UML's dashed divider).
+            style = "dashed,rounded,filled" if region else "rounded,filled"
+            kind = "state compound parallel" if state.parallel else "state compound"
+            out.append(f'{inner}label={label}; labeljust=l; style="{style}";'
                        f' fillcolor="{_CLUSTER_FILL}"; color="#777777"; penwidth=1.2;'
-                       f" id={_q(state_element_id(name))}; class=\"state compound\";")
-            out.append(f"{inner}{_q(_anchor(name))} [shape=point, width=0.1, style=filled,"
-                       f' fillcolor=black, label="", tooltip={_q(name + " initial")}];')
+                       f' id={_q(state_element_id(name))}; class="{kind}";')
+            # A parallel state has no initial child: its anchor only clips edges.
+            look = "style=invis" if state.parallel else "style=filled, fillcolor=black"
+            out.append(f"{inner}{_q(_anchor(name))} [shape=point, width=0.1, {look},"
+                       f' label="", tooltip={_q(name + " initial")}];')
+            if state.history is not None:
+                star = "H*" if state.history == "deep" else "H"
+                out.append(f'{inner}{_q(_history_node(name))} [shape=circle, width=0.25,'
+                           f' fixedsize=true, label="{star}", fontsize=9,'
+                           f" tooltip={_q(name + ' ' + state.history + ' history')}];")
             if name in self_targets or name in self_internal:
                 out.append(f'{inner}{_q(_own_anchor(name))} [shape=circle, width=0.12,'
                            f' fixedsize=true, label="", color="#777777",'
@@ -351,6 +395,9 @@ def to_dot(chart: CompiledChart) -> str:
     edges: list[tuple[str, str, dict[str, str]]] = [("::initial", chart.initial, {})]
     edges += [(_anchor(s.name), s.initial, {}) for s in chart.states.values()
               if s.compound and s.initial is not None]
+    # History: with nothing recorded yet it enters the initial child (dotted).
+    edges += [(_history_node(s.name), s.initial, {"style": "dotted", "color": "#777777"})
+              for s in chart.states.values() if s.history is not None and s.initial is not None]
     # Final states point at a final pseudo-state.
     for state in chart.states.values():
         if state.final:
@@ -367,12 +414,26 @@ def to_dot(chart: CompiledChart) -> str:
         elif _into_itself(chart, row):
             head = _own_anchor(row.source) if row.target == row.source else row.target
             edges.append((_own_anchor(row.source), head, {"label": label}))
+        elif _resumes(chart, row):
+            # Into a state with history from outside: the edge ends at its H node.
+            edges.append((row.source, _history_node(row.target), {"label": label}))
         else:
             edges.append((row.source, row.target, {"label": label}))
     for tail, head, attrs in edges:
         out.append("  " + _dot_edge(chart, tail, head, attrs))
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _history_node(name: str) -> str:
+    return f"{name}::history"
+
+
+def _resumes(chart: CompiledChart, row: TransitionRow) -> bool:
+    """A transition into a state with `history` from outside it (it resumes)."""
+    target = row.target
+    return (target is not None and chart.states[target].history is not None
+            and row.source != target and target not in chart.ancestors(row.source))
 
 
 def _dot_edge(chart: CompiledChart, tail: str, head: str, attrs: dict[str, str]) -> str:
@@ -432,6 +493,9 @@ def to_json(chart: CompiledChart) -> dict[str, Any]:
             "after": [{"delay": t.delay, "delay_ms": t.delay_ms, "event": t.event}
                       for t in s.after],
             "description": s.description,
+            # issue 16 keys, only where a state uses them
+            **({"parallel": True} if s.parallel else {}),
+            **({"history": s.history} if s.history is not None else {}),
         }
         for name, s in chart.states.items()
     }
@@ -444,6 +508,10 @@ def to_json(chart: CompiledChart) -> dict[str, Any]:
         "initial": chart.initial,
         "channels": {k: list(v) for k, v in chart.channels.items()},
         "states": states, "events": events, "transitions": chart.table(),
+        **({"data": {name: {"type": f.type, "default": value, "description": f.description}
+                     for (name, f), value in zip(chart.data.items(),
+                                                 defaults(chart.data).values(), strict=True)}}
+           if chart.data else {}),
     }
 
 

@@ -126,8 +126,7 @@ class GuardRef(_Strict):
     def __str__(self) -> str:
         call = self.name
         if self.args:
-            call += "(" + ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
-                                    for k, v in self.args) + ")"
+            call += "(" + ", ".join(f"{k}={v}" for k, v in self.args) + ")"
         return f"not {call}" if self.negated else call
 
     @property

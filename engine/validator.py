@@ -457,6 +457,9 @@ class _Semantic:
         if spec.history is not None and not spec.states:
             self.err((*node.path, "history"), "E176", f"state '{node.name}' has 'history' but "
                      "no child states: only a compound state can resume its last child")
+        elif spec.history is not None and spec.parallel:
+            self.err((*node.path, "history"), "E176", f"parallel state '{node.name}' has "
+                     "'history': put it on the regions that should resume")
         self._check_contract(node)
         for slot in ("enter", "exit"):
             for i, name in enumerate(getattr(spec, slot)):

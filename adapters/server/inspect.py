@@ -80,6 +80,7 @@ class SessionView:
     version: int | None = None
     version_hash: str | None = None
     state: str | None = None
+    active: list[str] | None = None   # parallel regions: every active leaf (else None)
     contract: dict[str, str] = field(default_factory=dict)
     since: str | None = None          # `ts` of the line that entered `state`
     since_t_ms: float | None = None
@@ -102,11 +103,15 @@ class SessionView:
             self.chart, self.version = event.chart, event.version
             self.version_hash = event.version_hash
             self.started, self.closed_t_ms = True, None
+            self.active = None
             self._enter(event.state, event)
         elif isinstance(event, StateTransition):
             self._enter(event.target, event)
+            self.active = list(event.active) if event.active else None
         elif isinstance(event, ContractApplied):
             self.contract = dict(event.contract)
+            if event.active:   # a chart with parallel regions: every active leaf
+                self.active = list(event.active)
         elif isinstance(event, WorkerState):      # a Redis front-end: the worker's state
             if not self.started or self.closed_t_ms is not None:
                 self.chart, self.version = event.chart, event.version
@@ -127,11 +132,14 @@ class SessionView:
     def as_dict(self, charts: ChartLookup) -> dict[str, Any]:
         chart = charts(self.chart) if self.chart else None
         configuration = [self.state] if self.state else []
-        if chart is not None and self.state is not None and self.state in chart.states:
-            configuration = list(chart.configuration_of(self.state))
+        leaves = self.active or ([self.state] if self.state else [])
+        if chart is not None and leaves and all(s in chart.states for s in leaves):
+            configuration = list(chart.ordered(
+                s for leaf in leaves for s in chart.configuration_of(leaf)))
         return {"session_id": self.session_id, "live": self.live, "chart": self.chart,
                 "version": self.version, "version_hash": self.version_hash,
                 "state": self.state, "configuration": configuration,
+                **({"active": self.active} if self.active else {}),   # parallel regions
                 "contract": dict(self.contract), "since": self.since,
                 "since_t_ms": self.since_t_ms, "closed_t_ms": self.closed_t_ms}
 

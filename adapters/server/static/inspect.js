@@ -77,7 +77,18 @@ function notice(text) {
 // ----------------------------------------------------------------------------- the model
 function emptyView(id) {
   return {session_id: id, live: false, chart: null, version: null, version_hash: null,
-          state: null, configuration: [], contract: {}, since_t_ms: null, closed_t_ms: null};
+          state: null, active: null, configuration: [], contract: {}, since_t_ms: null,
+          closed_t_ms: null};
+}
+function activeOf(view) {  // every active leaf: one, or one per parallel region
+  return view.active && view.active.length ? view.active : (view.state ? [view.state] : []);
+}
+function configurationOfAll(chart, view) {
+  const out = [];
+  for (const leaf of activeOf(view)) {
+    for (const s of configurationOf(chart, leaf)) if (!out.includes(s)) out.push(s);
+  }
+  return out;
 }
 function configurationOf(chart, state) {
   const data = chartData.get(chart);
@@ -91,7 +102,9 @@ function enter(view, state, rec) {
   if (typeof state !== "string") return;
   view.state = state;
   view.since_t_ms = rec.t_ms;
-  view.configuration = configurationOf(view.chart, state);
+  const active = rec.data && rec.data.active;
+  view.active = Array.isArray(active) ? active : null;   // a chart with parallel regions
+  view.configuration = configurationOfAll(view.chart, view);
 }
 function applyRecord(rec) {  // the page's copy of adapters/server/inspect.py SessionView.apply
   const id = rec.session_id;
@@ -110,6 +123,11 @@ function applyRecord(rec) {  // the page's copy of adapters/server/inspect.py Se
     case "contract_applied": {
       const contract = {...d};
       delete contract.state;
+      delete contract.active;
+      if (Array.isArray(d.active)) {
+        view.active = d.active;
+        view.configuration = configurationOfAll(view.chart, view);
+      }
       view.contract = contract;
       break;
     }
@@ -240,7 +258,7 @@ function loadChart(name) {
       promise.resolved = resolved;
       for (const view of model.sessions.values()) {
         if (view.chart === name && view.state) {
-          view.configuration = configurationOf(name, view.state);
+          view.configuration = configurationOfAll(name, view);
         }
       }
       renderSessions();
@@ -275,14 +293,16 @@ function renderDiagram() {
   const selected = model.sessions.get(model.selected);
   for (const group of data.svg.querySelectorAll("g.state")) {
     const state = group.id.replace(/^state-/, "");
-    const here = views.filter((v) => v.state === state).map((v) => v.session_id);
-    const inside = views.filter((v) => v.state !== state && v.configuration.includes(state));
+    // A chart with parallel regions has several active leaves: each is highlighted.
+    const here = views.filter((v) => activeOf(v).includes(state)).map((v) => v.session_id);
+    const inside = views.filter((v) => !activeOf(v).includes(state)
+                                && v.configuration.includes(state));
     group.setAttribute("data-sessions", here.join(" "));
     group.setAttribute("data-count", String(here.length));
     group.classList.toggle("live", here.length > 0);
     group.classList.toggle("in-config", here.length === 0 && inside.length > 0);
     const isSelected = !!(selected && selected.live && selected.chart === name
-                          && selected.state === state);
+                          && activeOf(selected).includes(state));
     group.classList.toggle("selected", isSelected);
     for (const old of group.querySelectorAll(":scope > g.badge")) old.remove();
     if (here.length > 0) group.appendChild(badge(group, here, isSelected));
