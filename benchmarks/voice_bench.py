@@ -59,6 +59,9 @@ class TimedUtterance:
     async def cancel(self) -> None:
         await self.inner.cancel()
 
+    def quiet(self, quiet_ms: float) -> None:
+        self.inner.quiet(quiet_ms)
+
     async def finish(self) -> str:
         start = time.perf_counter()
         text: str = await self.inner.finish()

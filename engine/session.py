@@ -42,6 +42,7 @@ from engine.trace import (
     ContractViolation,
     EffectDone,
     EffectFailed,
+    EffectSlow,
     EventInvalid,
     EventReceived,
     EventStale,
@@ -84,6 +85,9 @@ class _Owned:
 
 _CLOSE = Envelope()
 _PAYLOAD_TEXT_LIMIT = 200
+EFFECT_BUDGET_MS = 50.0
+"""An effect should return within this (queue work, flip a flag); slower ones are logged
+as `effect_slow` WARNINGs. What waits (on audio, the network) is an activity."""
 
 
 def _loggable(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -503,8 +507,10 @@ class Session:
                         name = names[index]
                         deadline.reschedule(asyncio.get_running_loop().time()
                                             + self.effect_timeout_s)
-                        self._run_effect_outcome(name, state, await self._call_effect(
-                            name, state, event, payload))
+                        started = self.clock.now_ms()
+                        error = await self._call_effect(name, state, event, payload)
+                        self._run_effect_outcome(name, state, error,
+                                                 self.clock.now_ms() - started)
                         index += 1
             except TimeoutError:
                 self._run_effect_outcome(names[index], state,
@@ -525,9 +531,15 @@ class Session:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return None
 
-    def _run_effect_outcome(self, name: str, state: str, error: str | None) -> None:
+    def _run_effect_outcome(self, name: str, state: str, error: str | None,
+                            elapsed_ms: float = 0.0) -> None:
         if error is not None:
             self._publish(EffectFailed(*self._stamp(), effect=name, state=state, error=error))
+        elif elapsed_ms > EFFECT_BUDGET_MS:
+            # An effect holds the session's step: nothing else (a barge-in, the answer)
+            # is handled until it returns. Waiting belongs in an activity.
+            self._publish(EffectSlow(*self._stamp(), effect=name, state=state,
+                                     elapsed_ms=elapsed_ms, budget_ms=EFFECT_BUDGET_MS))
         else:
             self._publish(EffectDone(*self._stamp(), effect=name, state=state))
 

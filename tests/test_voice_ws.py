@@ -266,3 +266,51 @@ def test_false_interruption_handling_is_off_by_default(sink: ListSink) -> None:
                         in transitions(sink, "ws-cough2"), 5)
         assert sink.of_type("false_interruption", "ws-cough2") == []
         ws.send_json({"event": "stop"})
+
+
+def test_talk_over_keeps_the_words(sink: ListSink) -> None:
+    """Speech over the answer is a barge-in AND the caller's next turn (issue 14): the
+    held audio, pre-roll included, opens the utterance that is transcribed and answered."""
+    with make_client(sink, ["tell me a story", "what time is it"]) as client, \
+            client.websocket_connect("/websocket/offer") as ws:
+        ws.send_json({"event": "start", "websocket_id": "ws-over"})
+        assert wait_for(lambda: transitions(sink, "ws-over"))
+        send_audio(ws, np.concatenate([tone(500), silence(400)]))
+        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
+                        in transitions(sink, "ws-over"), 10)
+        time.sleep(0.3)
+        send_audio(ws, np.concatenate([tone(600), silence(400)]), realtime=True)
+        assert wait_for(lambda: transitions(sink, "ws-over").count(
+            "THINKING → SPEAKING (response_ready)") == 2, 10)
+        ws.send_json({"event": "stop"})
+    moves = transitions(sink, "ws-over")
+    assert moves[:7] == [
+        "IDLE → LISTENING (client_connected)", "LISTENING → THINKING (stt_final)",
+        "THINKING → SPEAKING (response_ready)", "SPEAKING → INTERRUPT (barge_in)",
+        "INTERRUPT → LISTENING (ready_after_interrupt)", "LISTENING → THINKING (stt_final)",
+        "THINKING → SPEAKING (response_ready)"]
+    said = [r["data"]["payload"]["text"] for r in sink.of_type("event_received", "ws-over")
+            if r["data"]["event"] == "stt_final"]
+    assert said == ["tell me a story", "what time is it"]
+    answers = [r["data"]["payload"]["text"] for r in sink.of_type("event_received", "ws-over")
+               if r["data"]["event"] == "response_ready"]
+    assert answers[1].startswith("It is"), answers
+    assert [r for r in sink.records if r["level"] == "ERROR"] == []
+
+
+def test_speech_too_short_for_a_barge_in_is_not_a_turn(sink: ListSink) -> None:
+    """A short noise over the answer is neither a barge-in nor a transcript."""
+    with make_client(sink, ["tell me a story", "what time is it"]) as client, \
+            client.websocket_connect("/websocket/offer") as ws:
+        ws.send_json({"event": "start", "websocket_id": "ws-click"})
+        assert wait_for(lambda: transitions(sink, "ws-click"))
+        send_audio(ws, np.concatenate([tone(500), silence(400)]))
+        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
+                        in transitions(sink, "ws-click"), 10)
+        send_audio(ws, np.concatenate([tone(100), silence(400)]), realtime=True)
+        assert wait_for(lambda: "SPEAKING → LISTENING (playback_done)"
+                        in transitions(sink, "ws-click"), 10)
+        ws.send_json({"event": "stop"})
+    said = [r["data"]["payload"]["text"] for r in sink.of_type("event_received", "ws-click")
+            if r["data"]["event"] == "stt_final"]
+    assert said == ["tell me a story"]

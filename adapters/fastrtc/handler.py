@@ -6,9 +6,11 @@ current contract says:
 
 - microphone `open`   → VAD + STT (partials become `stt_partial`, a final
   non-empty transcript becomes `stt_final`);
-- microphone `gated`  → the barge-in detector only (no transcript while the
-  assistant talks); ≥ `min_speech_ms` of speech posts `barge_in` and clears
-  the output queue at once;
+- microphone `gated`  → the barge-in detector; the speech it hears is held
+  (pre-roll included) but not transcribed. ≥ `min_speech_ms` of speech posts
+  `barge_in` and clears the output queue at once, and the held audio becomes
+  the start of the caller's next utterance (talk-over keeps the words); speech
+  that ends before it makes a barge-in is dropped;
 - microphone `closed` → dropped.
 
 Output frames leave only while the contract's playback is `streaming`, or
@@ -41,6 +43,7 @@ class Detector(Protocol):
     """Per-connection speech detector (adapters.speech.vad.SpeechDetector)."""
 
     speaking: bool
+    quiet_ms: float   # the current run of silence inside speech (0 while speech goes on)
 
     def feed(self, pcm: np.ndarray[Any, Any]) -> Sequence[VadEventLike]: ...
 
@@ -56,6 +59,11 @@ class Utterance(Protocol):
 
     async def cancel(self) -> None:
         """Throw the utterance away without decoding it (the floor was taken away)."""
+        ...
+
+    def quiet(self, quiet_ms: float) -> None:
+        """The silence so far inside the utterance (0: speech goes on); a backend may
+        start decoding speculatively so the transcript is ready at the end of turn."""
         ...
 
 
@@ -108,7 +116,10 @@ class TurnStreamHandler(AsyncStreamHandler):
         self.utterance: Utterance | None = None
         self.last_partial = ""
         self.barge_pending: asyncio.TimerHandle | None = None
-        self.speech_ended_at: float | None = None
+        self.speech_ended_at: float | None = None   # when the VAD decided speech ended
+        self.speech_stopped_at: float | None = None  # when the caller's speech stopped
+        self._held: list[np.ndarray[Any, Any]] | None = None  # gated speech, not yet a barge-in
+        self._talk_over = False    # the utterance began while the mic was gated
         self._closed = False
 
     def copy(self) -> TurnStreamHandler:
@@ -144,6 +155,7 @@ class TurnStreamHandler(AsyncStreamHandler):
         if self._closed:
             return
         self._closed = True
+        self._held = None
         if self.utterance is not None:
             await self.utterance.cancel()
             self.utterance = None
@@ -168,16 +180,19 @@ class TurnStreamHandler(AsyncStreamHandler):
         mic = contract.get("microphone", "closed")
         if mic == "closed":
             self.vad.reset()
+            self._held = None
             return
         self.turn.configure(self.service.turn_policy(self.session_id), contract)
         events = self.vad.feed(pcm)
         if mic == "open":
             await self._listen(pcm, await self.turn.listen(pcm, [e.kind for e in events]))
         else:
-            await self._guard_barge_in([e.kind for e in events])
+            await self._guard_barge_in(pcm, [e.kind for e in events])
 
     async def _listen(self, pcm: np.ndarray[Any, Any], kinds: list[str]) -> None:
         assert self.session_id is not None and self.vad is not None
+        if self._held is not None:  # speech that began while gated: the caller's words
+            await self._keep_talk_over()
         if "speech_start" in kinds and self.utterance is None:
             self.utterance = self.service.stt.open_utterance()
             self.last_partial = ""
@@ -186,36 +201,74 @@ class TurnStreamHandler(AsyncStreamHandler):
             partial = await self.utterance.feed(pcm)
         else:
             return
+        self._note_partial(partial)
+        if self.utterance is not None:
+            self.utterance.quiet(self.vad.quiet_ms if self.vad.speaking else 0.0)
+        if "speech_end" in kinds:   # the turn gate says how long the caller had been silent
+            self._speech_ended(self.turn.ended_silence_ms if self.turn is not None
+                               else self.vad.quiet_ms)
+            await self._finish_utterance()
+
+    def _note_partial(self, partial: str | None) -> None:
+        assert self.session_id is not None
         if partial and partial != self.last_partial:
             self.last_partial = partial
             self.service.post(self.session_id, "stt_partial", {"text": partial})
-        if "speech_end" in kinds:
-            self.speech_ended_at = time.monotonic()
-            await self._finish_utterance()
+
+    def _speech_ended(self, silence_ms: float) -> None:
+        """Speech was decided over, `silence_ms` (the hangover, or a held pause) after the
+        caller stopped: turn latency counts from then."""
+        self.speech_ended_at = time.monotonic()
+        self.speech_stopped_at = self.speech_ended_at - silence_ms / 1000.0
 
     async def _finish_utterance(self) -> None:
         assert self.session_id is not None
         utterance, self.utterance = self.utterance, None
+        self._talk_over = False
         if utterance is None:
             return
         text = (await utterance.finish()).strip()
         if text:  # empty transcripts never start a turn
             self.service.post(self.session_id, "stt_final", {"text": text, "is_final": True})
+        else:
+            self.speech_stopped_at = None   # no turn: no answer to time
 
-    async def _guard_barge_in(self, kinds: list[str]) -> None:
-        assert self.session_id is not None
-        if self.utterance is not None:  # the floor was taken away mid-utterance
-            await self.utterance.cancel()
+    async def _keep_talk_over(self) -> None:
+        """The held speech is the start of the caller's next utterance: open it with
+        everything heard so far (pre-roll included); later frames continue it."""
+        held, self._held = self._held, None
+        if not held or self.utterance is not None:
+            return
+        self.utterance = self.service.stt.open_utterance()
+        self._talk_over = True
+        self.last_partial = ""
+        self._note_partial(await self.utterance.feed(np.concatenate(held)))
+
+    async def _guard_barge_in(self, pcm: np.ndarray[Any, Any], kinds: list[str]) -> None:
+        assert self.session_id is not None and self.vad is not None
+        if self.utterance is not None and not self._talk_over:
+            await self.utterance.cancel()  # the floor was taken away mid-utterance
             self.utterance = None
-        if "speech_confirmed" not in kinds:
-            if "speech_end" in kinds and self.barge_pending is not None:
-                pass  # the false-interruption timer decides
-            return
-        false_ms = self.service.false_interruption_ms
-        if false_ms:
-            self._tentative_barge_in(false_ms)
-            return
-        self.barge_in("speech onset")
+        if "speech_start" in kinds and self.utterance is None:
+            self._held = [self.vad.preroll()]   # maybe a barge-in: keep the words
+        elif self._held is not None:
+            self._held.append(pcm)
+        elif self.utterance is not None:   # talk-over after the barge-in, still gated
+            self._note_partial(await self.utterance.feed(pcm))
+        if "speech_confirmed" in kinds:
+            false_ms = self.service.false_interruption_ms
+            if false_ms:
+                self._tentative_barge_in(false_ms)
+            else:
+                self.barge_in("speech onset")
+        if self._talk_over and self._held is not None:
+            await self._keep_talk_over()
+        if "speech_end" in kinds:
+            if self.utterance is not None and self._talk_over:
+                self._speech_ended(self.vad.quiet_ms)
+                await self._finish_utterance()
+            else:
+                self._held = None   # too short for a barge-in (or a false interruption)
 
     def barge_in(self, reason: str) -> None:
         """Silence now (every queued frame of this connection), then tell the chart."""
@@ -223,6 +276,8 @@ class TurnStreamHandler(AsyncStreamHandler):
         decided = time.monotonic()
         self.output.resume()
         dropped = self.output.clear()
+        if self._held is not None:
+            self._talk_over = True   # the next frame opens the utterance with the held audio
         self.service.record_barge_in(self.session_id, decided, dropped)
         self.service.post(self.session_id, "barge_in", {"reason": reason})
 
@@ -256,8 +311,10 @@ class TurnStreamHandler(AsyncStreamHandler):
         if not frame.filler and \
                 self.service.contract(self.session_id).get("playback") != "streaming":
             return None  # answer audio never leaves while playback is stopped
-        if self.speech_ended_at is not None and self.session_id is not None:
-            waited = time.monotonic() - self.speech_ended_at
+        if not frame.filler and self.speech_stopped_at is not None:
+            # turn latency: the caller stopped speaking → the first audio of the ANSWER
+            # (a filler or cue is not an answer), hangover and STT included
+            waited = time.monotonic() - self.speech_stopped_at
             self.service.record_first_audio(self.session_id, waited)
-            self.speech_ended_at = None
+            self.speech_stopped_at = self.speech_ended_at = None
         return self.output_sample_rate, frame.pcm.reshape(1, -1)

@@ -168,10 +168,12 @@ class OutputRouter:
 
     # Filler ----------------------------------------------------------------------
     async def play(self, session_id: str) -> None:
+        """Queue the clip and return: an effect never waits for audio to play (the
+        filler's frames are paced out by `emit()` like any other)."""
         stream = self.streams.get(session_id)
         clip = self.filler_clip() if self.filler_clip else None
         if stream is not None and clip is not None:
-            await stream.write(clip, filler=True)
+            stream.push(clip, filler=True)
             stream.flush(filler=True)
 
     async def cancel(self, session_id: str) -> None:

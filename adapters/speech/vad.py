@@ -107,6 +107,12 @@ class SpeechDetector:
         return self._confirmed
 
     @property
+    def quiet_ms(self) -> float:
+        """The current run of silence inside speech (0 while speech goes on); after
+        `speech_end`, the silence that ended it (so speech stopped that long before)."""
+        return self._quiet_ms
+
+    @property
     def stream_ms(self) -> float:
         """Milliseconds of audio fed since creation or the last reset."""
         return 1000.0 * self._fed / SAMPLE_RATE

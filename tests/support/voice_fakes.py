@@ -63,6 +63,10 @@ class EnergyDetector:
                 events.append(Event("speech_end", self.t_ms))
         return events
 
+    @property
+    def quiet_ms(self) -> float:
+        return self.silence_ms
+
     def reset(self) -> None:
         self.speaking, self.confirmed, self.speech_ms, self.silence_ms = False, False, 0.0, 0.0
 
@@ -84,6 +88,9 @@ class ScriptedUtterance:
 
     async def cancel(self) -> None:
         self.samples = 0
+
+    def quiet(self, quiet_ms: float) -> None:
+        return None
 
 
 class ScriptedTranscriber:

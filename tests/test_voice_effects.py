@@ -1,0 +1,95 @@
+"""Effects never wait on audio (issue 14): a filler is queued and the effect returns,
+so the answer that arrives while it plays moves the chart at once; and turn latency
+counts the ANSWER's first audio, never the filler's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+
+from adapters.server.metrics import Metrics
+from adapters.server.voice import VoiceService
+from engine.behaviours import default_registry
+from engine.chart import load_chart
+from engine.clock import RealClock
+from engine.logs import EventLog, ListSink
+from engine.ports import AudioChunk
+from tests.support.voice_fakes import EnergyDetector, ScriptedTranscriber, ToneSpeech
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE = 24_000
+
+
+class SlowResponder:
+    """Answers after `delay_s`: long enough for THINKING's 600 ms filler to start."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+    async def answer(self, text: str, session_id: str) -> AsyncIterator[str]:
+        await asyncio.sleep(self.delay_s)
+        yield "Here it is."
+
+
+def filler(ms: float) -> AudioChunk:
+    n = int(RATE * ms / 1000)
+    pcm = (np.sin(2 * np.pi * 220 * np.arange(n) / RATE) * 6000).astype(np.int16)
+    return AudioChunk(pcm.tobytes(), ms)
+
+
+async def run_turn(sink: ListSink) -> None:
+    registry = default_registry()
+    chart = load_chart(ROOT / "charts" / "voice_turn.yaml", registry)
+    log = EventLog(sink, RealClock(), level="DEBUG")
+    service = VoiceService(chart, registry, log, Metrics(lambda: 0),
+                           stt=ScriptedTranscriber(["hello"]), detector_factory=EnergyDetector,
+                           speech=ToneSpeech(RATE, 100.0), responder=SlowResponder(0.8),
+                           filler=filler(3000.0), output_rate=RATE)
+    await service.start()
+    handler = service.new_handler()
+    await handler.attach("fx")
+    stop = asyncio.Event()
+
+    async def consumer() -> None:   # stands in for FastRTC pulling frames
+        while not stop.is_set():
+            await handler.emit()
+
+    task = asyncio.ensure_future(consumer())
+    try:
+        handler.speech_stopped_at = time.monotonic()   # as if the caller just stopped
+        service.post("fx", "stt_final", {"text": "hello", "is_final": True})
+        deadline = time.monotonic() + 10
+        while not sink.of_type("turn_latency", "fx") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+        await handler.detach()
+        await service.stop()
+
+
+def test_a_playing_filler_never_delays_the_answer() -> None:
+    sink = ListSink()
+    asyncio.run(run_turn(sink))
+    moves = {(r["data"]["from"], r["data"]["to"]): r["data"]["latency_ms"]
+             for r in sink.of_type("state_transition", "fx")}
+    played = [r for r in sink.of_type("effect_done", "fx")
+              if r["data"]["effect"] == "play_immediate_filler"]
+    assert played, "the filler was due (the answer took 0.8 s) and played"
+    # The 3 s clip is still playing when the answer arrives: the step that applies
+    # response_ready must not wait for it (before issue 14 it waited ~0.3-0.8 s).
+    assert moves[("THINKING", "SPEAKING")] < 50.0, moves
+    assert not sink.of_type("effect_slow", "fx")
+    assert [r for r in sink.records if r["level"] == "ERROR"] == []
+
+
+def test_turn_latency_counts_the_answer_not_the_filler() -> None:
+    sink = ListSink()
+    asyncio.run(run_turn(sink))
+    [latency] = sink.of_type("turn_latency", "fx")
+    # The filler started ~600 ms after the end of speech, the answer ~800 ms after it.
+    assert latency["data"]["turn_latency_ms"] >= 790.0, latency["data"]
