@@ -22,6 +22,7 @@ from statemachine.io import create_machine_class_from_definition
 
 from engine.errors import ChartError, ChartErrors
 from engine.registry import GuardInput, Registry
+from engine.source import Position, SourceMap
 from engine.spec import (
     DONE_PREFIX,
     ChartSpec,
@@ -49,6 +50,9 @@ class TransitionRow:
     do: tuple[str, ...]
     order: int
     sets: tuple[tuple[str, Any], ...] = ()   # `set:` field → SetFrom | SetAdd | constant
+    # file:line:col of the row and of each of its guards in the chart file (None: not known)
+    position: Position | None = field(default=None, compare=False)
+    guard_positions: tuple[Position | None, ...] = field(default=(), compare=False)
 
     @property
     def internal(self) -> bool:
@@ -273,6 +277,21 @@ def done_events(spec_states: Mapping[str, Any]) -> dict[str, EventSpec]:
     return out
 
 
+def _with_positions(rows: list[TransitionRow], smap: SourceMap,
+                    state_paths: Mapping[str, tuple[Any, ...]]) -> list[TransitionRow]:
+    """Each row with where it and its guards are written (`turnchart paths` reports them)."""
+    out = []
+    for row in rows:
+        on = (*state_paths[row.source], "on", row.event)
+        listed = (*on, row.order)
+        base = listed if listed in smap.values else on
+        position = smap.value(base) if base is listed else smap.key(on)
+        guards = tuple(smap.value(item if (item := (*base, "guard", j)) in smap.values
+                                  else (*base, "guard")) for j in range(len(row.guards)))
+        out.append(replace(row, position=position, guard_positions=guards))
+    return out
+
+
 def content_hash(spec: ChartSpec) -> str:
     """Stable across key order, comments and formatting; changes with behaviour."""
     canonical = json.dumps(_without_unset_additions(spec.model_dump(mode="json")),
@@ -374,6 +393,7 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
             for order, alt in enumerate(alternatives):
                 rows.append(TransitionRow(len(rows), node.name, event, alt.target, alt.guards,
                                           alt.do, order, tuple(alt.set.items())))
+    rows = _with_positions(rows, validated.source_map, {n.name: n.path for n in nodes})
 
     rows_by_source: dict[str, list[TransitionRow]] = {}
     for row in rows:

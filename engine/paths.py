@@ -45,7 +45,6 @@ from typing import Any, Literal
 
 from engine.clock import VirtualClock
 from engine.compiler import CompiledChart, TransitionRow, compile_chart
-from engine.errors import ChartErrors
 from engine.events import EventProblem, VoiceEvent, check_payload
 from engine.fakes import FakeSettings, fake_ports
 from engine.logs import EventLog, ListSink, Record
@@ -54,17 +53,21 @@ from engine.registry import GuardFn, GuardInput, Registry
 from engine.session import Session
 from engine.simulator import transitions
 from engine.snapshot import MemorySnapshotStore
-from engine.source import Position, SourceMap, read_yaml_file
+from engine.source import Position, SourceMap
 from engine.spec import parse_payload_type
-from engine.validator import ValidatedChart, iter_states
+from engine.validator import ValidatedChart
 
 SESSION_ID = "s1"
 SOURCE = "simulate"                   # the source `turnchart simulate` stamps on its steps
 HORIZON_MS = 60_000.0                 # how long the clock may run past the last event
 _ZERO: dict[type, Any] = {str: "", int: 0, float: 0.0, bool: False, list: [], dict: {}}
 
-Via = Literal["outside", "timer", "activity", "injected", "forced"]
-_QUALITY: dict[str, int] = {"outside": 3, "timer": 3, "activity": 3, "injected": 2, "forced": 1}
+_JOIN = "+"
+"""Where a session of a chart with parallel regions rests: its active leaves joined
+(`LISTENING+ASK_SIZE`); a single leaf otherwise."""
+Via = Literal["outside", "timer", "activity", "internal", "injected", "forced"]
+_QUALITY: dict[str, int] = {"outside": 3, "timer": 3, "activity": 3, "internal": 3, "injected": 2,
+                            "forced": 1}
 ProblemKind = Literal["stuck", "rejected", "contract_violation", "error", "unexpected"]
 Forced = tuple[tuple[str, bool | None], ...]
 """Per evaluation of a guard without examples, in order: the forced result, or None (real)."""
@@ -384,7 +387,9 @@ class _Handling:
 
 
 def _handlings(trace: Sequence[Record], steps: Sequence[PathStep]) -> Iterable[_Handling]:
-    state = ""
+    """What each event did, from the state it found. With parallel regions one event
+    may have an outcome line per region, all from the same state (`_where`)."""
+    state = before = ""
     received: Record | None = None
     outside = 0
     step: PathStep | None = None
@@ -393,7 +398,7 @@ def _handlings(trace: Sequence[Record], steps: Sequence[PathStep]) -> Iterable[_
         if kind in ("session_started", "session_resumed"):
             state = data["state"]
         elif kind == "event_received":
-            received = record
+            received, before = record, state
             step = None
             if data.get("source") == SOURCE:
                 step = steps[outside] if outside < len(steps) else None
@@ -402,10 +407,17 @@ def _handlings(trace: Sequence[Record], steps: Sequence[PathStep]) -> Iterable[_
                                                "transition_rejected", "event_stale"):
             rdata = received["data"]
             yield _Handling(rdata["event"], str(rdata.get("source")), rdata.get("payload") or {},
-                            state, record, step)
-            received = None
+                            before, record, step)
             if kind == "state_transition":
-                state = data["to"]
+                active = data.get("active")
+                state = _JOIN.join(active) if active else data["to"]
+            if not (kind in ("state_transition", "internal_transition")
+                    and _JOIN in before):
+                received = None   # one outcome per event, except one per parallel region
+
+
+def _where(session: Session) -> str:
+    return _JOIN.join(session.leaves)
 
 
 # --------------------------------------------------------------- generator
@@ -490,14 +502,14 @@ class PathGenerator:
                         return None   # nothing would ever happen by waiting
                     await clock.advance_to(due)
             await clock.advance_to(clock.now_ms())
-            rest_state, rest_at = session.state, clock.now_ms()
+            rest_state, rest_at = _where(session), clock.now_ms()
             limit = rest_at + self.horizon_ms
             while (due := clock.next_due()) is not None and due <= limit:
                 await clock.advance_to(due)
             quiescent = clock.next_due() is None
             until = clock.now_ms() if quiescent else limit
             await clock.advance_to(until)
-            final_state = session.state
+            final_state = _where(session)
         pending = tuple(r["data"]["activity"] for r in sink.records
                         if r["event_type"] == "activity_cancelled"
                         and r["data"].get("reason") == "session_closed")
@@ -536,11 +548,14 @@ class PathGenerator:
         return out
 
     def _actions(self, state: str, at: float) -> list[PathStep]:
-        """One step per distinct way each handled event can go in `state`."""
+        """One step per distinct way each handled event can go in `state` (with parallel
+        regions: in each region's leaf)."""
         out: list[PathStep] = []
         seen: set[str] = set()
-        for event in self.chart.valid_events(state):
-            rows = [r for r in self.chart.rows_from(state) if r.event == event]
+        handled = [(leaf, event) for leaf in state.split(_JOIN)
+                   for event in self.chart.valid_events(leaf)]
+        for leaf, event in handled:
+            rows = [r for r in self.chart.rows_from(leaf) if r.event == event]
             wishes: list[tuple[str, TransitionRow | None, GuardOutcome | None]] = []
             for row in rows:
                 wishes.append((f"fire {describe_row(row)}", row, None))
@@ -574,6 +589,8 @@ class PathGenerator:
     # ------------------------------------------------------------ analysis
     def _via(self, handling: _Handling) -> tuple[Via, str]:
         source = handling.source
+        if source == "internal":   # done.state.X: the session posted it itself
+            return "internal", "posted by the session"
         if source == "timer":
             return "timer", self.timer_events.get(handling.event, "timer")
         if source.startswith("activity:"):
@@ -604,8 +621,9 @@ class PathGenerator:
                 result.problems.append(((kind, state, str(data.get("effect")
                                                           or data.get("activity"))),
                                         "error", state, f"{kind}: {record['message']}", record))
-        final = self.chart.states[run.final_state]
-        if not final.final and run.final_state not in self.home.reach_home:
+        ends = run.final_state.split(_JOIN)
+        if not all(self.chart.states[s].final for s in ends) and \
+                not any(s in self.home.reach_home for s in ends):
             result.problems.append((("stuck", run.final_state), "stuck", run.final_state,
                                     f"ends in {run.final_state}, which has no way back to "
                                     f"{self.home.describe()} nor to a final state", None))
@@ -621,8 +639,13 @@ class PathGenerator:
         kind, data = h.outcome["event_type"], h.outcome["data"]
         if kind == "event_stale":
             return
-        rows = [r for r in self.chart.rows_from(h.state) if r.event == h.event] \
-            if h.state in self.chart.states else []
+        leaves = [s for s in h.state.split(_JOIN) if s in self.chart.states]
+        region = data.get("from") if kind == "state_transition" else data.get("state")
+        if len(leaves) > 1 and region in leaves and kind != "transition_rejected":
+            leaves = [region]   # parallel regions: the row of the region that moved
+        rows = list(dict.fromkeys(r for leaf in leaves for r in self.chart.rows_from(leaf)
+                                  if r.event == h.event))
+        source = leaves[0] if len(leaves) == 1 else h.state
         plan = h.step.forced if h.step is not None else ()
         predicted = self.guards.evaluate(rows, h.event, h.payload, plan)[0]
         via, detail = self._via(h)
@@ -647,8 +670,8 @@ class PathGenerator:
             ok = row is not None and (
                 (kind == "internal_transition" and row.internal)
                 or (kind == "state_transition" and row.target is not None
-                    and data.get("from") == h.state
-                    and data.get("to") == self.chart.initial_leaf(row.target)))
+                    and data.get("from") == source
+                    and self._lands(row.target, data.get("to"))))
             if not ok or row is None:
                 self._unexpected(h, predicted, result)
                 return
@@ -659,6 +682,16 @@ class PathGenerator:
         for outcome, forced in predicted.checks:
             _better(result.guards, outcome, ("forced", forced_text, h.state) if forced
                     else (via, detail, h.state))
+
+    def _lands(self, target: str, to: Any) -> bool:
+        """Whether a transition to `target` may end in leaf `to`: its initial leaf, or
+        (history, parallel regions) any leaf below it."""
+        if to == self.chart.initial_leaf(target):
+            return True
+        resumes = self.chart.has_parallel or any(
+            s.history is not None for s in self.chart.states.values())
+        return resumes and isinstance(to, str) and to in self.chart.states and (
+            to == target or target in self.chart.ancestors(to))
 
     def _unexpected(self, h: _Handling, predicted: _Evaluation, result: _Analysis) -> None:
         want = describe_row(predicted.fired) if predicted.fired else "a rejection"
@@ -731,7 +764,6 @@ class PathGenerator:
             if useful:
                 kept.append(index)
         number = {run_index: n for n, run_index in enumerate(kept, start=1)}
-        positions = _positions(self.chart)
         covers: dict[int, list[str]] = {}
 
         def hit(best: tuple[Via, str, str, int] | None, label: str) -> Hit | None:
@@ -745,7 +777,7 @@ class PathGenerator:
             parent_row = self.chart.transitions[row_index]
             if parent_row.source != state and best_rows[row_index][3] != index:
                 covers.setdefault(index, []).append(f"{describe_row(parent_row)} from {state}")
-        rows = tuple(RowCoverage(r, positions.get(("row", r.index)),
+        rows = tuple(RowCoverage(r, r.position,
                                  hit(best_rows.get(r.index), describe_row(r)),
                                  tuple(sorted(from_states.get(r.index, ()))))
                      for r in self.chart.transitions)
@@ -754,8 +786,9 @@ class PathGenerator:
             for j, ref in enumerate(r.guards):
                 for held in (True, False):
                     outcome = GuardOutcome(r.index, j, held)
-                    cov = GuardCoverage(outcome, r, str(ref), positions.get(("guard", r.index, j)),
-                                        None)
+                    cov = GuardCoverage(outcome, r, str(ref),
+                                        r.guard_positions[j] if j < len(r.guard_positions)
+                                        else None, None)
                     guards.append(replace(cov, hit=hit(best_guards.get(outcome), cov.label())))
         paths = tuple(GeneratedPath(number[i], runs[i].steps, runs[i].until_ms,
                                     runs[i].final_state, runs[i].quiescent,
@@ -807,8 +840,8 @@ def _home_states(chart: CompiledChart) -> _Home:
     start leads into (a "listening loop"). Guards are ignored: any transition
     might be taken."""
     leaves = [n for n, s in chart.states.items() if not s.compound]
-    edges = {leaf: {chart.initial_leaf(r.target) for r in chart.rows_from(leaf)
-                    if r.target is not None} for leaf in leaves}
+    edges = {leaf: {s for r in chart.rows_from(leaf) if r.target is not None
+                    for s in chart.leaves(chart.default_entry(r.target))} for leaf in leaves}
 
     def reach(start: str) -> set[str]:
         seen, todo = {start}, [start]
@@ -820,7 +853,7 @@ def _home_states(chart: CompiledChart) -> _Home:
         return seen
 
     reachable = {leaf: reach(leaf) for leaf in leaves}
-    start = chart.initial_leaf(chart.initial)
+    start = chart.leaves(chart.initial_configuration())[0]
     order = sorted(reachable[start], key=lambda n: _distance(edges, start, n))
     home: frozenset[str] = frozenset({start})
     for leaf in order:
@@ -842,27 +875,6 @@ def _distance(edges: Mapping[str, set[str]], start: str, goal: str) -> float:
         seen |= frontier
         steps += 1
     return math.inf
-
-
-# ------------------------------------------------------------- positions
-def _positions(chart: CompiledChart) -> dict[tuple[Any, ...], Position]:
-    """file:line of each transition and guard, read back from the chart file."""
-    try:
-        smap = read_yaml_file(chart.path).source_map
-    except (OSError, UnicodeDecodeError, ChartErrors):
-        return {}
-    state_paths = {node.name: node.path for node in iter_states(chart.spec.states)}
-    out: dict[tuple[Any, ...], Position] = {}
-    for row in chart.transitions:
-        on = (*state_paths[row.source], "on", row.event)
-        listed = (*on, row.order)
-        base = listed if listed in smap.values else on
-        out[("row", row.index)] = smap.value(base) if base is listed else smap.key(on)
-        for j in range(len(row.guards)):
-            item = (*base, "guard", j)
-            out[("guard", row.index, j)] = smap.value(item if item in smap.values
-                                                      else (*base, "guard"))
-    return out
 
 
 # ------------------------------------------------------------- entry points

@@ -34,33 +34,66 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.clock import VirtualClock
 from engine.compiler import CompiledChart
 from engine.context import ActivityContext
 from engine.events import EventProblem, parse_event
-from engine.fakes import fake_ports
-from engine.logs import LEVELS, EventLog, ListSink, Record
-from engine.manager import NO_SESSION, SessionManager
+from engine.logs import LEVELS, Record
+from engine.manager import NO_SESSION
 from engine.registry import ActivityFn, Kind, Registered, Registry
-from engine.snapshot import MemorySnapshotStore
+from engine.sandbox import Sandbox
+from engine.trace import (
+    ActivityCancelled,
+    ActivityDone,
+    ActivityFailed,
+    ActivityStarted,
+    ContractViolation,
+    EffectFailed,
+    EventInvalid,
+    EventReceived,
+    EventStale,
+    InternalTransition,
+    ReplayUnanswered,
+    SessionResumed,
+    SessionStarted,
+    StateTransition,
+    TraceEvent,
+    TransitionRejected,
+    from_record,
+    is_log_line,
+)
 
 CHART_SOURCES = ("activity:", "timer", "internal")
 """Sources of events the chart makes itself: never re-sent, the replayed chart makes its own."""
 
 Mark = Literal["=", "≠", "-", "+"]
 Side = Literal["replay", "recording"]
-# Lines that say something went wrong or was refused: compared as a multiset per
-# session, so an edit that adds (or removes) a rejection, a stale event, a
-# contract violation or a failure shows up even when the transitions agree.
-_PROBLEMS = {"transition_rejected": ("event", "state", "reason"), "event_stale": ("event",),
-             "event_invalid": ("error",), "contract_violation": ("state", "channel"),
-             "effect_failed": ("effect", "state"), "activity_failed": ("activity", "state")}
+
+
+def _problem_key(event: TraceEvent) -> tuple[Any, ...] | None:
+    """Lines that say something went wrong or was refused: compared as a multiset per
+    session, so an edit that adds (or removes) a rejection, a stale event, a
+    contract violation or a failure shows up even when the transitions agree."""
+    kind = event.event_type
+    if isinstance(event, TransitionRejected):
+        return (kind, event.event, event.state, event.reason)
+    if isinstance(event, EventStale):
+        return (kind, event.event)
+    if isinstance(event, EventInvalid):
+        return (kind, event.error)
+    if isinstance(event, ContractViolation):
+        return (kind, event.state, event.channel)
+    if isinstance(event, EffectFailed):
+        return (kind, event.effect, event.state)
+    if isinstance(event, ActivityFailed):
+        return (kind, event.activity, event.state)
+    return None
 
 
 class LogError(Exception):
@@ -156,7 +189,7 @@ class Recording:
     inputs: list[RecordedInput] = field(default_factory=list)
     runs: dict[str, list[RecordedRun]] = field(default_factory=dict)
     moves: list[Move] = field(default_factory=list)
-    records: list[tuple[int, Record]] = field(default_factory=list)
+    records: list[tuple[int, TraceEvent]] = field(default_factory=list)
     received: int = 0
     orphans: int = 0                  # activity events whose run started before the log did
     cause: tuple[str | None, str | None] = (None, None)   # last received: source, correlation
@@ -212,23 +245,26 @@ def parse_log(lines: Iterable[str], path: str = "<log>") -> ParsedLog:
             except ValueError as exc:
                 shown = text if len(text) <= 60 else text[:60] + "…"
                 raise LogError(f"{path}:{number}: not a JSON line ({exc}): {shown}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("event_type"), str) \
-                or not isinstance(record.get("session_id"), str):
+        if not is_log_line(record):
             skipped += 1
             first_skipped = first_skipped or number
             continue
-        sid = record["session_id"]
-        if sid == NO_SESSION:
+        if record["session_id"] == NO_SESSION:
             unscoped += 1
             continue
+        try:
+            event = from_record(record)
+        except ValueError as exc:
+            raise LogError(f"{path}:{number}: {exc}") from None
+        sid = event.session_id
         rec = current.get(sid)
-        if rec is None or (record["event_type"] == "session_started"
+        if rec is None or (isinstance(event, SessionStarted)
                            and (rec.started or rec.received or rec.moves)):
             seen[sid] += 1
             rec = Recording(sid, sid if seen[sid] == 1 else f"{sid}#{seen[sid]}")
             current[sid] = rec
             recordings.append(rec)
-        _add(rec, record, number, path)
+        _add(rec, event, number)
     for rec in recordings:
         if rec.moves and not rec.received:
             raise LogError(f"{path}: session {rec.label} has {len(rec.moves)} transition(s) but "
@@ -236,82 +272,41 @@ def parse_log(lines: Iterable[str], path: str = "<log>") -> ParsedLog:
     return ParsedLog(recordings, skipped, unscoped, first_skipped)
 
 
-def _field(record: Record, name: str, kind: type, where: str, optional: bool = False) -> Any:
-    data = record.get("data")
-    value = data.get(name) if isinstance(data, dict) else None
-    if value is None and optional:
-        return None
-    if not isinstance(value, kind):
-        raise LogError(f"{where}: {record['event_type']} line has no usable data.{name} "
-                       f"(got {json.dumps(value, ensure_ascii=False)[:40]})")
-    return value
-
-
-def _t_ms(record: Record, where: str) -> float:
-    value = record.get("t_ms")
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise LogError(f"{where}: {record['event_type']} line has no usable t_ms "
-                       f"(got {json.dumps(value)[:40]})")
-    return float(value)
-
-
-def _add(rec: Recording, record: Record, number: int, path: str) -> None:
-    where = f"{path}:{number}"
-    kind = record["event_type"]
-    rec.records.append((number, record))
-    if kind in ("session_started", "session_resumed"):
-        t = rec._rel(_t_ms(record, where))
-        rec.end_ms = max(rec.end_ms, t)
-        if kind == "session_started":
+def _add(rec: Recording, event: TraceEvent, number: int) -> None:
+    rec.records.append((number, event))
+    if math.isnan(event.t_ms):
+        return
+    t = rec._rel(event.t_ms)
+    rec.end_ms = max(rec.end_ms, t)
+    if isinstance(event, SessionStarted | SessionResumed):
+        if isinstance(event, SessionStarted):
             rec.started = True
         elif not rec.started and rec.resumed_in is None:
-            rec.resumed_in = str(_field(record, "state", str, where))
-        data = record.get("data") or {}
-
-        def text(key: str) -> str | None:
-            value = data.get(key)
-            return value if isinstance(value, str) else None
-
-        version = data.get("version")
-        rec.chart = ChartInfo(text("chart"), version if isinstance(version, int) else None,
-                              text("version_hash"), text("chart_path"))
-        return
-    t_raw = record.get("t_ms")
-    if kind == "event_received":
-        t = rec._rel(_t_ms(record, where))
+            rec.resumed_in = event.state
+        version = event.version
+        rec.chart = ChartInfo(event.chart, version if isinstance(version, int) else None,
+                              event.version_hash, event.chart_path)
+    elif isinstance(event, EventReceived):
         rec.received += 1
-        event = _field(record, "event", str, where)
-        source = _field(record, "source", str, where)
-        payload = _field(record, "payload", dict, where)
-        correlation = _field(record, "correlation_id", str, where, optional=True)
-        rec.cause = (source, correlation)
-        if source.startswith("activity:"):
-            _attach_output(rec, source.removeprefix("activity:"), t, event, payload)
-        elif not source.startswith(CHART_SOURCES):
-            rec.inputs.append(RecordedInput(t, event, source, payload, correlation, number))
-    elif kind == "activity_started":
-        t = rec._rel(_t_ms(record, where))
-        activity = _field(record, "activity", str, where)
-        rec.runs.setdefault(activity, []).append(
-            RecordedRun(activity, _field(record, "state", str, where), t, number))
-    elif kind in ("activity_done", "activity_cancelled", "activity_failed"):
-        t = rec._rel(_t_ms(record, where))
-        runs = rec.runs.get(_field(record, "activity", str, where), [])
-        open_runs = [r for r in runs if r.end is None]
+        rec.cause = (event.source, event.correlation_id)
+        if event.source.startswith("activity:"):
+            _attach_output(rec, event.source.removeprefix("activity:"), t, event.event,
+                           event.payload)
+        elif not event.source.startswith(CHART_SOURCES):
+            rec.inputs.append(RecordedInput(t, event.event, event.source, event.payload,
+                                            event.correlation_id, number))
+    elif isinstance(event, ActivityStarted):
+        rec.runs.setdefault(event.activity, []).append(
+            RecordedRun(event.activity, event.state, t, number))
+    elif isinstance(event, ActivityDone | ActivityCancelled | ActivityFailed):
+        open_runs = [r for r in rec.runs.get(event.activity, []) if r.end is None]
         if open_runs:
             run = open_runs[-1]
-            run.end = kind.removeprefix("activity_")
+            run.end = event.event_type.removeprefix("activity_")
             run.end_delay_ms = round(t - run.started_ms, 3)
-            reason = (record.get("data") or {}).get("reason")
-            run.end_reason = reason if isinstance(reason, str) else None
-    elif kind in ("state_transition", "internal_transition"):
-        t = rec._rel(_t_ms(record, where))
-        rec.moves.append(_move(record, t, number, where, rec.cause))
-    elif isinstance(t_raw, int | float) and not isinstance(t_raw, bool):
-        t = rec._rel(float(t_raw))
-    else:
-        return
-    rec.end_ms = max(rec.end_ms, t)
+            run.end_reason = event.reason
+    elif isinstance(event, StateTransition | InternalTransition):
+        rec.moves.append(_move(event, t, number, rec.cause))
 
 
 def _attach_output(rec: Recording, activity: str, t: float, event: str,
@@ -326,27 +321,24 @@ def _attach_output(rec: Recording, activity: str, t: float, event: str,
                                       dict(payload)))
 
 
-def _move(record: Record, t: float, line: int | None, where: str,
+def _move(event: StateTransition | InternalTransition, t: float, line: int | None,
           cause: tuple[str | None, str | None]) -> Move:
-    event = _field(record, "event", str, where)
-    if record["event_type"] == "internal_transition":
-        state = _field(record, "state", str, where)
-        return Move(t, state, state, event, cause[0], cause[1], True, line)
-    correlation = _field(record, "correlation_id", str, where, optional=True)
-    return Move(t, _field(record, "from", str, where), _field(record, "to", str, where), event,
-                cause[0], correlation if correlation is not None else cause[1], False, line)
+    if isinstance(event, InternalTransition):
+        return Move(t, event.state, event.state, event.event, cause[0], cause[1], True, line)
+    correlation = event.correlation_id
+    return Move(t, event.source, event.target, event.event, cause[0],
+                correlation if correlation is not None else cause[1], False, line)
 
 
-def moves_of(records: Sequence[Record], start_ms: float = 0.0) -> list[Move]:
-    """The transitions in a trace (one session's records), each with its cause's source."""
+def moves_of(trace: Iterable[TraceEvent], start_ms: float = 0.0) -> list[Move]:
+    """The transitions in a trace (one session's events), each with its cause's source."""
     out: list[Move] = []
     cause: tuple[str | None, str | None] = (None, None)
-    for record in records:
-        kind = record["event_type"]
-        if kind == "event_received":
-            cause = (record["data"].get("source"), record["data"].get("correlation_id"))
-        elif kind in ("state_transition", "internal_transition"):
-            out.append(_move(record, round(record["t_ms"] - start_ms, 3), None, "replay", cause))
+    for event in trace:
+        if isinstance(event, EventReceived):
+            cause = (event.source, event.correlation_id)
+        elif isinstance(event, StateTransition | InternalTransition):
+            out.append(_move(event, round(round(event.t_ms, 3) - start_ms, 3), None, cause))
     return out
 
 
@@ -453,8 +445,8 @@ async def _until_cancelled() -> None:
 
 
 def _unanswered(ctx: ActivityContext, number: int, why: str) -> None:
-    ctx.log("WARNING", "replay_unanswered", f"❔ {ctx.activity} in {ctx.state}: {why}",
-            {"activity": ctx.activity, "state": ctx.state, "run": number, "reason": why})
+    ctx.emit(ReplayUnanswered(ctx.session_id, ctx.clock.now_ms(), ctx.clock.wall(),
+                              activity=ctx.activity, state=ctx.state, run=number, reason=why))
 
 
 class ReplayRegistry(Registry):
@@ -480,26 +472,20 @@ class ReplayRegistry(Registry):
 
 
 async def run_replay(recording: Recording, chart: CompiledChart, registry: Registry,
-                     inputs: Sequence[RecordedInput] | None = None) -> list[Record]:
-    """Re-run the recording's inputs (or `inputs`) on a fresh virtual clock until
-    the recording's end; return the replay's trace (every level)."""
-    clock = VirtualClock()
-    sink = ListSink()
-    log = EventLog(sink, clock, level="DEBUG")
+                     inputs: Sequence[RecordedInput] | None = None) -> list[TraceEvent]:
+    """Re-run the recording's inputs (or `inputs`) in a sandbox until the recording's
+    end; return the replay's trace (every level)."""
     answers = ReplayAnswers(recording.runs)
     feed = list(recording.inputs if inputs is None else inputs)
     end = max([recording.end_ms, *(i.t_ms for i in feed)])
-    async with SessionManager(chart, ReplayRegistry(registry, answers.answer), fake_ports(clock),
-                              clock, log, MemorySnapshotStore()) as manager:
-        await manager.open(recording.session_id)
+    async with Sandbox(chart, ReplayRegistry(registry, answers.answer)) as box:
+        await box.open(recording.session_id)
         for item in feed:
-            await clock.advance_to(item.t_ms)
-            manager.deliver({"event_type": item.event, "session_id": recording.session_id,
-                             "source": item.source, "timestamp": clock.wall(),
-                             "correlation_id": item.correlation_id,
-                             "payload": dict(item.payload), "metadata": {}})
-        await clock.advance_to(end)
-    return sink.records
+            await box.advance_to(item.t_ms)
+            box.send(recording.session_id, item.event, item.payload, source=item.source,
+                     correlation_id=item.correlation_id)
+        await box.advance_to(end)
+    return box.trace
 
 
 # ---------------------------------------------------------------- comparison
@@ -607,36 +593,35 @@ def align(recorded: Sequence[Move], replayed: Sequence[Move]) -> list[Row]:
     return rows
 
 
-def _problems(records: Iterable[tuple[float, Record]]) -> dict[tuple[Any, ...],
-                                                                list[tuple[float, Record]]]:
-    found: dict[tuple[Any, ...], list[tuple[float, Record]]] = {}
-    for t, record in records:
-        fields = _PROBLEMS.get(record["event_type"])
-        if fields is None or LEVELS.get(record.get("level", ""), 0) < LEVELS["INFO"]:
+Timed = tuple[float, TraceEvent]
+
+
+def _problems(trace: Iterable[Timed]) -> dict[tuple[Any, ...], list[Timed]]:
+    found: dict[tuple[Any, ...], list[Timed]] = {}
+    for t, event in trace:
+        key = _problem_key(event)
+        if key is None or LEVELS.get(event.level, 0) < LEVELS["INFO"]:
             continue
-        data = record.get("data") or {}
-        key = (record["event_type"], *(str(data.get(f)) for f in fields))
-        found.setdefault(key, []).append((t, record))
+        found.setdefault(key, []).append((t, event))
     return found
 
 
-def compare_problems(recorded: Iterable[tuple[float, Record]],
-                     replayed: Iterable[tuple[float, Record]]) -> list[Note]:
+def compare_problems(recorded: Iterable[Timed], replayed: Iterable[Timed]) -> list[Note]:
     """Rejections, stale/invalid events, violations and failures only one side has
     (INFO and above on both sides, so a recording at INFO compares fairly). The
     recording's invalid inputs were never replayed (they never reached its chart
     either), so `event_invalid` only counts when the replayed chart refuses an
     event the recorded one took."""
     mine = _problems(replayed)
-    theirs = {k: v for k, v in _problems(recorded).items() if k[0] != "event_invalid"}
-    sides: tuple[tuple[Side, dict[tuple[Any, ...], list[tuple[float, Record]]],
-                       dict[tuple[Any, ...], list[tuple[float, Record]]]], ...] = (
+    theirs = {k: v for k, v in _problems(recorded).items() if k[0] != EventInvalid.kind}
+    sides: tuple[tuple[Side, dict[tuple[Any, ...], list[Timed]],
+                       dict[tuple[Any, ...], list[Timed]]], ...] = (
         ("replay", mine, theirs), ("recording", theirs, mine))
     notes = []
     for side, ours, other in sides:
         for key, lines in ours.items():
-            for t, record in lines[len(other.get(key, [])):]:
-                notes.append(Note(side, t, record["event_type"], str(record.get("message"))))
+            for t, event in lines[len(other.get(key, [])):]:
+                notes.append(Note(side, t, event.event_type, event.message))
     return sorted(notes, key=lambda n: (n.t_ms, n.side))
 
 
@@ -646,28 +631,29 @@ def replay_recording(recording: Recording, chart: CompiledChart, registry: Regis
     """Replay one recording and compare. `inputs` replaces the recorded inputs
     (a Redis stream); `compare=False` when there are no recorded transitions."""
     trace = asyncio.run(run_replay(recording, chart, registry, inputs))
-    mine = [r for r in trace if r["session_id"] == recording.session_id]
+    mine = [e for e in trace if e.session_id == recording.session_id]
     replayed = moves_of(mine)
     rows = align(recording.moves, replayed) if compare else [Row(None, None, m)
                                                                for m in replayed]
     start = recording.start_ms or 0.0
-    notes = compare_problems(((r["t_ms"] - start, r) for _, r in recording.records
-                              if isinstance(r.get("t_ms"), int | float)),
-                             ((r["t_ms"], r) for r in mine)) if compare else []
-    unanswered = [Note("replay", r["t_ms"], r["event_type"],
-                       f"{r['data']['activity']} in {r['data']['state']}: {r['data']['reason']}")
-                  for r in mine if r["event_type"] == "replay_unanswered"]
+    notes = compare_problems(((round(e.t_ms, 3) - start, e) for _, e in recording.records
+                              if not math.isnan(e.t_ms)),
+                             ((round(e.t_ms, 3), e) for e in mine)) if compare else []
+    unanswered = [Note("replay", round(e.t_ms, 3), e.event_type,
+                       f"{e.activity} in {e.state}: {e.reason}")
+                  for e in mine if isinstance(e, ReplayUnanswered)]
     if recording.resumed_in is not None:
-        notes.insert(0, Note("recording", 0.0, "session_resumed",
+        notes.insert(0, Note("recording", 0.0, SessionResumed.kind,
                              f"the recording starts with a resume in {recording.resumed_in} (the "
                              f"log begins mid-session); the replay starts from the initial state"))
     if recording.orphans:
-        notes.insert(0, Note("recording", 0.0, "event_received",
+        notes.insert(0, Note("recording", 0.0, EventReceived.kind,
                              f"{recording.orphans} activity event(s) of runs started before the "
                              f"log begins are not replayed"))
     return Report(recording.label, recording.session_id, chart.path, chart.version_hash,
                   recording.chart, compare, rows, notes, unanswered,
-                  len(recording.inputs if inputs is None else inputs), trace)
+                  len(recording.inputs if inputs is None else inputs),
+                  [e.to_record() for e in trace])
 
 
 __all__ = ["CHART_SOURCES", "ChartInfo", "LogError", "Move", "Note", "ParsedLog",

@@ -8,22 +8,21 @@ levels, in order; the same scenario always gives the same trace.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.chart import load_chart
-from engine.clock import VirtualClock
 from engine.compiler import CompiledChart
 from engine.errors import ChartErrors
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, FanOutSink, ListSink, LogSink, Record
-from engine.manager import SessionManager
+from engine.fakes import FakeSettings
+from engine.logs import LogSink, Record
 from engine.registry import Registry
-from engine.snapshot import MemorySnapshotStore
+from engine.sandbox import Sandbox
 from engine.source import load_yaml
+from engine.trace import StateTransition, TraceEvent, from_record
 
 
 class Fakes(BaseModel):
@@ -113,37 +112,27 @@ def resolve_chart_path(scenario: Scenario, scenario_path: str | Path,
 
 async def run_scenario(scenario: Scenario, chart: CompiledChart, registry: Registry,
                        sink: LogSink | None = None) -> list[Record]:
-    """Run on a fresh virtual clock; return the trace (also written to `sink`)."""
-    clock = VirtualClock()
-    trace = ListSink()
-    log = EventLog(trace if sink is None else FanOutSink(trace, sink), clock, level="DEBUG")
-    settings = FakeSettings(**scenario.fakes.model_dump())
-    ports = fake_ports(clock, settings)
+    """Run in a sandbox (engine/sandbox.py); return the trace as §3 log lines (also
+    written to `sink` as they happen)."""
     steps = sorted(enumerate(scenario.steps), key=lambda p: (p[1].at, p[0]))
     last = max((s.at for s in scenario.steps), default=0.0)
     until = scenario.until_ms if scenario.until_ms is not None else last + 10_000.0
-    async with SessionManager(chart, registry, ports, clock, log, MemorySnapshotStore()) as mgr:
+    fakes = FakeSettings(**scenario.fakes.model_dump())
+    async with Sandbox(chart, registry, fakes=fakes, sink=sink) as box:
         for sid in scenario.sessions:
-            await mgr.open(sid)
+            await box.open(sid)
         for _, step in steps:
             if step.at > until:
                 break
-            await clock.advance_to(step.at)
-            _deliver(mgr, clock, step, scenario.sessions[0])
-        await clock.advance_to(until)
-    return trace.records
-
-
-def _deliver(mgr: SessionManager, clock: VirtualClock, step: Step, default_session: str) -> None:
-    if step.raw is not None:
-        mgr.deliver(step.raw)
-        return
-    sid = step.session or default_session
-    session = mgr.get(sid)
-    cid = step.correlation_id or (session.next_correlation_id() if session else None)
-    mgr.deliver({"event_type": step.event, "session_id": sid, "source": "simulate",
-                 "timestamp": clock.wall(), "correlation_id": cid, "payload": step.payload,
-                 "metadata": {}})
+            await box.advance_to(step.at)
+            if step.raw is not None:
+                box.send_raw(step.raw)
+            else:
+                assert step.event is not None
+                box.send(step.session or scenario.sessions[0], step.event, step.payload,
+                         source="simulate", correlation_id=step.correlation_id)
+        await box.advance_to(until)
+    return box.records()
 
 
 def simulate_file(scenario_path: str | Path, chart_path: str | None = None,
@@ -163,11 +152,13 @@ def simulate_file(scenario_path: str | Path, chart_path: str | None = None,
     return asyncio.run(run_scenario(scenario, chart, registry, sink))
 
 
-def transitions(trace: Sequence[Record], session_id: str | None = None) -> list[str]:
+def transitions(trace: Iterable[TraceEvent | Record], session_id: str | None = None
+                ) -> list[str]:
     """`["IDLE → LISTENING (client_connected)", …]`: the seed-log view of a trace."""
-    return [f"{r['data']['from']} → {r['data']['to']} ({r['data']['event']})" for r in trace
-            if r["event_type"] == "state_transition"
-            and (session_id is None or r["session_id"] == session_id)]
+    events = (e if isinstance(e, TraceEvent) else from_record(e) for e in trace)
+    return [f"{e.source} → {e.target} ({e.event})" for e in events
+            if isinstance(e, StateTransition) and (session_id is None
+                                                   or e.session_id == session_id)]
 
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "run_scenario",

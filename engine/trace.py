@@ -19,9 +19,10 @@ Field names follow the JSON keys, except `from`/`to` (`source`/`target`).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -693,28 +694,66 @@ class LogLine(TraceEvent):
         return dict(self.fields)
 
 
+def is_log_line(value: Any) -> bool:
+    """Does `value` (a parsed JSON line) claim to be a §3 log line: an object with a
+    string `event_type` and `session_id`? (Other tools' lines are not.)"""
+    return isinstance(value, Mapping) and isinstance(value.get("event_type"), str) \
+        and isinstance(value.get("session_id"), str)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def from_record(record: Mapping[str, Any]) -> TraceEvent:
     """The typed event of a §3 log line (a `LogLine` for a kind without a class).
     `from_record(r).to_record() == r` for every line the engine writes.
-    Raises `ValueError` for what is not a log line."""
+
+    Raises `ValueError`, saying what is missing, for what is not a log line or a
+    line of a known kind without a field it must have (`t_ms`, `data.to`, …). A
+    `LogLine` without a usable `t_ms` gets NaN."""
     kind = record.get("event_type")
     data = record.get("data")
     if not isinstance(kind, str) or not isinstance(data, Mapping):
         raise ValueError("not a log line: needs a string 'event_type' and an object 'data'")
+    cls = _KINDS.get(kind)
+    raw_t = record.get("t_ms")
+    t_ms = float(raw_t) if isinstance(raw_t, int | float) and not isinstance(raw_t, bool) \
+        else math.nan
+    if math.isnan(t_ms) and cls is not None:
+        raise ValueError(f"{kind} line has no usable t_ms (got {_shown(raw_t)})")
     base: dict[str, Any] = {"session_id": str(record.get("session_id", "-")),
-                            "t_ms": float(record.get("t_ms") or 0.0),
-                            "wall": _parse_iso(record.get("ts")),
+                            "t_ms": t_ms, "wall": _parse_iso(record.get("ts")),
                             "level": str(record.get("level", "INFO"))}
     message = record.get("message")
-    cls = _KINDS.get(kind)
     if cls is None:
         return LogLine(**base, name=kind, text=str(message), fields=dict(data))
     values, extra = cls._from_data(data)
+    for attr, key in cls._keys:
+        if values.get(attr) is None and attr in _required(cls):
+            raise ValueError(f"{kind} line has no usable data.{key} (got {_shown(data.get(key))})")
     try:
         event = cls(**base, **values, extra=extra or None)
     except TypeError as exc:
         raise ValueError(f"{kind} line does not fit its kind: {exc}") from None
     return _keep_message(event, message)
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)[:40]
+
+
+_REQUIRED: dict[type[TraceEvent], frozenset[str]] = {}
+
+
+def _required(cls: type[TraceEvent]) -> frozenset[str]:
+    """The fields a line of `cls` cannot do without: no default, and None not allowed."""
+    found = _REQUIRED.get(cls)
+    if found is None:
+        found = _REQUIRED[cls] = frozenset(
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+            and "None" not in str(f.type) and f.type != "Any")
+    return found
 
 
 def _keep_message(event: TraceEvent, message: Any) -> TraceEvent:
