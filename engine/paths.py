@@ -54,7 +54,7 @@ from engine.session import Session
 from engine.simulator import transitions
 from engine.snapshot import MemorySnapshotStore
 from engine.source import Position, SourceMap
-from engine.spec import parse_payload_type
+from engine.spec import DONE_PREFIX, parse_payload_type
 from engine.validator import ValidatedChart
 
 SESSION_ID = "s1"
@@ -553,7 +553,8 @@ class PathGenerator:
         out: list[PathStep] = []
         seen: set[str] = set()
         handled = [(leaf, event) for leaf in state.split(_JOIN)
-                   for event in self.chart.valid_events(leaf)]
+                   for event in self.chart.valid_events(leaf)
+                   if not event.startswith(DONE_PREFIX)]   # the session posts those itself
         for leaf, event in handled:
             rows = [r for r in self.chart.rows_from(leaf) if r.event == event]
             wishes: list[tuple[str, TransitionRow | None, GuardOutcome | None]] = []

@@ -53,10 +53,10 @@ async def _run_live_worker(redis_url: str, settings: Settings, *, chart_path: st
                                 log=log,
                                 watch=settings.server.watch_charts, redis_wait_s=redis_wait_s)
     from adapters.server.voice_factory import FILLER_TEXT
-    from adapters.speech.tts import EspeakTTS
+    from adapters.speech.models import build_tts
     from engine.ports import AudioChunk
-    tts = EspeakTTS(voice=settings.speech.tts_voice, wpm=settings.speech.tts_wpm,
-                    output_rate=settings.voice.output_rate)   # workers speak; they never listen
+    tts = build_tts(settings.speech.model_copy(update={   # workers speak; they never listen
+        "output_rate": settings.voice.output_rate}))
     rate, pcm = tts.synthesize_all(FILLER_TEXT)
     out = open_client(redis_url)             # bytes: audio stays binary
     link = RedisOutputLink(out, filler_clip=AudioChunk(pcm.tobytes(), len(pcm) / rate * 1000))
