@@ -156,3 +156,14 @@ async def test_a_smart_state_does_not_cut_off_a_caller_who_pauses_mid_sentence(
     finally:
         await service.stop()
         factory.close()
+
+
+def test_the_cut_off_benchmark_splits_a_sentence_at_its_comma() -> None:
+    from adapters.speech.samples import speech
+    from benchmarks.turn_cutoffs import paused
+
+    before, after = paused("my number is five five five", "one two three four.")
+    whole = speech("my number is five five five, one two three four.")
+    assert len(before) > 0.8 * smart.SAMPLE_RATE and len(after) > 0.8 * smart.SAMPLE_RATE
+    gap_ms = (len(whole) - len(before) - len(after)) / 16
+    assert 50 <= gap_ms <= 400, gap_ms   # only espeak's comma gap was taken out
