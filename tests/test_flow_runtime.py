@@ -11,15 +11,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from adapters.redis.snapshots import decode, encode
 from engine.behaviours import default_registry
-from engine.chart import load_chart
+from engine.chart import compile_text, load_chart
 from engine.clock import VirtualClock
-from engine.compiler import CompiledChart
+from engine.compiler import CompiledChart, StepRecord
 from engine.context import EffectContext
 from engine.fakes import FakeSettings, fake_ports
+from engine.kernel import Kernel
 from engine.logs import EventLog, ListSink, Record
 from engine.manager import SessionManager
-from engine.registry import Registry
+from engine.registry import GuardInput, Registry
 from engine.session import Session
 from engine.snapshot import MemorySnapshotStore, Snapshot
 
@@ -218,6 +220,8 @@ async def test_snapshot_restore_keeps_data_and_history() -> None:
     # what Redis stores is the dict form: it must carry both through a round trip
     again = Snapshot.from_dict(saved.to_dict())
     assert again.context == saved.context and again.configuration == saved.configuration
+    stored = decode("s1", encode(saved))          # the Redis store's own encoding
+    assert stored.context == saved.context and stored.configuration == saved.configuration
     store.snapshots["s1"] = again
 
     second = Rig(store=store)                    # another process: a fresh kernel
@@ -232,3 +236,63 @@ async def test_snapshot_restore_keeps_data_and_history() -> None:
         second.send("not_understood")                       # the counter too: 2 → hand over
         await second.settle()
         assert session.leaves == ("WRAP_UP",)
+
+
+DEEP = """
+chart: deep
+version: 1
+initial: A
+contracts: {mic: [on]}
+events: {go: {}, down: {}, away: {}, back: {}, back_shallow: {}}
+states:
+  A:
+    contract: {mic: on}
+    on: {go: FLOW}
+  FLOW:
+    initial: STEP1
+    history: deep
+    on: {away: ASIDE}
+    states:
+      STEP1: {contract: {mic: on}, on: {go: STEP2}}
+      STEP2:
+        initial: INNER1
+        states:
+          INNER1: {contract: {mic: on}, on: {down: INNER2}}
+          INNER2: {contract: {mic: on}, on: {go: STEP1}}
+  ASIDE:
+    contract: {mic: on}
+    on: {back: FLOW, back_shallow: SHALLOW}
+  SHALLOW:
+    initial: S1
+    history: shallow
+    on: {away: ASIDE}
+    states:
+      S1: {contract: {mic: on}, on: {go: S2}}
+      S2:
+        initial: T1
+        states:
+          T1: {contract: {mic: on}, on: {down: T2}}
+          T2: {contract: {mic: on}, on: {go: S1}}
+"""
+
+
+def test_deep_history_resumes_the_leaf_and_shallow_the_child() -> None:
+    chart = compile_text(DEEP, "deep.yaml")
+    kernel = Kernel(chart)
+    history: dict[str, tuple[str, ...]] = {}
+    configuration = chart.initial_configuration()
+
+    def fire(event: str) -> tuple[str, ...]:
+        nonlocal configuration
+        configuration = kernel.fire(configuration, event, StepRecord(GuardInput(event, {})),
+                                    history)
+        return configuration
+
+    fire("go"), fire("go"), fire("down")
+    assert configuration == ("FLOW", "STEP2", "INNER2")
+    fire("away")
+    assert history == {"FLOW": ("STEP2", "INNER2")}
+    assert fire("back") == ("FLOW", "STEP2", "INNER2")          # deep: the very leaf
+    fire("away"), fire("back_shallow"), fire("go"), fire("down"), fire("away")
+    assert history["SHALLOW"] == ("S2",)
+    assert fire("back_shallow") == ("SHALLOW", "S2", "T1")      # shallow: the child, at initial
