@@ -48,6 +48,9 @@ if [ ! -f "$EDITABLE" ] || [ "$(cat "$EDITABLE")" != "$PROJECT" ]; then
   echo "$PROJECT" > "$EDITABLE"
 fi
 apt_install dot graphviz || true
+# The default voice (adapters/speech/flite.py): CMU flite's libraries and slt voice; without
+# them the server falls back to eSpeak NG with a warning.
+apt_install flite flite || true
 # Smart Turn v3.2 for `end: smart` (docs/design.md): one file out of the pinned pipecat-ai
 # wheel (sha256 checked), not pipecat-ai itself; quick when it is already there.
 .venv/bin/python scripts/_smart_turn.py || true

@@ -28,7 +28,8 @@ from adapters.responder import (
 from adapters.responder.builtin import FALLBACK, STORIES
 from adapters.responder.intents import KEYWORD, RULES
 from adapters.responder.knowledge import Entry, Hit
-from adapters.responder.text import sentences, words
+from adapters.responder.text import normalise, sentences, words
+from adapters.speech.grammar import normalize_phrase
 from engine.behaviours import respond
 from engine.clock import VirtualClock
 from engine.context import ActivityContext
@@ -493,3 +494,21 @@ def test_a_broken_knowledge_file_is_logged_by_default(tmp_path: Path,
     [record] = caplog.records
     assert record.name == "turnchart.responder" and record.levelname == "ERROR"
     assert "missing.yaml: cannot read knowledge file" in record.getMessage()
+
+
+@pytest.mark.parametrize("text", [
+    "tell me a joke", "I am planning a trip to Paris next week", "turn off the lights",
+    "what's the weather like today", "play some music"])
+async def test_an_unknown_request_gets_an_honest_answer_never_a_known_one(
+        builtin: BuiltinResponder, text: str) -> None:
+    """Open-vocabulary speech (issue 14): no nearest known answer for what we cannot do
+    ("turn off the lights" shares only 'light' with a fact about the speed of light)."""
+    assert "".join(await collect(builtin, text)) == FALLBACK
+    assert FALLBACK == "Sorry, I can't help with that yet."
+
+
+def test_numbers_are_spelled_where_phrases_are_matched() -> None:
+    assert normalise("The 10 of clubs") == "the ten of clubs"
+    assert normalise("42, 105 and 300 or 2026") == (
+        "forty two one hundred five and three hundred or 2026")
+    assert normalize_phrase("10 of Clubs!") == "ten of clubs"

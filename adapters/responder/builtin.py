@@ -2,7 +2,11 @@
 
 It is what `turnchart serve` answers with out of the box, so it must be
 deterministic (same words → same answer, with the clock injected) and must
-always say something: an unknown request gets a polite "did not catch that".
+always say something. It must also be honest: with open-vocabulary speech
+recognition a caller can ask anything, and a request it has no answer for gets
+"I can't help with that yet", never the nearest known answer. So a knowledge
+entry must share at least `MIN_COVERAGE` of the request's content words ("turn
+off the lights" is not about the speed of light).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from adapters.responder.understanding import (
     understand,
 )
 
-FALLBACK = "Sorry, I did not catch that. Could you say it again?"
+FALLBACK = "Sorry, I can't help with that yet."
+MIN_COVERAGE = 0.5
+"""A knowledge hit must share at least this share of the request's content words."""
 
 _FIXED: dict[IntentName, str] = {
     "greeting": "Hello! How can I help you?",
@@ -54,7 +60,8 @@ def compose_answer(understanding: Understanding, clock_now: Callable[[], datetim
     """Choose the answer. A phrase-matched intent wins; a knowledge hit beats a mere
     keyword match; a keyword intent beats nothing; else the polite fallback."""
     intent = understanding.intent
-    best = next((h for h in understanding.hits if h.score > min_score), None)
+    best = next((h for h in understanding.hits
+                 if h.score > min_score and h.coverage >= MIN_COVERAGE), None)
     if intent is not None and (intent.confidence >= PHRASE_MIN or best is None):
         if intent.name == "time":
             return spoken_time(clock_now())

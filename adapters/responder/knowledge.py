@@ -51,6 +51,8 @@ class Hit:
 
     entry: Entry
     score: float
+    coverage: float = 1.0
+    """The share of the query's content words that the entry has (0..1]."""
 
 
 def terms(text: str) -> list[str]:
@@ -105,13 +107,15 @@ class Knowledge:
         hits: list[Hit] = []
         for entry, tf, length in zip(self.entries, self._tf, self._len, strict=True):
             score = 0.0
+            found = 0
             for term in query:
                 freq = tf.get(term, 0)
                 if freq:
+                    found += 1
                     norm = _K1 * (1.0 - _B + _B * length / self._avg_len)
                     score += self._idf[term] * freq * (_K1 + 1.0) / (freq + norm)
             if score > 0.0:
-                hits.append(Hit(entry, round(score, 6)))
+                hits.append(Hit(entry, round(score, 6), round(found / len(query), 6)))
         hits.sort(key=lambda h: (-h.score, h.entry.id))
         return hits[:k]
 

