@@ -3,8 +3,7 @@ events) against golden files in tests/golden/diagrams/, in every format.
 
 When a diagram changes on purpose, look at the new output (render it: Mermaid
 Live, `dot -Tsvg`), then write it over the golden file with
-`turnchart render tests/charts/flow_parallel.yaml --format FORMAT` (the test's
-registry adds the chart's one extra effect, `note_step`).
+`turnchart render tests/charts/flow_parallel.yaml --format FORMAT`.
 """
 
 from __future__ import annotations
