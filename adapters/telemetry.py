@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from engine.trace import (
+    SESSION_CLOSED,
     ActivityCancelled,
     ActivityDone,
     ActivityFailed,
@@ -126,7 +127,7 @@ class OtelListener:
                     span.set_status(self._error)
                 span.end(end_time=at)
         elif isinstance(event, StateTransition):
-            (spans.turn or spans.session).add_event("state_transition", timestamp=at, attributes={
+            (spans.turn or spans.session).add_event(event.event_type, timestamp=at, attributes={
                 "from": event.source, "to": event.target, "event": event.event,
                 "latency_ms": round(event.latency_ms, 3)})
             spans.session.set_attribute("turnchart.state", event.target)
@@ -164,7 +165,7 @@ class OtelListener:
     def _close_session(self, session_id: str, spans: _SessionSpans, at: int) -> None:
         for running in spans.activities.values():
             for span in running:
-                span.set_attribute("turnchart.outcome", "session_closed")
+                span.set_attribute("turnchart.outcome", SESSION_CLOSED)
                 span.end(end_time=at)
         if spans.turn is not None:
             spans.turn.end(end_time=at)

@@ -56,6 +56,7 @@ from adapters.fastrtc.ice import restrict_to_loopback
 from adapters.speech.audio import read_wav, resample
 from benchmarks.common import machine
 from engine.latency import percentile
+from engine.trace import EventReceived, StateTransition, TraceEvent, from_record
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 48_000
@@ -348,16 +349,24 @@ class Server:
                     self._records.append(record)
         return self._records
 
+    def events(self, session: str) -> list[TraceEvent]:
+        """The session's lines, typed (engine/trace.py); `wall` is the line's `ts`
+        (the middle of its millisecond)."""
+        out = []
+        for record in self.records():
+            if record.get("session_id") == session:
+                with contextlib.suppress(ValueError):
+                    out.append(from_record(record))
+        return out
+
     def transitions(self, session: str) -> list[tuple[float, str, str, str]]:
         """(wall time, from, to, event) of the session's transitions."""
-        return [(_wall(r), r["data"]["from"], r["data"]["to"], r["data"]["event"])
-                for r in self.records()
-                if r["event_type"] == "state_transition" and r["session_id"] == session]
+        return [(e.wall, e.source, e.target, e.event) for e in self.events(session)
+                if isinstance(e, StateTransition)]
 
     def finals(self, session: str) -> list[tuple[float, str]]:
-        return [(_wall(r), str(r["data"].get("payload", {}).get("text", "")))
-                for r in self.records() if r["session_id"] == session
-                and r["event_type"] == "event_received" and r["data"].get("event") == "stt_final"]
+        return [(e.wall, str(e.payload.get("text", ""))) for e in self.events(session)
+                if isinstance(e, EventReceived) and e.event == "stt_final"]
 
     async def state(self, session: str) -> str | None:
         async with httpx.AsyncClient(timeout=5) as client:

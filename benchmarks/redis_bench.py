@@ -61,9 +61,10 @@ from engine.chart import compile_text
 from engine.clock import RealClock
 from engine.events import VoiceEvent
 from engine.fakes import fake_ports
-from engine.logs import EventLog, NullSink, Record
+from engine.logs import EventLog, NullSink
 from engine.manager import SessionManager
 from engine.snapshot import MemorySnapshotStore
+from engine.trace import StateTransition, TraceEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = Keys()
@@ -226,17 +227,17 @@ def _redis_benchmark(url: str, n: int) -> dict[str, Any]:
 
 # ----------------------------------------------------------------- latency
 class _Capture:
-    """Log sink keeping the engine's own transition latency (event timestamp →
-    transition done) and counting everything else."""
+    """Trace listener keeping the engine's own transition latency (event timestamp →
+    transition done) and counting ERROR events."""
 
     def __init__(self) -> None:
         self.transition_ms: list[float] = []
         self.errors = 0
 
-    def write(self, record: Record) -> None:
-        if record["event_type"] == "state_transition":
-            self.transition_ms.append(float(record["data"]["latency_ms"]))
-        elif record["level"] == "ERROR":
+    def __call__(self, event: TraceEvent) -> None:
+        if isinstance(event, StateTransition):
+            self.transition_ms.append(round(event.latency_ms, 3))
+        elif event.level == "ERROR":
             self.errors += 1
 
 
@@ -356,7 +357,8 @@ async def _latency(url: str, sessions: int, events: int, rate_hz: float,
     chart = compile_text(CHART, "ring.yaml", registry)
     clock = RealClock()
     capture = _Capture()
-    log = EventLog(capture, clock, level="INFO")
+    log = EventLog(NullSink(), clock, level="INFO")
+    log.subscribe(capture)
     hooks = _Applied()
     prefix = f"L{sessions}{producer[0]}{variant[0]}"
     sids = [f"{prefix}-{i}" for i in range(sessions)]
@@ -506,7 +508,8 @@ async def _session_step(sessions: int, events: int) -> dict[str, Any]:
     registry = default_registry()
     chart = compile_text(CHART, "ring.yaml", registry)
     clock = RealClock()
-    log = EventLog(_Capture(), clock, level="INFO")
+    log = EventLog(NullSink(), clock, level="INFO")
+    log.subscribe(_Capture())
     sids = [f"step-{i}" for i in range(sessions)]
     done = 0
     finished = asyncio.Event()

@@ -33,11 +33,25 @@ from engine.behaviours import default_registry
 from engine.chart import load_chart
 from engine.clock import RealClock
 from engine.fakes import FakeFiller, FakePlayback
-from engine.logs import EventLog, Record
+from engine.logs import EventLog, NullSink
 from engine.manager import SessionManager
 from engine.ports import AudioChunk, Ports
 from engine.session import Session
 from engine.snapshot import MemorySnapshotStore
+from engine.trace import (
+    ContractViolation,
+    EventInvalid,
+    EventReceived,
+    EventStale,
+    InternalTransition,
+    SessionClosed,
+    SessionFailed,
+    SessionStarted,
+    StateTransition,
+    TimerFired,
+    TraceEvent,
+    TransitionRejected,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART_PATH = ROOT / "charts" / "voice_turn.yaml"
@@ -105,14 +119,13 @@ class LogHistogram:
                 "max": round(self.max, 3)}
 
 
-_STEP_ENDS = frozenset({"state_transition", "internal_transition", "transition_rejected",
-                        "event_stale"})
+_STEP_ENDS = (StateTransition, InternalTransition, TransitionRejected, EventStale)
 
 
 class SoakSink:
-    """Keeps figures, never records (memory stays flat): step times from the
-    `event_received` → outcome lines, latencies from `state_transition`, ERROR
-    lines by kind; and wakes callers waiting for their session to enter a state."""
+    """A trace listener that keeps figures, never events (memory stays flat): step
+    times from `event_received` → outcome, latencies from `state_transition`, ERROR
+    events by kind; and wakes callers waiting for their session to enter a state."""
 
     def __init__(self) -> None:
         self.step_ms = LogHistogram()
@@ -124,26 +137,27 @@ class SoakSink:
         self._received_at: dict[str, float] = {}
         self.waiters: dict[str, tuple[frozenset[str], asyncio.Future[None]]] = {}
 
-    def write(self, record: Record) -> None:
-        kind, sid, data = record["event_type"], record["session_id"], record["data"]
-        if record["level"] == "ERROR":
-            self.errors[f"{kind}:{data.get('event') or data.get('reason') or ''}"] += 1
-        if kind == "event_received":
-            self._received_at[sid] = record["t_ms"]
+    def __call__(self, event: TraceEvent) -> None:
+        sid = event.session_id
+        if event.level == "ERROR":
+            detail = getattr(event, "event", None) or getattr(event, "reason", None) or ""
+            self.errors[f"{event.event_type}:{detail}"] += 1
+        if isinstance(event, EventReceived):
+            self._received_at[sid] = event.t_ms
             return
-        if kind in _STEP_ENDS:
+        if isinstance(event, _STEP_ENDS):
             started = self._received_at.pop(sid, None)
             if started is not None:
-                self.step_ms.add(record["t_ms"] - started)
-        if kind == "state_transition":
-            self.event_latency_ms.add(float(data["latency_ms"]))
+                self.step_ms.add(event.t_ms - started)
+        if isinstance(event, StateTransition):
+            self.event_latency_ms.add(event.latency_ms)
             waiter = self.waiters.get(sid)
-            if waiter is not None and data["to"] in waiter[0] and not waiter[1].done():
+            if waiter is not None and event.target in waiter[0] and not waiter[1].done():
                 waiter[1].set_result(None)
-        elif kind == "transition_rejected":
-            self.rejections[f"{data['event']} in {data['state']}: {data['reason']}"] += 1
-        elif kind == "event_invalid":
-            self.invalid_fields[str(data.get("field"))] += 1
+        elif isinstance(event, TransitionRejected):
+            self.rejections[f"{event.event} in {event.state}: {event.reason}"] += 1
+        elif isinstance(event, EventInvalid):
+            self.invalid_fields[str(event.field)] += 1
 
 
 class ScaledResponder:
@@ -337,7 +351,8 @@ async def _soak(sessions: int, duration_s: float, multiplier: float, seed: int,
     clock = RealClock()
     rng = random.Random(seed)
     sink = SoakSink()
-    log = EventLog(sink, clock, level="INFO")
+    log = EventLog(NullSink(), clock, level="INFO")
+    log.subscribe(sink)
     ports = Ports(playback=FakePlayback(), filler=FakeFiller(),
                   responder=ScaledResponder(random.Random(seed + 1), pace, multiplier),
                   speech=ScaledSpeech(pace, multiplier))
@@ -366,9 +381,11 @@ async def _soak(sessions: int, duration_s: float, multiplier: float, seed: int,
                           len(asyncio.all_tasks())))
     await asyncio.sleep(0)
     leftover = sorted(t.get_name() for t in asyncio.all_tasks() if t is not main and not t.done())
-    counts = log.counts
-    applied = counts["state_transition"] + counts["internal_transition"]
-    received = counts["event_received"]
+    counts = {cls: log.counts[cls.kind] for cls in (
+        StateTransition, InternalTransition, EventReceived, SessionStarted, SessionClosed,
+        SessionFailed, ContractViolation, EventInvalid, EventStale, TimerFired)}
+    applied = counts[StateTransition] + counts[InternalTransition]
+    received = counts[EventReceived]
     warmup_s = min(30.0, duration_s * 0.25)
     trend = rss_trend(samples[:-1], warmup_s)
     errors = sum(sink.errors.values())
@@ -380,34 +397,34 @@ async def _soak(sessions: int, duration_s: float, multiplier: float, seed: int,
         "hang_ups": stats.hang_ups, "events_sent": stats.sent,
         "events_received": received, "events_applied": applied,
         "events_per_s": round(received / ran_s, 1) if ran_s else 0.0,
-        "transitions_per_s": round(counts["state_transition"] / ran_s, 1) if ran_s else 0.0,
+        "transitions_per_s": round(counts[StateTransition] / ran_s, 1) if ran_s else 0.0,
         "step_ms": sink.step_ms.summary(),
         "event_to_transition_ms": sink.event_latency_ms.summary(),
         "loop_lag_ms": lag.summary(),
         "rss_mb": {"start": samples[0].rss_mb, "end": samples[-1].rss_mb,
                    "max": max(s.rss_mb for s in samples),
                    "warmup_s": warmup_s, **trend},
-        "sessions_started": counts["session_started"],
-        "sessions_closed": counts["session_closed"],
+        "sessions_started": counts[SessionStarted],
+        "sessions_closed": counts[SessionClosed],
         "sessions_open_at_end": open_at_end,
-        "sessions_failed": counts["session_failed"],
+        "sessions_failed": counts[SessionFailed],
         "tasks_alive_after_close": len(leftover), "leftover_tasks": leftover[:20],
         "manager_live_tasks_after_close": live_in_manager,
         "error_lines": errors, "error_lines_by_kind": dict(sink.errors),
-        "contract_violations": counts["contract_violation"],
-        "invalid_sent": stats.invalid_sent, "event_invalid_lines": counts["event_invalid"],
+        "contract_violations": counts[ContractViolation],
+        "invalid_sent": stats.invalid_sent, "event_invalid_lines": counts[EventInvalid],
         "invalid_fields": dict(sink.invalid_fields),
         "rejections": dict(sink.rejections.most_common(10)),
-        "stale_events": counts["event_stale"], "timers_fired": counts["timer_fired"],
+        "stale_events": counts[EventStale], "timers_fired": counts[TimerFired],
         "stuck_sessions": len(stats.stuck), "stuck": stats.stuck[:10],
         "rss_samples": [[s.t_s, s.rss_mb, s.sessions, s.tasks] for s in samples],
         "targets": {"tasks_alive_after_close_is_0": not leftover and live_in_manager == 0,
                     "rss_flat_within_noise": bool(trend["flat_within_noise"]),
                     "no_error_lines": errors == 0,
-                    "no_contract_violations": counts["contract_violation"] == 0,
-                    "every_session_ended": (counts["session_started"] == counts["session_closed"]
+                    "no_contract_violations": counts[ContractViolation] == 0,
+                    "every_session_ended": (counts[SessionStarted] == counts[SessionClosed]
                                             and open_at_end == 0 and not stats.stuck),
-                    "every_invalid_event_explained": counts["event_invalid"] == stats.invalid_sent},
+                    "every_invalid_event_explained": counts[EventInvalid] == stats.invalid_sent},
     }
 
 

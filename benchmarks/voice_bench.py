@@ -37,6 +37,7 @@ from engine.clock import RealClock
 from engine.latency import percentile
 from engine.logs import EventLog, ListSink
 from engine.ports import AudioChunk
+from engine.trace import PlaybackCleared
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,6 +119,8 @@ async def _run(turns: int) -> dict[str, Any]:
     sink = ListSink()
     metrics = Metrics(lambda: 0)
     log = EventLog(sink, RealClock(), level="INFO")
+    cleared: list[PlaybackCleared] = []
+    log.subscribe(lambda e: cleared.append(e) if isinstance(e, PlaybackCleared) else None)
     timings = Timings()
     service = VoiceService(
         chart, registry, log, metrics, stt=TimedSTT(models.stt, timings),
@@ -161,10 +164,10 @@ async def _run(turns: int) -> dict[str, Any]:
             if ended is not None:
                 turn_ms.append((dequeued[mark] - ended) * 1000)
             await asyncio.sleep(0.2)
-            cleared_before = len(sink.of_type("playback_cleared"))
+            cleared_before = len(cleared)
             decided = time.monotonic()
             handler.barge_in("benchmark")
-            while len(sink.of_type("playback_cleared")) <= cleared_before:
+            while len(cleared) <= cleared_before:
                 await asyncio.sleep(0.0005)
             cleared_ms.append((time.monotonic() - decided) * 1000)
             await asyncio.sleep(0.1)

@@ -43,18 +43,31 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.clock import VirtualClock
 from engine.compiler import CompiledChart, TransitionRow, compile_chart
 from engine.events import EventProblem, VoiceEvent, check_payload
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, ListSink, Record
-from engine.manager import SessionManager
+from engine.fakes import FakeSettings
+from engine.logs import Record
 from engine.registry import GuardFn, GuardInput, Registry
+from engine.sandbox import Sandbox
 from engine.session import Session
 from engine.simulator import transitions
-from engine.snapshot import MemorySnapshotStore
 from engine.source import Position, SourceMap
 from engine.spec import DONE_PREFIX, parse_payload_type
+from engine.trace import (
+    SESSION_CLOSED,
+    ActivityCancelled,
+    ContractViolation,
+    EventInvalid,
+    EventReceived,
+    EventStale,
+    InternalTransition,
+    SessionClosed,
+    SessionResumed,
+    SessionStarted,
+    StateTransition,
+    TraceEvent,
+    TransitionRejected,
+)
 from engine.validator import ValidatedChart
 
 SESSION_ID = "s1"
@@ -155,7 +168,7 @@ class Problem:
     path: int
     state: str
     message: str
-    line: Record | None
+    line: Record | None               # the log line that shows it
 
 
 @dataclass(frozen=True)
@@ -371,7 +384,7 @@ class _Run:
     final_state: str
     quiescent: bool
     pending: tuple[str, ...]
-    trace: list[Record]
+    trace: list[TraceEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,36 +395,36 @@ class _Handling:
     source: str
     payload: Mapping[str, Any]
     state: str
-    outcome: Record
+    outcome: Outcome
     step: PathStep | None
 
 
-def _handlings(trace: Sequence[Record], steps: Sequence[PathStep]) -> Iterable[_Handling]:
+Outcome = StateTransition | InternalTransition | TransitionRejected | EventStale
+_OUTCOMES = (StateTransition, InternalTransition, TransitionRejected, EventStale)
+
+
+def _handlings(trace: Sequence[TraceEvent], steps: Sequence[PathStep]) -> Iterable[_Handling]:
     """What each event did, from the state it found. With parallel regions one event
     may have an outcome line per region, all from the same state (`_where`)."""
     state = before = ""
-    received: Record | None = None
+    received: EventReceived | None = None
     outside = 0
     step: PathStep | None = None
-    for record in trace:
-        kind, data = record["event_type"], record["data"]
-        if kind in ("session_started", "session_resumed"):
-            state = data["state"]
-        elif kind == "event_received":
-            received, before = record, state
+    for event in trace:
+        if isinstance(event, SessionStarted | SessionResumed):
+            state = event.state
+        elif isinstance(event, EventReceived):
+            received, before = event, state
             step = None
-            if data.get("source") == SOURCE:
+            if event.source == SOURCE:
                 step = steps[outside] if outside < len(steps) else None
                 outside += 1
-        elif received is not None and kind in ("state_transition", "internal_transition",
-                                               "transition_rejected", "event_stale"):
-            rdata = received["data"]
-            yield _Handling(rdata["event"], str(rdata.get("source")), rdata.get("payload") or {},
-                            before, record, step)
-            if kind == "state_transition":
-                active = data.get("active")
-                state = _JOIN.join(active) if active else data["to"]
-            if not (kind in ("state_transition", "internal_transition")
+        elif received is not None and isinstance(event, _OUTCOMES):
+            yield _Handling(received.event, received.source, received.payload or {},
+                            before, event, step)
+            if isinstance(event, StateTransition):
+                state = _JOIN.join(event.active) if event.active else event.target
+            if not (isinstance(event, StateTransition | InternalTransition)
                     and _JOIN in before):
                 received = None   # one outcome per event, except one per parallel region
 
@@ -464,57 +477,48 @@ class PathGenerator:
         self.home = _home_states(chart)
 
     # -------------------------------------------------------------- running
-    async def _deliver(self, mgr: SessionManager, clock: VirtualClock, session: Session,
-                       step: PathStep) -> None:
-        await clock.advance_to(step.at)
+    async def _deliver(self, box: Sandbox, step: PathStep) -> None:
+        await box.advance_to(step.at)
         if step.forced:
             self.forcing.arm(step.forced)
-        mgr.deliver({"event_type": step.event, "session_id": SESSION_ID, "source": SOURCE,
-                     "timestamp": clock.wall(), "correlation_id": session.next_correlation_id(),
-                     "payload": dict(step.payload), "metadata": {}})
+        box.send(SESSION_ID, step.event, step.payload, source=SOURCE)
         if step.forced:
-            await clock.settle()   # processed now, while the forcing is armed for it alone
+            await box.settle()   # processed now, while the forcing is armed for it alone
             self.forcing.disarm()
 
     async def _simulate(self, steps: tuple[PathStep, ...], rest_ms: float,
                         action: PathStep | None, wait: bool) -> _Run | None:
         """Run `steps`, then `action` (or a wait), then the clock until quiescent."""
-        clock = VirtualClock()
-        sink = ListSink()
-        log = EventLog(sink, clock, level="DEBUG")
-        ports = fake_ports(clock, self.fakes)
-        async with SessionManager(self.run_chart, self.run_registry, ports, clock, log,
-                                  MemorySnapshotStore()) as mgr:
-            session = await mgr.open(SESSION_ID)
-            await clock.advance_to(0.0)
+        async with Sandbox(self.run_chart, self.run_registry, fakes=self.fakes) as box:
+            session = await box.open(SESSION_ID)
+            await box.advance_to(0.0)
             for step in steps:
-                await self._deliver(mgr, clock, session, step)
-            await clock.advance_to(rest_ms)
+                await self._deliver(box, step)
+            await box.advance_to(rest_ms)
             if action is not None:
                 steps = (*steps, action)
-                await self._deliver(mgr, clock, session, action)
+                await self._deliver(box, action)
             elif wait:
-                received = len(sink.of_type("event_received"))
+                received = box.received()
                 limit = rest_ms + self.horizon_ms
-                while len(sink.of_type("event_received")) == received:
-                    due = clock.next_due()
+                while box.received() == received:
+                    due = box.next_due()
                     if due is None or due > limit:
                         return None   # nothing would ever happen by waiting
-                    await clock.advance_to(due)
-            await clock.advance_to(clock.now_ms())
-            rest_state, rest_at = _where(session), clock.now_ms()
+                    await box.advance_to(due)
+            await box.advance_to(box.now_ms())
+            rest_state, rest_at = _where(session), box.now_ms()
             limit = rest_at + self.horizon_ms
-            while (due := clock.next_due()) is not None and due <= limit:
-                await clock.advance_to(due)
-            quiescent = clock.next_due() is None
-            until = clock.now_ms() if quiescent else limit
-            await clock.advance_to(until)
+            while (due := box.next_due()) is not None and due <= limit:
+                await box.advance_to(due)
+            quiescent = box.next_due() is None
+            until = box.now_ms() if quiescent else limit
+            await box.advance_to(until)
             final_state = _where(session)
-        pending = tuple(r["data"]["activity"] for r in sink.records
-                        if r["event_type"] == "activity_cancelled"
-                        and r["data"].get("reason") == "session_closed")
+        pending = tuple(e.activity for e in box.trace
+                        if isinstance(e, ActivityCancelled) and e.reason == SESSION_CLOSED)
         return _Run(steps, rest_state, rest_at, until, final_state, quiescent, pending,
-                    sink.records)
+                    box.trace)
 
     # ------------------------------------------------------------- planning
     def _payload_candidates(self, event: str, rows: Sequence[TransitionRow]
@@ -606,22 +610,23 @@ class PathGenerator:
         result = _Analysis()
         for handling in _handlings(run.trace, run.steps):
             self._analyse_handling(handling, result)
-        for record in run.trace:
-            kind, data, level = record["event_type"], record["data"], record["level"]
-            state = str(data.get("state", run.final_state))
-            if kind == "contract_violation":
-                result.problems.append(((kind, state, str(data.get("channel"))),
+        for event in run.trace:
+            kind = event.event_type
+            state = str(getattr(event, "state", run.final_state))
+            if isinstance(event, ContractViolation):
+                result.problems.append(((kind, state, event.channel),
                                         "contract_violation", state,
-                                        f"contract violation in {state}: {data.get('detail')}",
-                                        record))
-            elif kind == "event_invalid":
-                result.problems.append((("invalid", str(data.get("field"))), "rejected", state,
-                                        f"an event was dropped as invalid: {data.get('error')}",
-                                        record))
-            elif level == "ERROR" and kind not in ("transition_rejected", "session_closed"):
-                result.problems.append(((kind, state, str(data.get("effect")
-                                                          or data.get("activity"))),
-                                        "error", state, f"{kind}: {record['message']}", record))
+                                        f"contract violation in {state}: {event.detail}",
+                                        event.to_record()))
+            elif isinstance(event, EventInvalid):
+                result.problems.append((("invalid", str(event.field)), "rejected", state,
+                                        f"an event was dropped as invalid: {event.error}",
+                                        event.to_record()))
+            elif event.level == "ERROR" and not isinstance(event,
+                                                          TransitionRejected | SessionClosed):
+                who = getattr(event, "effect", None) or getattr(event, "activity", None)
+                result.problems.append(((kind, state, str(who)), "error", state,
+                                        f"{kind}: {event.message}", event.to_record()))
         ends = run.final_state.split(_JOIN)
         if not all(self.chart.states[s].final for s in ends) and \
                 not any(s in self.home.reach_home for s in ends):
@@ -637,12 +642,12 @@ class PathGenerator:
         return result
 
     def _analyse_handling(self, h: _Handling, result: _Analysis) -> None:
-        kind, data = h.outcome["event_type"], h.outcome["data"]
-        if kind == "event_stale":
+        outcome = h.outcome
+        if isinstance(outcome, EventStale):
             return
         leaves = [s for s in h.state.split(_JOIN) if s in self.chart.states]
-        region = data.get("from") if kind == "state_transition" else data.get("state")
-        if len(leaves) > 1 and region in leaves and kind != "transition_rejected":
+        region = outcome.source if isinstance(outcome, StateTransition) else outcome.state
+        if len(leaves) > 1 and region in leaves and not isinstance(outcome, TransitionRejected):
             leaves = [region]   # parallel regions: the row of the region that moved
         rows = list(dict.fromkeys(r for leaf in leaves for r in self.chart.rows_from(leaf)
                                   if r.event == h.event))
@@ -652,8 +657,8 @@ class PathGenerator:
         via, detail = self._via(h)
         internal = h.source != SOURCE
         forced_text = h.step.forced_text() if h.step is not None else ""
-        if kind == "transition_rejected":
-            reason = str(data.get("reason", ""))
+        if isinstance(outcome, TransitionRejected):
+            reason = outcome.reason
             expected = (predicted.fired is None and (
                 (not rows and reason == "no_transition")
                 or (predicted.error is not None and reason.startswith(predicted.error))
@@ -661,18 +666,18 @@ class PathGenerator:
             if not expected:
                 self._unexpected(h, predicted, result)
                 return
-            if reason.startswith("guard_error") or (internal and h.outcome["level"] != "DEBUG"):
+            if reason.startswith("guard_error") or (internal and outcome.level != "DEBUG"):
                 result.problems.append((("rejected", h.state, h.event, reason.split(":")[0]),
                                         "rejected", h.state,
                                         f"{h.event} from {h.source} rejected in {h.state}: "
-                                        f"{reason}", h.outcome))
+                                        f"{reason}", outcome.to_record()))
         else:
             row = predicted.fired
             ok = row is not None and (
-                (kind == "internal_transition" and row.internal)
-                or (kind == "state_transition" and row.target is not None
-                    and data.get("from") == source
-                    and self._lands(row.target, data.get("to"))))
+                (isinstance(outcome, InternalTransition) and row.internal)
+                or (isinstance(outcome, StateTransition) and row.target is not None
+                    and outcome.source == source
+                    and self._lands(row.target, outcome.target)))
             if not ok or row is None:
                 self._unexpected(h, predicted, result)
                 return
@@ -680,8 +685,8 @@ class PathGenerator:
             _better(result.rows, row.index, ("forced", forced_text, h.state) if forced_row
                     else (via, detail, h.state))
             result.from_states.setdefault(row.index, set()).add(h.state)
-        for outcome, forced in predicted.checks:
-            _better(result.guards, outcome, ("forced", forced_text, h.state) if forced
+        for checked, forced in predicted.checks:
+            _better(result.guards, checked, ("forced", forced_text, h.state) if forced
                     else (via, detail, h.state))
 
     def _lands(self, target: str, to: Any) -> bool:
@@ -696,17 +701,17 @@ class PathGenerator:
 
     def _unexpected(self, h: _Handling, predicted: _Evaluation, result: _Analysis) -> None:
         want = describe_row(predicted.fired) if predicted.fired else "a rejection"
-        kind, data = h.outcome["event_type"], h.outcome["data"]
-        if kind == "state_transition":
-            got = f"went {data.get('from')} → {data.get('to')}"
-        elif kind == "internal_transition":
+        outcome = h.outcome
+        if isinstance(outcome, StateTransition):
+            got = f"went {outcome.source} → {outcome.target}"
+        elif isinstance(outcome, InternalTransition):
             got = "handled it without leaving the state"
         else:
-            got = f"rejected it ({data.get('reason')})"
+            got = f"rejected it ({getattr(outcome, 'reason', None)})"
         result.problems.append((("unexpected", h.state, h.event), "unexpected", h.state,
                                 f"{h.event} in {h.state} should have fired {want} but the "
                                 f"session {got}: is a guard not a pure function of the "
-                                "payload?", h.outcome))
+                                "payload?", outcome.to_record()))
 
     # ----------------------------------------------------------- exploring
     async def explore(self) -> PathReport:
@@ -732,11 +737,10 @@ class PathGenerator:
         return self._report(runs)
 
     def _learn_producers(self, run: _Run) -> None:
-        for record in run.trace:
-            source = str(record["data"].get("source", ""))
-            if record["event_type"] == "event_received" and source.startswith("activity:"):
-                self.activity_events.setdefault(record["data"]["event"],
-                                                f"activity {source.split(':', 1)[1]}")
+        for event in run.trace:
+            if isinstance(event, EventReceived) and event.source.startswith("activity:"):
+                self.activity_events.setdefault(event.event,
+                                                f"activity {event.source.split(':', 1)[1]}")
 
     def _report(self, runs: list[_Run]) -> PathReport:
         best_rows: dict[int, tuple[Via, str, str, int]] = {}

@@ -49,6 +49,7 @@ from engine.manager import NO_SESSION
 from engine.registry import ActivityFn, Kind, Registered, Registry
 from engine.sandbox import Sandbox
 from engine.trace import (
+    SESSION_CLOSED,
     ActivityCancelled,
     ActivityDone,
     ActivityFailed,
@@ -402,7 +403,7 @@ class ReplayAnswers:
         if run.end in ("done", "failed"):
             await _sleep_until(ctx, _when(start, run, run.end_delay_ms or 0.0))
             return
-        if run.end == "cancelled" and run.end_reason != "session_closed":
+        if run.end == "cancelled" and run.end_reason != SESSION_CLOSED:
             # Just past the recorded cancellation: an event at that very instant
             # (the barge-in or hang-up that cancelled it) is applied first.
             await _sleep_until(ctx, _when(start, run, run.end_delay_ms or 0.0) + _JUST_AFTER_MS)

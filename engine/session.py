@@ -32,6 +32,9 @@ from engine.registry import GuardInput, Registry
 from engine.snapshot import Snapshot, SnapshotStore
 from engine.spec import DONE_PREFIX
 from engine.trace import (
+    SESSION_CLOSED,
+    STATE_EXIT,
+    SUPERSEDED,
     ActivityCancelled,
     ActivityDone,
     ActivityFailed,
@@ -233,7 +236,7 @@ class Session:
                             break
                         await self._step(env)
                 finally:
-                    await self._stop_all("session_closed")
+                    await self._stop_all(SESSION_CLOSED)
         except Exception as exc:
             # Something outside the chart's reach broke (the snapshot store, an
             # ack): say so before the session_closed line, then let the owner know.
@@ -411,7 +414,7 @@ class Session:
                  self._leaf_under(r.target or r.source, new_configuration)) for r in rows]
         dwells = [now - self._entered_ms.get(src, self.entered_at) for src, _ in ends]
         for name in exited:
-            await self._stop_owned_by(name, "state_exit")
+            await self._stop_owned_by(name, STATE_EXIT)
             await self._run_effects(chart.states[name].exit, name, event.event_type, event.payload)
         for row, (source_leaf, _) in zip(rows, ends, strict=True):
             await self._run_effects(row.do, source_leaf, event.event_type, event.payload)
@@ -584,7 +587,7 @@ class Session:
         assert self._tg is not None
         previous = self._slots.get(activity)
         if previous is not None and not previous.task.done():
-            previous.reason.append("superseded")
+            previous.reason.append(SUPERSEDED)
             previous.task.cancel()
         fn = self.registry.activity_fn(activity)
         epoch, cid = self._entered.get(state, self.epoch), self.correlation_id

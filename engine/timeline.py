@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from engine.trace import (
+    SESSION_CLOSED,
     ActivityCancelled,
     ActivityDone,
     ActivityFailed,
@@ -217,7 +218,7 @@ class _Builder:
         if isinstance(event, SessionClosed):
             self.closed = True
             self.leave(at)
-            self.close_bars(at, "cancelled", "session_closed")
+            self.close_bars(at, "cancelled", SESSION_CLOSED)
         else:
             self.closed = False
             self.enter(event.state, at)

@@ -464,6 +464,13 @@ class EffectFailed(TraceEvent):
         return f"💥 effect {self.effect} failed in {self.state}: {self.error}"
 
 
+STATE_EXIT = "state_exit"
+SUPERSEDED = "superseded"
+SESSION_CLOSED = "session_closed"
+"""Why an activity was cancelled (`activity_cancelled`'s `reason`): its state was
+left, the same activity started again, or the session closed."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _ActivityEvent(TraceEvent):
     _keys = (("activity", "activity"), ("state", "state"), ("reason", "reason"))

@@ -139,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from engine.logs import JsonLinesSink
-    from engine.simulator import ScenarioError, simulate_file
+    from engine.simulator import ScenarioError, simulate_file, transitions
     out = None
     try:
         if args.out:
@@ -159,7 +159,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if out is not None:
             out.close()
     errors = sum(1 for r in trace if r["level"] == "ERROR")
-    moves = sum(1 for r in trace if r["event_type"] == "state_transition")
+    moves = len(transitions(trace))
     print(f"simulated {args.scenario}: {moves} transition(s), {errors} ERROR line(s)"
           + (f", trace in {args.out}" if args.out else ""), file=sys.stderr)
     return EXIT_OK

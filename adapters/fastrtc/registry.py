@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engine.logs import EventLog
+from engine.trace import RoutingRejected
 
 
 class ConnectionRegistry:
@@ -43,10 +44,10 @@ class ConnectionRegistry:
         session_id = self._by_connection.get(connection_id)
         if session_id is not None and session_id in active:
             return session_id
-        self._log.emit("WARNING", connection_id or "-", "routing_rejected",
-                       f"❓ no session for connection '{connection_id}'",
-                       {"connection_id": connection_id, "active_sessions": sorted(active)[:20],
-                        "handlers": sorted(self._by_connection)[:20]})
+        self._log.publish(RoutingRejected(*self._log.stamp(connection_id or "-"),
+                                          connection_id=connection_id,
+                                          active_sessions=tuple(sorted(active)[:20]),
+                                          handlers=tuple(sorted(self._by_connection)[:20])))
         return None
 
     def _mapped(self, connection_id: str, session_id: str, rule: str) -> None:

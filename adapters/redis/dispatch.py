@@ -32,6 +32,7 @@ from adapters.redis.owned import OwnedSession, OwnedTable
 from engine.events import EventProblem, VoiceEvent, parse_event, truncate_raw
 from engine.logs import EventLog
 from engine.session import Ack, Session
+from engine.trace import EventInvalid
 
 
 class Acks(Protocol):
@@ -151,11 +152,11 @@ class Dispatcher:
                                    f"the stream of session '{owned.sid}'", raw)
         except EventProblem as problem:
             self.stats["invalid"] += 1
-            self.log.emit("WARNING", owned.sid, "event_invalid",
-                          f"❌ invalid event: {problem.field}: {problem.error}",
-                          {"error": f"{problem.field}: {problem.error}", "field": problem.field,
-                           "raw": problem.raw if raw is not None else truncate_raw(values),
-                           "entry_id": entry_id})
+            self.log.publish(EventInvalid(
+                *self.log.stamp(owned.sid), error=f"{problem.field}: {problem.error}",
+                field=problem.field,
+                raw=problem.raw if raw is not None else truncate_raw(values),
+                extra={"entry_id": entry_id}))
             return None
         return event
 

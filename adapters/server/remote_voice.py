@@ -32,6 +32,7 @@ from engine.events import VoiceEvent
 from engine.logs import EventLog
 from engine.ports import AudioChunk
 from engine.registry import Registry
+from engine.trace import Contract, WorkerSessionReleased, WorkerState
 from engine.turn import NO_POLICY, TurnPolicy
 
 _CLOSED: Mapping[str, str] = MappingProxyType({"microphone": "closed", "playback": "stopped"})
@@ -238,8 +239,7 @@ class RemoteVoiceService(VoiceFrontEnd):
             self.router.detach(session_id)
             self.worker_states.pop(session_id, None)
             if self.contracts.pop(session_id, None) is not None:
-                self.log.emit("INFO", session_id, "worker_session_released",
-                              "🔴 call ended; its worker closes the session", {})
+                self.log.publish(WorkerSessionReleased(*self.log.stamp(session_id)))
         self.connections.unregister(connection_id)
 
     def _note_worker_state(self, session_id: str, state: str,
@@ -248,11 +248,10 @@ class RemoteVoiceService(VoiceFrontEnd):
         front-end's own log (and so /inspect) sees the session move."""
         if not state:
             return
-        self.log.emit("INFO", session_id, "worker_state",
-                      f"🛰️ worker: {state} (🎤 {contract['microphone']} · "
-                      f"🔈 {contract['playback']})",
-                      {"chart": self.chart.name, "version": self.chart.version,
-                       "version_hash": self.chart.version_hash, "state": state, **contract})
+        self.log.publish(WorkerState(*self.log.stamp(session_id), chart=self.chart.name,
+                                     version=self.chart.version,
+                                     version_hash=self.chart.version_hash, state=state,
+                                     contract=Contract.of(contract)))
 
     # events ------------------------------------------------------------------------
     def contract(self, session_id: str) -> Mapping[str, str]:
