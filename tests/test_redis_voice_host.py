@@ -111,9 +111,11 @@ def test_websocket_transcripts_are_routed_and_sessions_listed(
         detail = get(f"/sessions/{sid}").json()
         assert detail["session_id"] == sid and detail["worker"] == row["worker"]
         assert detail["configuration"][-1] == detail["state"]
+        # a worker refreshes a session's latency summary at most every 5 s
+        assert wait_for(lambda: "LISTENING→THINKING"
+                        in get(f"/latency/{sid}").json()["transitions"], 15)
         latency = get(f"/latency/{sid}").json()["transitions"]
         assert latency["IDLE→LISTENING"]["count"] == 1
-        assert "LISTENING→THINKING" in latency
         assert get("/health").json()["sessions"] == 1
         assert "turnchart_active_sessions 1.0" in get("/metrics").text
         missing = get("/sessions/nobody")

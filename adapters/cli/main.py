@@ -10,7 +10,6 @@ CI can parse them; `--format json` gives the same as JSON.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -31,16 +30,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
 
 
 def _registry(spec: str | None) -> Registry:
-    """`--registry pkg.module:factory` → that factory's Registry; default otherwise."""
+    """`--registry pkg.module:factory` → that factory's Registry; default otherwise
+    (adapters/registry_spec.py; a bad spec raises RegistrySpecError, one line)."""
     if not spec:
         return default_registry()
-    module_name, _, attr = spec.partition(":")
-    module = importlib.import_module(module_name)
-    factory = getattr(module, attr or "registry")
-    registry = factory() if callable(factory) else factory
-    if not isinstance(registry, Registry):
-        raise TypeError(f"{spec} did not give an engine.registry.Registry")
-    return registry
+    from adapters.registry_spec import load_registry
+    return load_registry(spec)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -133,6 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"turnchart: --redis: {problem}", file=sys.stderr)
             return EXIT_USAGE
         settings.bus = args.redis
+    if not _registry_usable(args, settings):
+        return EXIT_USAGE
     from adapters.server.run import serve
     return serve(settings)
 
@@ -213,7 +210,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     chart = args.chart or (settings.charts[0] if settings.charts else None)
+    if not _registry_usable(args, settings):
+        return EXIT_USAGE
     return asyncio.run(run_live_worker(url, settings, chart_path=str(chart),
+                                       registry=_registry(settings.registry),
                                        worker_id=args.worker_id, lease_ms=args.lease_ms,
                                        headless=args.headless, redis_wait_s=args.redis_wait))
 
@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                        " | caller")
     p.add_argument("suite", choices=["compile", "engine", "voice", "redis", "soak", "caller"])
     p.add_argument("--quick", action="store_true",
-                   help="caller: a short run (fewer utterances, one call at a time)")
+                   help="caller: a short run (fewer utterances, one call at a time); "
+                        "redis: only worker CPU per event against the session step")
     p.add_argument("--turns", type=int, default=20, help="voice: turns to measure")
     p.add_argument("--events", type=int, default=3000, help="engine: events per measurement")
     p.add_argument("--sessions", type=int, default=None,
@@ -289,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config.yaml (default: ./config.yaml if present)")
     p.add_argument("--redis", metavar="URL",
                    help="run sessions on Redis workers (turnchart worker) instead of in-process")
+    p.add_argument("--registry", metavar="MODULE:FACTORY",
+                   help="your own guards/effects/activities (default: config.yaml's registry:)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="own and run sessions from Redis (no audio, no HTTP)")
@@ -297,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Cluster (or bus: in config)")
     p.add_argument("--config", metavar="PATH")
     p.add_argument("--chart", metavar="PATH", help="default: the config's first chart")
+    p.add_argument("--registry", metavar="MODULE:FACTORY",
+                   help="your own guards/effects/activities (default: config.yaml's registry:)")
     p.add_argument("--worker-id")
     p.add_argument("--lease-ms", type=int, default=5000)
     p.add_argument("--headless", action="store_true",
@@ -314,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from adapters.registry_spec import RegistrySpecError
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -324,6 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before serve's server took the signal over
         print("turnchart: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RegistrySpecError as exc:
+        print(f"turnchart: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (ImportError, AttributeError, TypeError) as exc:
         if getattr(args, "registry", None):
             print(f"turnchart: cannot use --registry {args.registry}: {exc}", file=sys.stderr)

@@ -34,6 +34,8 @@ from engine.logs import EventLog
 from engine.manager import SessionManager
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+REPORT_LATENCY_EVERY_S = 5.0   # a reported latency summary is at most this much older
+                               # than the session's last move
 
 
 class OwnershipLoop:
@@ -65,7 +67,7 @@ class OwnershipLoop:
         self._free_since: dict[str, float] = {}
         self._frozen_at_adopted = 0
         self._next_full_gc = time.monotonic() + options.full_gc_every_s
-        self._reports: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        self._reports: dict[str, tuple[tuple[int, ...], str, float, Any, tuple[int, ...]]] = {}
 
     async def run(self) -> None:
         failures = 0
@@ -117,34 +119,45 @@ class OwnershipLoop:
         at_ms = int(time.time() * 1000)
         body = json.dumps({**self.stats, "owned": len(self.table.owned),
                            "versions": [v.to_dict() for v in versions], "at_ms": at_ms})
-        sessions = json.dumps({"at_ms": at_ms, "sessions": self.session_reports()})
+        sessions = f'{{"at_ms": {at_ms}, "sessions": {{{self.session_reports()}}}}}'
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self.keys.worker_stats, self.worker_id, body)
         pipe.hset(self.keys.worker_sessions, self.worker_id, sessions)
         await pipe.execute()
 
-    def session_reports(self) -> dict[str, Any]:
+    def session_reports(self) -> str:
         """What a front-end lists of each live session here (its `VoiceHost` reads
-        it). A session's report is rebuilt only after it moved (epoch, turn)."""
-        reports: dict[str, Any] = {}
-        cache = self._reports
+        it), as the members of a JSON object. Cheap enough for once a second with
+        many sessions: a session's member is rebuilt only after it moved (epoch,
+        turn), and its latency summary (percentiles: sorting its windows) at most
+        every `REPORT_LATENCY_EVERY_S`."""
+        members: list[str] = []
+        cache, fresh = self._reports, {}
+        now = time.monotonic()
         for sid, session in self.manager.sessions.items():
             if session.closed:
                 continue
             key = (session.epoch, session.turn, id(session))
             cached = cache.get(sid)
-            if cached is None or cached[0] != key:
-                cached = (key, {"state": session.state,
-                                "configuration": list(session.configuration),
-                                "contract": dict(session.contract), "turn": session.turn,
-                                "epoch": session.epoch, "chart": session.chart.name,
-                                "version_hash": session.chart.version_hash,
-                                "latency": session.latency.as_dict()})
-                cache[sid] = cached
-            reports[sid] = cached[1]
-        for sid in [sid for sid in cache if sid not in reports]:
-            del cache[sid]
-        return reports
+            # (key, member, latency computed at, latency, key it was computed at)
+            stale = cached is not None and cached[4] != key \
+                and now - cached[2] >= REPORT_LATENCY_EVERY_S
+            if cached is None or cached[0] != key or stale:
+                if cached is not None and cached[0][2] == key[2] and not stale \
+                        and now - cached[2] < REPORT_LATENCY_EVERY_S:
+                    latency, latency_at, latency_key = cached[3], cached[2], cached[4]
+                else:
+                    latency, latency_at, latency_key = session.latency.as_dict(), now, key
+                member = json.dumps(sid) + ": " + json.dumps(
+                    {"state": session.state, "configuration": list(session.configuration),
+                     "contract": dict(session.contract), "turn": session.turn,
+                     "epoch": session.epoch, "chart": session.chart.name,
+                     "version_hash": session.chart.version_hash, "latency": latency})
+                cached = (key, member, latency_at, latency, latency_key)
+            fresh[sid] = cached
+            members.append(cached[1])
+        self._reports = fresh
+        return ", ".join(members)
 
     def _freeze_gc(self) -> None:
         """DESIGN.md: collector pauses over many long-lived session objects make
