@@ -802,6 +802,8 @@ class _Semantic:
                         if a.target is not None)
             if spec.initial is not None:
                 todo.append(spec.initial)
+            if spec.parallel:
+                todo.extend(spec.states)
             parent = self.nodes[name].parent
             if parent is not None:
                 todo.append(parent)

@@ -134,6 +134,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+def _registry_usable(args: argparse.Namespace, settings: Settings) -> bool:
+    """`--registry` wins over config.yaml's `registry:` (and TURNCHART_REGISTRY); the
+    spec is tried at once, so a bad one is one line on stderr before anything starts."""
+    from adapters.registry_spec import RegistrySpecError, load_registry
+    if args.registry:
+        settings.registry = args.registry
+    if settings.registry:
+        try:
+            load_registry(settings.registry)
+        except RegistrySpecError as exc:
+            print(f"turnchart: {exc}", file=sys.stderr)
+            return False
+    return True
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from engine.logs import JsonLinesSink
     from engine.simulator import ScenarioError, simulate_file, transitions
