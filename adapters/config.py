@@ -42,6 +42,19 @@ class ServerSettings(BaseModel):
     # (or TURNCHART_ADMIN_TOKEN); clients send it as `Authorization: Bearer <token>`.
     admin_token: str | None = Field(None, min_length=16)
     watch_charts: bool = True                  # reload a chart when its file changes
+    # Web pages from these origins (scheme://host[:port]) may open calls and POST, besides
+    # the server's own pages (adapters/server/origin.py); TURNCHART_ALLOWED_ORIGINS: a, b.
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        from adapters.server.origin import normalise_origin
+        for origin in value:
+            if normalise_origin(origin) is None:
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], "
+                                 "e.g. https://app.example.com, with no path")
+        return value
 
 
 class LimitsSettings(BaseModel):
@@ -90,6 +103,9 @@ class Settings(BaseModel):
     voice: VoiceSettings = VoiceSettings()
     limits: LimitsSettings = LimitsSettings()
     otel: OtelSettings = OtelSettings()
+    # Your own guards, effects and activities: `package.module:factory` returning an
+    # engine.registry.Registry (as `--registry`); TURNCHART_REGISTRY overrides it.
+    registry: str | None = None
 
     @field_validator("bus")
     @classmethod
@@ -185,6 +201,8 @@ ENV_OVERRIDES = {
     "TURNCHART_LOG_LEVEL": ("log", "level"),
     "TURNCHART_BUS": (None, "bus"),
     "TURNCHART_ADMIN_TOKEN": ("server", "admin_token"),
+    "TURNCHART_ALLOWED_ORIGINS": ("server", "allowed_origins"),   # comma-separated
+    "TURNCHART_REGISTRY": (None, "registry"),
 }
 
 
@@ -194,7 +212,10 @@ def apply_env(settings: Settings, environ: dict[str, str]) -> Settings:
     data = settings.model_dump()
     for variable, (section, key) in ENV_OVERRIDES.items():
         if variable in environ:
-            (data[section] if section else data)[key] = environ[variable]
+            value: str | list[str] = environ[variable]
+            if key == "allowed_origins":
+                value = [o.strip() for o in environ[variable].split(",") if o.strip()]
+            (data[section] if section else data)[key] = value
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

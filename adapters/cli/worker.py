@@ -26,17 +26,20 @@ from adapters.telemetry import Telemetry, start_telemetry
 from engine.clock import RealClock
 from engine.logs import EventLog, JsonLinesSink
 from engine.ports import Ports
+from engine.registry import Registry
 
 
 async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str | Path,
                           worker_id: str | None = None, lease_ms: int = 5000,
-                          headless: bool = False, redis_wait_s: float = DEFAULT_WAIT_S) -> int:
+                          headless: bool = False, redis_wait_s: float = DEFAULT_WAIT_S,
+                          registry: Registry | None = None) -> int:
     telemetry = start_telemetry(settings.otel.enabled, service_name=settings.otel.service_name,
                                 endpoint=settings.otel.endpoint)   # None (nothing loaded) if off
     try:
         return await _run_live_worker(redis_url, settings, chart_path=chart_path,
                                       worker_id=worker_id, lease_ms=lease_ms, headless=headless,
-                                      redis_wait_s=redis_wait_s, telemetry=telemetry)
+                                      redis_wait_s=redis_wait_s, registry=registry,
+                                      telemetry=telemetry)
     finally:
         if telemetry is not None:
             telemetry.shutdown()        # exports the spans still buffered
@@ -44,13 +47,14 @@ async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str
 
 async def _run_live_worker(redis_url: str, settings: Settings, *, chart_path: str | Path,
                            worker_id: str | None, lease_ms: int, headless: bool,
-                           redis_wait_s: float, telemetry: Telemetry | None) -> int:
+                           redis_wait_s: float, registry: Registry | None,
+                           telemetry: Telemetry | None) -> int:
     if headless:
         log = EventLog(JsonLinesSink(sys.stdout), RealClock(), level=settings.log.level)
         if telemetry is not None:
             log.subscribe(telemetry.listener)
         return await run_worker(redis_url, chart_path, worker_id=worker_id, lease_ms=lease_ms,
-                                log=log,
+                                registry=registry, log=log,
                                 watch=settings.server.watch_charts, redis_wait_s=redis_wait_s)
     from adapters.server.voice_factory import FILLER_TEXT
     from adapters.speech.models import build_tts
@@ -71,7 +75,7 @@ async def _run_live_worker(redis_url: str, settings: Settings, *, chart_path: st
         publishing = tg.create_task(publisher.run(), name="contract-publisher")
         try:
             code = await run_worker(redis_url, chart_path, worker_id=worker_id,
-                                    lease_ms=lease_ms, ports=ports, log=log,
+                                    lease_ms=lease_ms, ports=ports, log=log, registry=registry,
                                     watch=settings.server.watch_charts,
                                     redis_wait_s=redis_wait_s)
         finally:

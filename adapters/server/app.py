@@ -22,7 +22,6 @@ from adapters.server.inspect import Inspector, inspect_routes
 from adapters.server.limits import InputLimits, OfferRateLimit
 from adapters.server.loghub import LogHub
 from adapters.server.metrics import Metrics
-from adapters.server.telephone_routes import telephone_routes
 from adapters.server.origin import OriginCheck
 from adapters.server.telephone_routes import telephone_routes
 from adapters.server.voice import VoiceFrontEnd
@@ -54,7 +53,10 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
     """The whole server. Live voice starts in the lifespan (speech models load
     once there) when `settings.voice.enabled` and a voice factory is given."""
     settings = settings or Settings()
-    catalog = catalog or build_catalog(settings)
+    if catalog is None:
+        from adapters.registry_spec import load_registry
+        catalog = build_catalog(settings, load_registry(settings.registry)
+                                if settings.registry else None)
     hub = LogHub()
     voice = VoiceState(hub, Metrics(lambda: voice.session_count if voice.service else 0))
     clock = RealClock()
@@ -161,7 +163,6 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
         Route("/charts/{ref}", chart, methods=["GET"]),
         reload_route(reloader, settings.server.admin_token, version_uses),
         *voice_routes(voice),
-        *telephone_routes(voice, log),
         *telephone_routes(voice, log),
         *inspect_routes(inspector, catalog.charts),
     ]

@@ -2,7 +2,7 @@
 so a route added later is fuzzed too), plus paths no route has, gets wrong
 methods, odd path parameters, bad query strings, bad, deep, binary and huge
 bodies (whole or chunked), wrong or lying `Content-Length` and `Content-Type`
-headers, from many client addresses, through the ASGI interface the way a
+headers, foreign `Origin`s, from many client addresses, through the ASGI interface the way a
 server calls it (live voice running, with the test speech stand-ins). The
 WebSocket transport gets junk messages, text and binary.
 
@@ -68,6 +68,9 @@ def route_paths(routes: list[BaseRoute], prefix: str = "") -> list[tuple[str, fr
 
 
 # ------------------------------------------------------------- the requests
+JSON = ((b"content-type", b"application/json"),)
+
+
 @dataclass(frozen=True)
 class Request:
     method: str
@@ -154,6 +157,8 @@ BODIES = [b"", b"{nope", b"[]", b"null", b"NaN", b"\xff\xfe\x00", b"[" * 60_000,
 CONTENT_TYPES = [b"application/json", b"text/plain", b"application/x-www-form-urlencoded",
                  b"multipart/form-data; boundary=xyz", b"application/json; charset=latin-1",
                  b"\xff\xfe", b""]
+ORIGINS = [b"http://127.0.0.1:5204", b"http://evil.example", b"null", b"http://[::1", b"\xff",
+           b"https://127.0.0.1:5204/x"]
 ACCEPTS = [b"*/*", b"text/html", b"application/json", b"text/event-stream", b"garbage/\xff"]
 
 json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
@@ -212,6 +217,8 @@ def requests(draw: st.DrawFn, routes: list[tuple[str, frozenset[str]]]) -> Reque
         headers.append((b"content-type", draw(st.sampled_from(CONTENT_TYPES))))
     if draw(st.booleans()):
         headers.append((b"accept", draw(st.sampled_from(ACCEPTS))))
+    if draw(st.integers(0, 3)) == 0:
+        headers.append((b"origin", draw(st.sampled_from(ORIGINS))))
     if draw(st.booleans()):
         headers.append((b"authorization",
                         draw(st.sampled_from([b"Bearer " + TOKEN.encode(), b"Bearer nope",
@@ -301,7 +308,7 @@ def test_every_route_with_every_method_and_bad_body() -> None:
                     for size in (len(body) or 1, 1000):
                         chunks = tuple(body[i:i + size] for i in range(0, len(body), size))
                         cases.append(Request(method, path, body=chunks or (b"",),
-                                             client=next(clients)))
+                                             headers=JSON, client=next(clients)))
     with watching_python_logs() as python_logs, \
             anyio.from_thread.start_blocking_portal() as portal, \
             portal.wrap_async_context_manager(app.router.lifespan_context(app)):
@@ -319,12 +326,16 @@ def test_the_fuzzer_reaches_every_kind_of_answer() -> None:
         (Request("GET", b"/nope"), 404), (Request("DELETE", b"/health"), 405),
         (Request("GET", b"/charts/nope.svg"), 404), (Request("GET", b"/sessions/%ff"), 404),
         (Request("POST", b"/charts/voice_turn/reload"), 401),
-        (Request("POST", b"/webrtc/offer", body=(b"[" * 60_000,)), 400),
+        (Request("POST", b"/webrtc/offer", body=(b"[" * 60_000,), headers=JSON), 400),
         (Request("POST", b"/webrtc/offer", body=(b"x" * 70_000,), client="10.9.9.9"), 413),
-        (Request("POST", b"/webrtc/offer", body=(json.dumps(OFFER).encode(),),
+        (Request("POST", b"/webrtc/offer", body=(json.dumps(OFFER).encode(),), headers=JSON,
                  client="10.8.8.8"), 400),
-        (Request("POST", b"/webrtc/offer", body=(json.dumps(OFFER).encode(),),
+        (Request("POST", b"/webrtc/offer", body=(json.dumps(OFFER).encode(),), headers=JSON,
                  client="10.8.8.8"), 429),
+        (Request("POST", b"/webrtc/offer", body=(b"{}",), client="10.7.7.7",
+                 headers=((b"content-type", b"text/plain"),)), 415),
+        (Request("POST", b"/webrtc/offer", body=(b"{}",), client="10.6.6.6",
+                 headers=(*JSON, (b"origin", b"http://evil.example"))), 403),
         (Request("GET", b"/sessions/nobody/events"), 200),
         (Request("GET", b"/charts/voice_turn.json"), 200),
     ]
