@@ -208,8 +208,10 @@ class _Builder:
         self.states.append(StateSpan(state, at, None))
 
     def leave(self, at: float) -> None:
-        if self.states and self.states[-1].end_ms is None:
-            self.states[-1] = replace(self.states[-1], end_ms=at)
+        """End every open span (one; or one per parallel region)."""
+        for i, span in enumerate(self.states):
+            if span.end_ms is None:
+                self.states[i] = replace(span, end_ms=at)
 
     def session_line(self, event: SessionStarted | SessionResumed | SessionClosed,
                      at: float) -> None:
@@ -225,10 +227,13 @@ class _Builder:
 
     def transition(self, event: StateTransition, at: float) -> None:
         source, target = event.source, event.target
-        if not self.states or self.states[-1].end_ms is not None:
-            self.states.append(StateSpan(source, 0.0, None))  # its entry was before our lines
-        dwell = at - self.states[-1].start_ms
-        self.enter(target, at)
+        if event.active is not None:
+            dwell = self._region_transition(source, target, event.active, at)
+        else:
+            if not self.states or self.states[-1].end_ms is not None:
+                self.states.append(StateSpan(source, 0.0, None))  # entered before our lines
+            dwell = at - self.states[-1].start_ms
+            self.enter(target, at)
         self.transitions.append(Transition(at, source, target, event.event,
                                            event.correlation_id,
                                            _float(_r3(event.latency_ms)), round(dwell, 3)))
@@ -236,6 +241,26 @@ class _Builder:
             index = self.awaiting_clear
             self.barge_ins[index] = replace(self.barge_ins[index], outcome="applied",
                                             state=source)
+
+    def _region_transition(self, source: str, target: str, active: tuple[str, ...],
+                           at: float) -> float:
+        """A chart with parallel regions: one span per active leaf. The region that
+        moved ends its span and starts the target's; spans of leaves no longer active
+        end (the transition left the parallel state), newly active ones start."""
+        spans = {s.state: i for i, s in enumerate(self.states) if s.end_ms is None}
+        if source not in spans:
+            self.states.append(StateSpan(source, 0.0, None))   # entered before our lines
+            spans[source] = len(self.states) - 1
+        dwell = at - self.states[spans[source]].start_ms
+        for state, i in spans.items():
+            if state == source or state not in active:
+                self.states[i] = replace(self.states[i], end_ms=at)
+        still = {s for s in spans if s in active and s != source}
+        for leaf in (target, *active):
+            if leaf not in still and leaf in active:
+                self.states.append(StateSpan(leaf, at, None))
+                still.add(leaf)
+        return dwell
 
     def engine_dwell(self, event: LatencyRecorded) -> None:
         """`latency_recorded` follows its `state_transition`: the engine's own dwell wins."""

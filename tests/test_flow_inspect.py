@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from adapters.server.inspect import Inspector
+from engine.timeline import build_timeline
 from tests.test_flow_runtime import HELLO, ROOT, Rig
 
 
@@ -70,3 +71,26 @@ async def test_the_page_keeps_every_active_leaf(tmp_path: Path) -> None:
     assert sorted(view["configuration"]) == sorted(["CALL", "TURN", "THINKING", "FLOW",
                                                     "BOOKING", "CONFIRM"])
     assert view["contract"] == {"microphone": "gated", "playback": "stopped"}
+
+
+async def test_the_timeline_keeps_one_span_per_region() -> None:
+    rig = Rig()
+    async with rig.manager:
+        await rig.manager.open("s1")
+        rig.send("client_connected")
+        await rig.settle(100)
+        rig.send("size_given", {"size": 4})       # FLOW moves; TURN stays in LISTENING
+        await rig.settle(100)
+        rig.send("stt_final", HELLO)              # TURN moves; FLOW stays in CONFIRM
+        await rig.settle(100)
+        timeline = build_timeline("s1", rig.sink.records)
+        spans = {(s.state, s.end_ms is None) for s in timeline.states}
+        assert {("LISTENING", False), ("ASK_SIZE", False), ("CONFIRM", True),
+                ("THINKING", True)} <= spans
+        listening = next(s for s in timeline.states if s.state == "LISTENING")
+        assert listening.end_ms is not None and listening.end_ms - listening.start_ms == 200.0
+        rig.send("not_understood")
+        rig.send("not_understood")                # both regions left: WRAP_UP only
+        await rig.settle(100)
+        timeline = build_timeline("s1", rig.sink.records)
+        assert [s.state for s in timeline.states if s.end_ms is None] == ["WRAP_UP"]
