@@ -36,7 +36,8 @@ SHIPPED = ROOT / "charts" / "voice_turn.yaml"
 FLAT = ROOT / "tests" / "charts" / "flat_example.yaml"
 NESTED = ROOT / "tests" / "charts" / "nested_example.yaml"
 EDGE_CASES = ROOT / "tests" / "charts" / "render_edge_cases.yaml"
-ALL_CHARTS = [SHIPPED, FLAT, NESTED, EDGE_CASES]
+FLOW = ROOT / "tests" / "charts" / "flow_parallel.yaml"   # parallel regions, history, data
+ALL_CHARTS = [SHIPPED, FLAT, NESTED, EDGE_CASES, FLOW]
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,7 @@ LINE_RULES = [
     ("edge", re.compile(rf"(?P<src>{ID}) --> (?P<dst>{ID}) : (?P<label>{SAFE})")),
     ("open", re.compile(rf'state "<b>(?P<label>{SAFE})</b>" as (?P<id>{ID}) \{{')),
     ("close", re.compile(r"\}")),
+    ("divider", re.compile(r"--")),   # concurrency: the next region of a parallel state
     ("alias", re.compile(rf'state "(?P<label>{SAFE})" as (?P<id>{ID})')),
     ("note", re.compile(rf"note right of (?P<id>{ID})")),
     ("descr", re.compile(rf"(?P<id>{ID}) : (?P<label>{SAFE})")),
@@ -139,6 +141,8 @@ def read_mermaid(text: str) -> Mermaid:
         elif kind == "close":
             assert stack, f"line {number}: unbalanced }}"
             stack.pop()
+        elif kind == "divider":
+            assert stack, f"line {number}: a region divider outside a composite state"
         elif kind == "alias":
             mention(groups["id"])
             out.labels[groups["id"]] = decode(groups["label"])
@@ -166,8 +170,10 @@ def check_mermaid_structure(chart: CompiledChart, m: Mermaid) -> None:
         parent = None if state.parent is None else mermaid_id(m, state.parent)
         assert m.last_block.get(sid, "missing") == parent, f"{name} lands in the wrong block"
         assert (sid in m.composites) == state.compound
-        if not state.compound and sid == name:
+        if not state.compound and sid == name and sid in m.descriptions:
             assert m.descriptions[sid][0] == name, "Mermaid 11 shows the first line as title"
+        elif not state.compound:   # nothing to describe (a region leaf): its label is its name
+            assert m.labels.get(sid) == name
     drawn = [e for e in m.edges if "[*]" not in e[:2]]
     listed = [line for lines in (*m.descriptions.values(), *m.notes.values())
               for line in lines if line.startswith(("↻ ", "⤷ "))]
