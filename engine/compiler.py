@@ -165,6 +165,17 @@ class CompiledChart:
             object.__setattr__(self, "_parallel_cache", cached)
         return cached
 
+    def turn_of(self, configuration: tuple[str, ...]) -> TurnPolicy:
+        """The turn policy in force: the leaf's (inherited); with parallel regions every
+        active state's own keys, parents first (regions never set the same key, E155)."""
+        if not self.has_parallel:
+            return self.states[configuration[-1]].turn
+        own: dict[str, Any] | None = self.__dict__.get("_own_turn_cache")
+        if own is None:
+            own = {node.name: node.spec.turn for node in iter_states(self.spec.states)}
+            object.__setattr__(self, "_own_turn_cache", own)
+        return merge(own[name] for name in configuration)
+
     def contract_of(self, configuration: tuple[str, ...]) -> Mapping[str, str]:
         """The contract in force: the leaf's (inherited); with parallel regions each
         region's own values over their parents' (regions never set the same channel)."""

@@ -114,3 +114,17 @@ def test_a_channel_set_by_another_region_is_not_missing() -> None:
     text = BASE.replace("          T1: {contract: {microphone: open, playback: stopped}, "
                         "on: {go: T1}}\n", "          T1: {on: {go: T1}}\n")
     assert [p.split(": ", 1)[1][:4] for p in problems(text)] == ["E150", "E150", "E150"]
+
+
+def test_the_turn_policy_in_force_merges_the_regions() -> None:
+    text = BASE.replace(
+        "          T1: {contract: {microphone: open, playback: stopped}, on: {go: T1}}\n",
+        "          T1: {contract: {microphone: open, playback: stopped},"
+        " turn: {barge_in: {speaking_ms: 150}}, on: {go: T1}}\n").replace(
+        "          F1: {on: {go: F2}}\n",
+        "          F1: {turn: {patience_ms: 1200}, on: {go: F2}}\n")
+    chart = compile_text(text, "flows.yaml")
+    policy = chart.turn_of(("CALL", "TURN", "T1", "FLOW", "F1"))
+    assert (policy.patience_ms, policy.barge_in_speaking_ms) == (1200, 150)
+    assert chart.turn_of(("CALL", "TURN", "T1", "FLOW", "F2")).patience_ms is None
+    assert chart.turn_of(("IDLE",)).empty

@@ -296,8 +296,9 @@ class VoiceService(VoiceFrontEnd):
 
     def turn_policy(self, session_id: str) -> TurnPolicy:
         session = self.manager.get(session_id)
-        info = session.chart.states.get(session.state) if session is not None else None
-        return info.turn if info is not None else NO_POLICY
+        # parallel regions: a dialogue region may set the keys the turn-taking one does not
+        return session.chart.turn_of(session.configuration) if session is not None \
+            else NO_POLICY
 
     def post(self, session_id: str, event_type: str, payload: dict[str, Any],
              *, ack: Any = None, source: str = "fastrtc") -> bool:
