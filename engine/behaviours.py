@@ -7,8 +7,10 @@ the same code runs live (FastRTC, offline TTS) and in simulation (fakes).
 from __future__ import annotations
 
 from engine.context import ActivityContext, EffectContext
+from engine.dialogue import Dialogue, ToolCall, ToolResult, check_call
+from engine.ports import DialogueResponder
 from engine.registry import GuardInput, Registry
-from engine.trace import PlaybackCleared, ResponderFailed, StateTimeout
+from engine.trace import EventInvalid, PlaybackCleared, ResponderFailed, StateTimeout
 
 
 def has_text(event: GuardInput) -> bool:
@@ -52,18 +54,72 @@ async def report_timeout(ctx: EffectContext) -> None:
                           state=ctx.state, event=ctx.event))
 
 
+MAX_TOOL_ROUNDS = 3
+"""Requests one `respond` makes in a dialogue state: the caller's words, then once more
+after each batch of tool calls (with their results and the state they led to)."""
+
+
 async def respond(ctx: ActivityContext) -> None:
-    """Ask the responder about the user's words; post `response_ready` or `error`."""
+    """Ask the responder about the user's words; post `response_ready` or `error`.
+
+    In a dialogue state (a `prompt:`, issue 16 §4) a responder that can converse
+    gets the prompt and tools; each tool call it makes is checked like a wire event
+    and posted as that chart event (a bad one is an `event_invalid` line and goes
+    back to the responder), then the responder is asked again in the state the
+    calls led to, and everything it said is the answer."""
     text = str(ctx.payload.get("text", ""))
+    responder = ctx.ports.responder
+    dialogue = ctx.dialogue() if ctx.dialogue is not None else None
     try:
-        pieces = [piece async for piece in ctx.ports.responder.answer(text, ctx.session_id)]
+        if dialogue is not None and isinstance(responder, DialogueResponder):
+            answer = await _converse(ctx, responder, text, dialogue)
+        else:
+            answer = "".join([piece async for piece in responder.answer(text, ctx.session_id)])
     except Exception as exc:  # the responder's failure is the chart's business
         message = f"responder failed: {type(exc).__name__}: {exc}"
         ctx.emit(ResponderFailed(ctx.session_id, ctx.clock.now_ms(), ctx.clock.wall(),
                                  activity=ctx.activity, state=ctx.state, error=message))
         ctx.post("error", {"message": message})
         return
-    ctx.post("response_ready", {"text": "".join(pieces).strip()})
+    ctx.post("response_ready", {"text": answer.strip()})
+
+
+async def _converse(ctx: ActivityContext, responder: DialogueResponder, text: str,
+                    dialogue: Dialogue) -> str:
+    said: list[str] = []
+    for _ in range(MAX_TOOL_ROUNDS):
+        calls: list[ToolCall] = []
+        async for piece in responder.converse(text, ctx.session_id, dialogue):
+            if isinstance(piece, ToolCall):
+                calls.append(piece)
+            else:
+                said.append(piece)
+        if not calls:
+            break
+        results = [_call_tool(ctx, call, dialogue) for call in calls]
+        if any(r.ok for r in results) and ctx.settle is not None and ctx.dialogue is not None:
+            await ctx.settle()          # the calls are handled: ask in the state they led to
+            dialogue = ctx.dialogue() or dialogue
+        dialogue = dialogue.with_results(results)
+    return " ".join(p.strip() for p in said if p.strip())
+
+
+def _call_tool(ctx: ActivityContext, call: ToolCall, dialogue: Dialogue) -> ToolResult:
+    """Post one tool call as its chart event, or log why it cannot be (`event_invalid`)."""
+    problem = check_call(call, dialogue, ctx.events or {}, ctx.session_id)
+    args = dict(call.arguments)
+    if problem is not None:
+        error = f"{problem.field}: {problem.error}"
+        ctx.emit(EventInvalid(ctx.session_id, ctx.clock.now_ms(), ctx.clock.wall(),
+                              error=error, field=problem.field, raw=problem.raw))
+        ctx.log("INFO", "tool_called", f"🛠️ {call.name} refused: {error}",
+                {"tool": call.name, "arguments": args, "ok": False, "error": error,
+                 "state": dialogue.state})
+        return ToolResult(call, False, error)
+    ctx.log("INFO", "tool_called", f"🛠️ {call.name}({args})",
+            {"tool": call.name, "arguments": args, "ok": True, "state": dialogue.state})
+    ctx.post(call.name, args)
+    return ToolResult(call, True, f"{call.name} done")
 
 
 async def speak(ctx: ActivityContext) -> None:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.clock import Clock
+from engine.dialogue import Dialogue
 from engine.ports import AudioChunk, Ports
+from engine.spec import EventSpec
 from engine.trace import TraceEvent
 
 LogFn = Callable[[str, str, str, dict[str, Any]], None]
@@ -49,6 +51,11 @@ class ActivityContext:
     post: Callable[[str, dict[str, Any]], None]
     emit_audio: Callable[[AudioChunk], Awaitable[bool]]
     publish: Callable[[TraceEvent], None] | None = None
+    # issue 16 §4: the active states' prompt and tools, read when asked (None: the
+    # session has no dialogue); `settle` waits until what was posted is handled
+    dialogue: Callable[[], Dialogue | None] | None = None
+    settle: Callable[[], Awaitable[None]] | None = None
+    events: Mapping[str, EventSpec] | None = None
 
     def emit(self, event: TraceEvent) -> None:
         """Add a typed event to the session's trace (`log` takes a line by its parts)."""

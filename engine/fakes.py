@@ -7,10 +7,12 @@ time, so a simulated turn is exact and instant.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from engine.clock import Clock
+from engine.dialogue import Dialogue, ToolCall
 from engine.ports import AudioChunk, Ports
 
 
@@ -21,6 +23,10 @@ class FakeSettings:
     respond_error: bool = False
     speak_ms: float = 1200.0
     tts_chunk_ms: float = 40.0
+    # in a dialogue state: the caller's words (lower case) → the tool calls made for
+    # them, each {event: arguments}; words not listed get the state's prompt
+    tools: Mapping[str, Sequence[Mapping[str, Mapping[str, Any]]]] = field(
+        default_factory=dict)
 
 
 class FakeResponder:
@@ -34,6 +40,25 @@ class FakeResponder:
         if self.settings.respond_error:
             raise RuntimeError("fake responder configured to fail")
         yield self.settings.response_text
+
+    async def converse(self, text: str, session_id: str,
+                       dialogue: Dialogue) -> AsyncIterator[str | ToolCall]:
+        """In a dialogue state: the scripted tool calls for `text`, then (asked again
+        with their results) an apology for a refused call and the state's prompt."""
+        self.calls.append((session_id, text))
+        await self.clock.sleep(self.settings.respond_ms / 1000.0)
+        if self.settings.respond_error:
+            raise RuntimeError("fake responder configured to fail")
+        scripted = self.settings.tools.get(" ".join(text.lower().split()))
+        if scripted and not dialogue.results:
+            for n, call in enumerate(scripted):
+                for name, arguments in call.items():
+                    yield ToolCall(name, dict(arguments), f"call-{n}")
+            return
+        refused = [r for r in dialogue.results if not r.ok]
+        if refused:
+            yield f"Sorry, that did not work ({refused[0].detail})."
+        yield dialogue.prompt
 
 
 class FakeSpeech:

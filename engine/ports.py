@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from engine.dialogue import Dialogue, ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,16 @@ class Responder(Protocol):
     """Intent and retrieval (run concurrently), then the answer, streamed as text pieces."""
 
     def answer(self, text: str, session_id: str) -> AsyncIterator[str]: ...
+
+
+@runtime_checkable
+class DialogueResponder(Protocol):
+    """A responder that follows the chart's flow: asked with the current state's prompt
+    and tools (engine/dialogue.py), it yields text pieces and tool calls. `dialogue`
+    carries the results of this turn's earlier calls, so a bad call is told back."""
+
+    def converse(self, text: str, session_id: str,
+                 dialogue: Dialogue) -> AsyncIterator[str | ToolCall]: ...
 
 
 class Speech(Protocol):

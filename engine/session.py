@@ -23,6 +23,7 @@ from engine.compiler import CompiledChart, StepRecord, Timer, TransitionRow
 from engine.context import ActivityContext, EffectContext
 from engine.data import apply_sets
 from engine.data import defaults as data_defaults
+from engine.dialogue import Dialogue, dialogue_of
 from engine.events import EventProblem, VoiceEvent, check_payload, parse_event
 from engine.kernel import Kernel
 from engine.latency import LatencyStats
@@ -76,6 +77,7 @@ class Envelope:
     owner: str | None = None          # the state whose activity or timer posted it
     entry_id: str | None = None       # bus entry id, for de-duplication (Redis)
     ack: Ack | None = None
+    waiter: asyncio.Future[None] | None = None   # `settle()`: resolved when reached
 
 
 @dataclass
@@ -234,6 +236,10 @@ class Session:
                                else await self._inbox.get())
                         if env is _CLOSE:
                             break
+                        if env.waiter is not None:   # everything posted before is handled
+                            if not env.waiter.done():
+                                env.waiter.set_result(None)
+                            continue
                         await self._step(env)
                 finally:
                     await self._stop_all(SESSION_CLOSED)
@@ -597,7 +603,9 @@ class Session:
                                epoch=epoch, owner=state))
 
         ctx = ActivityContext(self.id, activity, state, epoch, cid, dict(self.trigger), self.ports,
-                              self.clock, self._log, post, self._emit_audio, self._publish)
+                              self.clock, self._log, post, self._emit_audio, self._publish,
+                              dialogue=self._dialogue, settle=self._settle,
+                              events=self.chart.events)
         reasons: list[str] = []
         # Logged here, not in the task: a task cancelled before its first step
         # never runs its coroutine, and its start and cancellation must still show.
@@ -676,6 +684,19 @@ class Session:
         await self.ports.playback.write(self.id, chunk)
         self._publish(AudioOut(*self._stamp(), bytes=len(chunk.data), state=self.state))
         return True
+
+    def _dialogue(self) -> Dialogue | None:
+        """The responder's brief in the active states now (engine/dialogue.py)."""
+        return dialogue_of(self.chart.states, self.chart.events, self.leaves, self.context)
+
+    async def _settle(self) -> None:
+        """Return once every event queued before this call has been handled (an
+        activity that posted a tool event reads the dialogue it led to)."""
+        if self.closed:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(Envelope(waiter=waiter))
+        await waiter
 
     # --------------------------------------------------------------- helpers
     def _log(self, level: str, event_type: str, message: str, data: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ class Fakes(BaseModel):
     respond_error: bool = False
     speak_ms: float = Field(1200.0, ge=0)
     tts_chunk_ms: float = Field(40.0, gt=0)
+    tools: dict[str, list[dict[str, dict[str, Any]]]] = Field(default_factory=dict)
 
 
 class Step(BaseModel):
@@ -117,7 +118,9 @@ async def run_scenario(scenario: Scenario, chart: CompiledChart, registry: Regis
     steps = sorted(enumerate(scenario.steps), key=lambda p: (p[1].at, p[0]))
     last = max((s.at for s in scenario.steps), default=0.0)
     until = scenario.until_ms if scenario.until_ms is not None else last + 10_000.0
-    fakes = FakeSettings(**scenario.fakes.model_dump())
+    fakes = FakeSettings(**{**scenario.fakes.model_dump(),
+                            "tools": {" ".join(k.lower().split()): v
+                                      for k, v in scenario.fakes.tools.items()}})
     async with Sandbox(chart, registry, fakes=fakes, sink=sink) as box:
         for sid in scenario.sessions:
             await box.open(sid)

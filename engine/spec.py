@@ -230,11 +230,18 @@ class StateSpec(_Strict):
     final: bool = False
     parallel: bool = False
     history: HistoryKind | None = None
+    prompt: str | None = None          # what the responder is asked here (issue 16 §4)
+    tools: tuple[str, ...] = ()        # chart events the responder may call here
 
     @field_validator("enter", "exit", "invoke", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
         return _one_or_many(value)
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tool_list(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("on", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ passes both can be compiled and run.
 from __future__ import annotations
 
 import copy
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -473,6 +474,51 @@ class _Semantic:
         for event, alternatives in spec.on.items():
             self._check_event((*path, "on", event), event, at_key=True)
             self._check_alternatives(node, event, alternatives)
+        self._check_dialogue(node)
+
+    def _check_dialogue(self, node: StateNode) -> None:
+        """`prompt:` and `tools:` (issue 16 §4): E185 a tool that is not a declared
+        event, E186 tools where no prompt (own or a parent's) says what they are for,
+        E187 a tool nothing here handles, E188 a prompt naming no data field, E189 a
+        tool listed twice."""
+        spec, path = node.spec, node.path
+        if spec.prompt is not None:
+            self._check_prompt(spec.prompt, (*path, "prompt"))
+        seen: set[str] = set()
+        for i, tool in enumerate(spec.tools):
+            loc = (*path, "tools", i)
+            if tool in seen:
+                self.err(loc, "E189", f"tool '{tool}' is listed twice in state '{node.name}'")
+                continue
+            seen.add(tool)
+            self.used_events.add(tool)
+            if tool not in self.spec.events:
+                self.err(loc, "E185", f"tool '{tool}' of state '{node.name}' is not a declared "
+                         f"event{did_you_mean(tool, self.spec.events)}: a tool is an event "
+                         "whose payload is its parameters")
+                continue
+            chain = [node.name, *self._ancestors(node.name)]
+            if not any(tool in self.nodes[s].spec.on for s in chain):
+                self.err(loc, "E187", f"tool '{tool}' is never handled: neither state "
+                         f"'{node.name}' nor a parent has a transition on it, so every "
+                         "call would be rejected")
+        if spec.tools and not any(self.nodes[s].spec.prompt
+                                  for s in [node.name, *self._ancestors(node.name)]):
+            self.err((*path, "tools"), "E186", f"state '{node.name}' has tools but no prompt "
+                     "(on itself or a parent): say what the responder is asked here")
+
+    def _check_prompt(self, prompt: str, loc: PathKey) -> None:
+        """A prompt may name data fields as `{field}` (filled in when asked); nothing else."""
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(prompt)
+                     if f is not None]
+        except ValueError as exc:
+            self.err(loc, "E188", f"bad prompt: {exc} (write {{{{ for a literal brace)")
+            return
+        for name in names:
+            if name not in self.spec.data:
+                self.err(loc, "E188", f"prompt names '{{{name}}}', which is not a data field"
+                         f"{did_you_mean(name, self.spec.data)}")
 
     def _check_registered(self, kind: str, code: str, name: str, path: PathKey) -> None:
         known = self.registry.names(kind)  # type: ignore[arg-type]

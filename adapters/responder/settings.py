@@ -20,8 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapters.responder.builtin import BuiltinResponder
 from adapters.responder.errors import KnowledgeError, ResponderConfigError
+from adapters.responder.flow import BuiltinFlowResponder
 from adapters.responder.knowledge import DEFAULT_KNOWLEDGE, Knowledge
 from adapters.responder.openai_http import DEFAULT_SYSTEM_PROMPT, OpenAICompatibleResponder
 from adapters.responder.timeofday import local_now
@@ -79,8 +79,8 @@ def build_responder(settings: ResponderSettings, *, environ: Mapping[str, str] |
     if problems:
         raise ResponderConfigError("responder: " + "; ".join(problems))
     knowledge = load_knowledge(settings.knowledge_path, on_problem or logger.error)
-    if settings.kind == "builtin":
-        return BuiltinResponder(knowledge, clock_now)
+    if settings.kind == "builtin":   # converses in a chart's dialogue states too
+        return BuiltinFlowResponder(knowledge, clock_now)
     assert settings.base_url is not None and settings.model is not None  # openai_problems
     return OpenAICompatibleResponder(
         settings.base_url, settings.model,

@@ -1,0 +1,1 @@
+"""A table booking by voice: a dialogue flow beside the turn-taking (issue 16)."""
