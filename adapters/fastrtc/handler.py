@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,7 +29,6 @@ from fastrtc import AsyncStreamHandler
 from fastrtc.utils import get_current_context
 
 from adapters.fastrtc.output import OutputStream
-from adapters.turn.gate import EndOfTurnModel, TurnGate
 from engine.turn import TurnPolicy
 
 INPUT_RATE = 16_000
@@ -71,6 +70,17 @@ class Transcriber(Protocol):
     def open_utterance(self) -> Utterance: ...
 
 
+class TurnGateLike(Protocol):
+    """The state's turn policy on one connection (adapters/turn/gate.py `TurnGate`,
+    made by the service: this package does not import another adapter package)."""
+
+    ended_silence_ms: float
+
+    def configure(self, policy: TurnPolicy, contract: Mapping[str, str]) -> None: ...
+
+    async def listen(self, pcm: np.ndarray[Any, Any], kinds: Sequence[str]) -> list[str]: ...
+
+
 class VoiceBackend(Protocol):
     """What a connection needs from the running service (adapters.server.voice)."""
 
@@ -85,8 +95,10 @@ class VoiceBackend(Protocol):
 
     def contract(self, session_id: str) -> Mapping[str, str]: ...
 
-    # the current state's turn policy (engine/turn.py) and the end-of-turn model, if any
-    end_of_turn: EndOfTurnModel | None
+    # the current state's turn policy (engine/turn.py); the gate that applies it, with
+    # the end-of-turn model if one is loaded
+    def new_turn_gate(self, detector: Detector,
+                      note: Callable[[Any, bool], None]) -> TurnGateLike: ...
 
     def turn_policy(self, session_id: str) -> TurnPolicy: ...
 
@@ -112,7 +124,7 @@ class TurnStreamHandler(AsyncStreamHandler):
         self.connection_id: str | None = None
         self.output = OutputStream(output_rate)
         self.vad: Detector | None = None
-        self.turn: TurnGate | None = None   # the state's turn policy on this connection
+        self.turn: TurnGateLike | None = None   # the state's turn policy on this connection
         self.utterance: Utterance | None = None
         self.last_partial = ""
         self.barge_pending: asyncio.TimerHandle | None = None
@@ -135,7 +147,7 @@ class TurnStreamHandler(AsyncStreamHandler):
         self.connection_id = connection_id
         self.output.clear_downstream = self._clear_downstream
         self.vad = self.service.new_detector()
-        self.turn = TurnGate(self.vad, self.service.end_of_turn, self._note_end_of_turn)
+        self.turn = self.service.new_turn_gate(self.vad, self._note_end_of_turn)
         self.session_id = await self.service.connect(connection_id, self)
 
     def _note_end_of_turn(self, decision: Any, held: bool) -> None:
@@ -202,8 +214,8 @@ class TurnStreamHandler(AsyncStreamHandler):
         else:
             return
         self._note_partial(partial)
-        if self.utterance is not None:
-            self.utterance.quiet(self.vad.quiet_ms if self.vad.speaking else 0.0)
+        if self.utterance is not None:   # after speech_end: the silence that ended it
+            self.utterance.quiet(self.vad.quiet_ms)
         if "speech_end" in kinds:   # the turn gate says how long the caller had been silent
             self._speech_ended(self.turn.ended_silence_ms if self.turn is not None
                                else self.vad.quiet_ms)

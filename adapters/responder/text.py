@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from adapters.spoken import number_words as number_words  # its home before adapters/spoken.py
+
 _CONTRACTIONS = {
     "what's": "what is", "it's": "it is", "that's": "that is", "who's": "who is",
     "how's": "how is", "where's": "where is", "let's": "let us", "i'm": "i am",
@@ -17,34 +19,6 @@ _CONTRACTIONS = {
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-         "eighteen", "nineteen")
-_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-
-
-def number_words(digits: str) -> str:
-    """'10' → 'ten', '42' → 'forty two', '105' → 'one hundred five'; numbers of 1,000 or
-    more keep their digits. Speech recognisers write numbers as digits ("10 of clubs"),
-    phrases spell them: both are compared spelled."""
-    n = int(digits)
-    if n >= 1000:
-        return digits
-    out: list[str] = []
-    if n >= 100:
-        out += [_ONES[n // 100], "hundred"]
-        n %= 100
-        if n == 0:
-            return " ".join(out)
-    if n < 20:
-        out.append(_ONES[n])
-    else:
-        out.append(_TENS[n // 10])
-        if n % 10:
-            out.append(_ONES[n % 10])
-    return " ".join(out)
 
 
 def words(text: str) -> list[str]:

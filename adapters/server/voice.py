@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -22,7 +22,7 @@ from adapters.redaction import redact_credentials
 from adapters.server.metrics import Metrics
 from adapters.server.voice_host import SessionInfo
 from adapters.turn import smart
-from adapters.turn.gate import EndOfTurnModel
+from adapters.turn.gate import EndOfTurnModel, TurnGate
 from engine.catalog import VersionUse, count_versions
 from engine.clock import RealClock
 from engine.compiler import CompiledChart
@@ -127,6 +127,11 @@ class VoiceFrontEnd:
 
     def new_handler(self) -> TurnStreamHandler:
         return TurnStreamHandler(self, output_rate=self.output_rate)
+
+    def new_turn_gate(self, detector: Detector, note: Callable[[Any, bool], None]) -> TurnGate:
+        """A connection's turn gate, with the end-of-turn model if one is loaded (the
+        composition root joins adapters/turn to the FastRTC handler)."""
+        return TurnGate(detector, self.end_of_turn, note)
 
     def new_detector(self) -> Detector:
         detector: Detector = self.detector_factory()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.responder.text import number_words
+from adapters.spoken import number_words
 
 ALWAYS = ("stop",)  # barge-in by voice must work whatever the responder declares
 _NOT_WORD = re.compile(r"[^a-z0-9' ]+")
