@@ -214,17 +214,17 @@ async def test_a_real_phone_call_answers_and_stops_on_barge_in(server: ServerPro
         assert await wait_until(lambda: server.transitions(session), 10)
         await asyncio.sleep(0.5)
         phone.say(speech8k("tell me a story"))
-        assert await wait_until(
-            lambda: "THINKING→SPEAKING (response_ready)" in server.transitions(session), 20)
+        assert await wait_until(   # generous: Whisper on a busy 2-core machine takes seconds
+            lambda: "THINKING→SPEAKING (response_ready)" in server.transitions(session), 45)
         await asyncio.sleep(1.2)
         heard = phone.loud_media()
         phone.say(speech8k("stop"))
-        assert await wait_until(lambda: bool(phone.events("clear")), 10)
+        assert await wait_until(lambda: bool(phone.events("clear")), 20)
         await asyncio.sleep(1.0)
     finally:
         phone.hang_up()
-    assert await wait_until(lambda: server.transitions(session)[-1:] ==
-                            ["LISTENING→IDLE (client_disconnected)"], 10)
+    assert await wait_until(lambda: server.transitions(session)[-1].endswith(
+        "→IDLE (client_disconnected)"), 10)   # the words over the answer may be answered
     records = server.records()
     assert heard >= 20, f"only {heard} loud answer frames came back over the phone"
     assert "SPEAKING→INTERRUPT (barge_in)" in server.transitions(session)
