@@ -492,10 +492,12 @@ class Session:
 
     def _domain(self, source: str, target: str) -> str | None:
         """SCXML transition domain: the deepest proper ancestor of the source that
-        is also a proper ancestor of the target (None: the whole chart)."""
+        is also a proper ancestor of the target and is not a parallel state (SCXML's
+        LCCA; None: the whole chart). So a transition between two regions, or one
+        that re-enters a region's own state, exits and re-enters the parallel state."""
         target_ancestors = self.chart.ancestors(target)
         for ancestor in self.chart.ancestors(source):
-            if ancestor in target_ancestors:
+            if ancestor in target_ancestors and not self.chart.states[ancestor].parallel:
                 return ancestor
         return None
 

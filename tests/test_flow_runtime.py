@@ -301,3 +301,49 @@ def test_deep_history_resumes_the_leaf_and_shallow_the_child() -> None:
     fire("away"), fire("back_shallow"), fire("go"), fire("down"), fire("away")
     assert history["SHALLOW"] == ("S2",)
     assert fire("back_shallow") == ("SHALLOW", "S2", "T1")      # shallow: the child, at initial
+
+
+CROSS = """
+chart: cross
+version: 1
+initial: P
+contracts: {mic: [on, off]}
+events: {a: {}, b: {}}
+states:
+  P:
+    parallel: true
+    enter: [cancel_filler]
+    states:
+      R1:
+        initial: X1
+        states:
+          X1: {contract: {mic: on}, enter: [cancel_tts], on: {a: Y2}}
+      R2:
+        initial: Y1
+        states:
+          Y1: {on: {b: Y2}}
+          Y2: {on: {b: Y1}}
+"""
+
+
+async def test_a_transition_between_regions_exits_and_reenters_the_parallel_state(
+        tmp_path: Path) -> None:
+    """SCXML: the domain of a transition never is a parallel state, so X1 -a-> Y2 (from
+    one region into another) exits P and enters it again, every region included; the
+    session runs the same exits and entries the kernel computed."""
+    chart_file = tmp_path / "cross.yaml"
+    chart_file.write_text(CROSS, encoding="utf-8")
+    rig = Rig()
+    rig.chart = load_chart(chart_file, rig.registry)
+    rig.manager = SessionManager(rig.chart, rig.registry, rig.ports, rig.clock, rig.log)
+    async with rig.manager:
+        session = await rig.manager.open("s1")
+        rig.send("a")
+        await rig.settle()
+        assert session.configuration == ("P", "R1", "X1", "R2", "Y2")
+        entered = [r["data"]["state"] for r in rig.lines("effect_done")]
+        assert entered == ["P", "X1", "P", "X1"]       # start, then P and R1's X1 again
+        rig.send("b")
+        await rig.settle()
+        assert session.leaves == ("X1", "Y1")
+        assert [r["data"]["state"] for r in rig.lines("effect_done")] == entered   # R2 only
