@@ -145,6 +145,21 @@ def _behaviour_lines(chart: CompiledChart, state: StateInfo) -> list[str]:
     if state.invoke:
         lines.append("invoke " + ", ".join(state.invoke))
     lines.extend(f"after {t.delay} → {t.event}" for t in state.after)
+    lines.extend(_dialogue_lines(chart, state))
+    return lines
+
+
+def _dialogue_lines(chart: CompiledChart, state: StateInfo) -> list[str]:
+    """A state's own `prompt:` and `tools:` (issue 16 §4); a child shows what it adds."""
+    parent = chart.states[state.parent] if state.parent is not None else None
+    lines: list[str] = []
+    if state.prompt is not None and (parent is None or parent.prompt != state.prompt):
+        wrapped = _wrap(state.prompt)
+        lines.append("💬 " + wrapped[0])
+        lines.extend(wrapped[1:])
+    own = [t for t in state.tools if parent is None or t not in parent.tools]
+    if own:
+        lines.append("🛠️ tools: " + ", ".join(own))
     return lines
 
 
@@ -496,6 +511,8 @@ def to_json(chart: CompiledChart) -> dict[str, Any]:
             # issue 16 keys, only where a state uses them
             **({"parallel": True} if s.parallel else {}),
             **({"history": s.history} if s.history is not None else {}),
+            **({"prompt": s.prompt} if s.prompt is not None else {}),
+            **({"tools": list(s.tools)} if s.tools else {}),
         }
         for name, s in chart.states.items()
     }

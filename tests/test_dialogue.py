@@ -234,3 +234,32 @@ def test_the_offline_responder_converses_calls_then_says_the_new_prompt() -> Non
     said = asyncio.run(ask(refused, "tomorrow"))
     assert said[0] == "Sorry, I could not take that (payload.date: expected str, got int 7)."
     assert said[1] == "A table for 2. Which day would you like?"
+
+
+# ------------------------------------------------------------------- diagrams
+GOLDEN = ROOT / "tests" / "golden" / "diagrams"
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("mermaid", "mmd"), ("dot", "dot"),
+                                             ("json", "json")])
+def test_golden_diagrams_of_the_booking_show_prompts_and_tools(fmt: str, suffix: str) -> None:
+    """When the example or the drawing changes on purpose, look at the new output and
+    write it over tests/golden/diagrams/booking.SUFFIX (turnchart render ... --format)."""
+    from engine.render import render
+    assert render(_chart(), fmt) == (GOLDEN / f"booking.{suffix}").read_text(encoding="utf-8")
+
+
+def test_each_state_shows_its_own_prompt_and_the_tools_it_adds() -> None:
+    import json
+
+    from engine.render import to_dot, to_json, to_mermaid
+    chart = _chart()
+    mermaid = to_mermaid(chart)
+    assert "ASK_DATE : 💬 A table for #123;party_size#125;. Which day would you" in mermaid
+    assert "ASK_DATE : 🛠️ tools#58; set_date" in mermaid           # not BOOKING's again
+    assert "🛠️ tools#58; ask_opening_hours, not_understood" in mermaid
+    assert "💬 Hello! How many people is the table for?" in to_dot(chart)
+    states = json.loads(json.dumps(to_json(chart)))["states"]
+    assert states["ASK_DATE"]["prompt"] == "A table for {party_size}. Which day would you like?"
+    assert states["ASK_DATE"]["tools"] == ["set_date", "ask_opening_hours", "not_understood"]
+    assert "prompt" not in states["LISTENING"] and "tools" not in states["LISTENING"]
