@@ -93,3 +93,32 @@ def test_turn_latency_counts_the_answer_not_the_filler() -> None:
     [latency] = sink.of_type("turn_latency", "fx")
     # The filler started ~600 ms after the end of speech, the answer ~800 ms after it.
     assert latency["data"]["turn_latency_ms"] >= 790.0, latency["data"]
+
+
+async def test_the_recogniser_hears_of_the_silence_until_the_end_of_speech() -> None:
+    """A speculative decoder (Whisper) starts at the first silence; the silence must still
+    be reported on the frame that ends speech, or its early result would be thrown away."""
+    registry = default_registry()
+    chart = load_chart(ROOT / "charts" / "voice_turn.yaml", registry)
+    stt = ScriptedTranscriber(["hello"])
+    service = VoiceService(chart, registry, EventLog(ListSink(), RealClock()), Metrics(lambda: 0),
+                           stt=stt, detector_factory=EnergyDetector, speech=ToneSpeech(RATE),
+                           responder=SlowResponder(0.0), output_rate=RATE)
+    await service.start()
+    handler = service.new_handler()
+    await handler.attach("quiet")
+    try:
+        while service.contract("quiet").get("microphone") != "open":
+            await asyncio.sleep(0.005)
+        tone = (np.sin(2 * np.pi * 300 * np.arange(320 * 25) / 16000) * 8000).astype(np.int16)
+        pcm = np.concatenate([tone, np.zeros(320 * 15, dtype=np.int16)])
+        for at in range(0, len(pcm), 320):
+            await handler.receive((16000, pcm[at:at + 320].reshape(1, -1)))
+    finally:
+        await handler.detach()
+        await service.stop()
+    [utterance] = stt.opened
+    calls = utterance.quiet_calls
+    assert calls[0] == 0.0 and calls[-1] >= 200.0   # speech, then the hangover's silence
+    first_quiet = next(i for i, ms in enumerate(calls) if ms > 0)
+    assert all(ms > 0 for ms in calls[first_quiet:]), calls

@@ -78,6 +78,7 @@ class ScriptedUtterance:
     def __init__(self, text: str) -> None:
         self.text = text
         self.samples = 0
+        self.quiet_calls: list[float] = []   # what the handler told a speculative decoder
 
     async def feed(self, pcm: np.ndarray[Any, Any]) -> str | None:
         self.samples += len(pcm)
@@ -90,7 +91,7 @@ class ScriptedUtterance:
         self.samples = 0
 
     def quiet(self, quiet_ms: float) -> None:
-        return None
+        self.quiet_calls.append(quiet_ms)
 
 
 class ScriptedTranscriber:
@@ -98,10 +99,12 @@ class ScriptedTranscriber:
 
     def __init__(self, script: list[str]) -> None:
         self.script = list(script)
+        self.opened: list[ScriptedUtterance] = []
 
     def open_utterance(self) -> ScriptedUtterance:
         text = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        return ScriptedUtterance(text)
+        self.opened.append(ScriptedUtterance(text))
+        return self.opened[-1]
 
 
 class ToneSpeech:
