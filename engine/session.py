@@ -218,8 +218,16 @@ class Session:
                                               "correlation_id": self._correlation_id,
                                               **({"history": {k: list(v) for k, v in
                                                               self.history.items()}}
-                                                 if self.history else {})},
+                                                 if self.history else {}),
+                                              **self._pending_done()},
                         last_event_id=self.last_event_id)
+
+    def _pending_done(self) -> dict[str, Any]:
+        """Done events posted but not yet handled (the step that entered a final state
+        was saved before them): a session resumed from this snapshot posts them again."""
+        names = [env.event.event_type for env in self._internal
+                 if env.event is not None and env.event.event_type.startswith(DONE_PREFIX)]
+        return {"pending_done": names} if names else {}
 
     async def run(self) -> None:
         """The consumer: owns every task of the session and cancels them all on exit."""
@@ -291,6 +299,11 @@ class Session:
         self._apply_contract()
         for name in self.configuration:
             self._start_owned(name)
+        assert self._restored is not None
+        for name in self._restored.context.get("pending_done") or ():
+            if name in self.chart.events:
+                self.raise_internal(self._make_event(str(name), {}, "internal",
+                                                     self.correlation_id))
         await self._save()
 
     # ----------------------------------------------------------------- step

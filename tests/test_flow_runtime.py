@@ -347,3 +347,40 @@ async def test_a_transition_between_regions_exits_and_reenters_the_parallel_stat
         await rig.settle()
         assert session.leaves == ("X1", "Y1")
         assert [r["data"]["state"] for r in rig.lines("effect_done")] == entered   # R2 only
+
+
+class RecordingStore(MemorySnapshotStore):
+    """Keeps every snapshot saved, in order (each one is where a crash could resume)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[Snapshot] = []
+
+    async def save(self, snapshot: Snapshot) -> None:
+        self.saved.append(Snapshot.from_dict(snapshot.to_dict()))
+        await super().save(snapshot)
+
+
+async def test_a_done_event_not_yet_handled_survives_a_restore() -> None:
+    """The step that enters a final state is saved before its done event runs: a worker
+    that dies in between leaves the event in the snapshot, and the next one posts it."""
+    store = RecordingStore()
+    first = Rig(store=store)
+    async with first.manager:
+        await first.manager.open("s1")
+        first.send("client_connected")
+        first.send("size_given", {"size": 2})
+        first.send("confirmed")
+        await first.settle()
+    window = [s for s in store.saved if s.configuration[-1] == "BOOKED"]
+    assert len(window) == 1 and window[0].context["pending_done"] == ["done.state.FLOW"]
+    assert "pending_done" not in store.saved[-1].context     # handled: nothing pending
+    crashed = MemorySnapshotStore()
+    crashed.snapshots["s1"] = window[0]
+    second = Rig(store=crashed)
+    async with second.manager:
+        resumed = await second.manager.open("s1", resume=True)
+        await second.settle()
+        assert resumed.leaves == ("WRAP_UP",)
+        done = second.lines("event_received", event="done.state.FLOW")
+        assert len(done) == 1 and done[0]["data"]["source"] == "internal"
