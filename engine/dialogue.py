@@ -59,6 +59,7 @@ class ToolCall:
     name: str
     arguments: Mapping[str, Any]
     call_id: str = ""
+    error: str | None = None    # the arguments could not be read (say, not JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,8 @@ def check_call(call: ToolCall, dialogue: Dialogue, events: Mapping[str, EventSpe
         offered = ", ".join(t.name for t in dialogue.tools) or "none"
         return EventProblem("event_type", f"'{call.name}' is not a tool of state "
                             f"'{dialogue.state}' (its tools: {offered})", raw)
+    if call.error is not None:
+        return EventProblem("arguments", call.error, raw)
     event = VoiceEvent.model_construct(event_type=call.name, session_id=session_id,
                                        source="responder", timestamp=0.0, correlation_id=None,
                                        payload=dict(call.arguments), metadata={})

@@ -20,7 +20,15 @@ from adapters.responder.errors import ResponderConfigError, ResponderError
 from adapters.responder.knowledge import Hit
 from adapters.responder.sse import sse_data
 from adapters.responder.timeofday import local_now, spoken_time
+from adapters.responder.tool_calls import (
+    ToolCallAssembler,
+    ToolStreamError,
+    flow_messages,
+    tools_param,
+    whole_calls,
+)
 from adapters.responder.understanding import IntentDetector, Retriever, Understanding, understand
+from engine.dialogue import Dialogue, ToolCall
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant. Your words are spoken aloud: answer in one to "
@@ -95,6 +103,91 @@ class OpenAICompatibleResponder:
             # `from None`: the message says what happened; a chained httpx error in a
             # logged traceback is one more place a secret could leak from.
             raise self._error(f"request failed: {type(exc).__name__}: {exc}") from None
+
+    async def converse(self, text: str, session_id: str,
+                       dialogue: Dialogue) -> AsyncIterator[str | ToolCall]:
+        """In a dialogue state (issue 16 §4): the state's task in the system message,
+        its tools as `tools` (function calling), this turn's earlier calls and their
+        results as `tool` messages; yields the text as it streams, then the calls."""
+        body: dict[str, Any] = {"model": self.model, "stream": True,
+                                "messages": flow_messages(self.system_prompt, text, dialogue)}
+        if dialogue.tools:
+            body["tools"] = tools_param(dialogue)
+        headers = {"Accept": "text/event-stream"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s, transport=self._transport,
+                                         follow_redirects=False) as client, \
+                    client.stream("POST", self.url, json=body, headers=headers) as response:
+                if not response.is_success:
+                    detail = _snippet(await _head(response)) or response.reason_phrase
+                    raise self._error(f"answered HTTP {response.status_code}: {detail}")
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    for piece in self._whole_turn(await response.aread()):
+                        yield piece
+                    return
+                async for piece in self._turn_pieces(response):
+                    yield piece
+        except httpx.TimeoutException as exc:
+            raise self._error(f"timed out: no data within {self.timeout_s:g} s "
+                              f"({type(exc).__name__})") from None
+        except httpx.ConnectError as exc:
+            raise self._error(f"cannot be reached: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise self._error(f"request failed: {type(exc).__name__}: {exc}") from None
+
+    async def _turn_pieces(self, response: httpx.Response) -> AsyncIterator[str | ToolCall]:
+        """Text deltas as they come; the tool calls, reassembled, once `[DONE]` arrives."""
+        said, events, calls = False, False, ToolCallAssembler()
+        async for data in sse_data(response.aiter_lines()):
+            events = True
+            if data.strip() == "[DONE]":
+                if not said and not calls:
+                    raise self._error("sent an empty answer")
+                for call in calls.calls():
+                    yield call
+                return
+            chunk = self._json(data, "a stream event")
+            choices = chunk.get("choices")
+            if not isinstance(choices, list):
+                raise self._error(f"sent a malformed stream event without 'choices': "
+                                  f"{_snippet(data)!r}")
+            delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else {}
+            if not isinstance(delta, dict):
+                raise self._error(f"sent a malformed stream event: {_snippet(data)!r}")
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                said = True
+                yield content
+            if delta.get("tool_calls") is not None:
+                try:
+                    calls.add(delta["tool_calls"])
+                except ToolStreamError as exc:
+                    raise self._error(f"sent a malformed tool call: {exc}") from None
+        if not events:
+            kind = response.headers.get("content-type", "no content-type")
+            raise self._error(f"sent no server-sent events ({kind}); is base_url an "
+                              f"OpenAI-compatible API?")
+        raise self._error("ended the stream before 'data: [DONE]' (answer cut off)")
+
+    def _whole_turn(self, raw: bytes) -> list[str | ToolCall]:
+        """A server that ignored `stream: true`: the message's text and tool calls."""
+        data = raw.decode("utf-8", "replace")
+        reply = self._json(data, "its reply")
+        try:
+            message = reply["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError):
+            message = None
+        if not isinstance(message, dict):
+            raise self._error(f"sent a reply without choices[0].message: {_snippet(data)!r}")
+        content = message.get("content")
+        out: list[str | ToolCall] = [content] if isinstance(content, str) and content else []
+        out.extend(whole_calls(message.get("tool_calls")))
+        if not out:
+            raise self._error(f"sent a reply with neither content nor tool calls: "
+                              f"{_snippet(data)!r}")
+        return out
 
     async def _pieces(self, response: httpx.Response) -> AsyncIterator[str]:
         said = events = False
