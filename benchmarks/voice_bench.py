@@ -184,6 +184,8 @@ async def _run(turns: int) -> dict[str, Any]:
     errors = [r for r in sink.records if r["level"] == "ERROR"]
     return {
         "benchmark": "voice", "machine": machine(), "turns": turns,
+        "models": {"stt": type(models.stt).__name__,
+                   "tts": getattr(models.tts, "name", type(models.tts).__name__)},
         "time_to_silence_ms": _summary(silence_ms),
         "barge_in_to_playback_cleared_ms": _summary(cleared_ms),
         "turn_latency_ms": _summary(turn_ms),
@@ -194,8 +196,11 @@ async def _run(turns: int) -> dict[str, Any]:
         "error_lines": len(errors),
         "targets": {"time_to_silence_p99_le_20ms": _summary(silence_ms)["p99"] <= 20,
                     "overhead_p99_le_5ms": _summary(overhead)["p99"] <= 5},
-        "notes": "turn latency counts from the VAD's end-of-speech decision, which itself "
-                 "comes hangover_ms (320 ms) after the audio ends",
+        "notes": "turn latency here counts from the VAD's end-of-speech decision (the audio "
+                 "is fed faster than real time, so a speculative STT decode has no head "
+                 "start); the server's turn_latency lines count from when the caller "
+                 "stopped, hangover_ms (320 ms) earlier. tts_first_chunk is the voice's "
+                 "time to first audio",
     }
 
 
