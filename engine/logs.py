@@ -22,6 +22,7 @@ from engine.trace import Listener, LogLine, TraceEvent, from_record
 from engine.trace import iso_utc as iso_utc  # re-exported: older imports
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+_NOTHING = 1_000
 Record = dict[str, Any]
 
 
@@ -91,7 +92,8 @@ class JsonLog:
 
     def __init__(self, sink: LogSink, level: str = "DEBUG") -> None:
         self.sink = sink
-        self.threshold = LEVELS[level]
+        # A NullSink writes nothing: no record is built for it at all.
+        self.threshold = LEVELS[level] if not isinstance(sink, NullSink) else _NOTHING
 
     def __call__(self, event: TraceEvent) -> None:
         if LEVELS.get(event.level, 0) >= self.threshold:
