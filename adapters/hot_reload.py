@@ -19,9 +19,10 @@ writes from one save is read once, complete.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +136,12 @@ class ChartWatcher:
         self.paths = [str(p) for p in paths]
         self.poll_s = poll_s
         self.changes = FileChanges(self.paths, settle_s)
-        self._tg: asyncio.TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._lifetime: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> ChartWatcher:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._task = self._tg.create_task(self.run(), name="chart-watcher")
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._polling())
+            self._lifetime = stack.pop_all()
         self.reloader.log.emit("INFO", NO_SESSION, "chart_watch_started",
                                f"👀 watching {len(self.paths)} chart file(s) for changes",
                                {"paths": self.paths, "poll_s": self.poll_s,
@@ -149,11 +149,19 @@ class ChartWatcher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        if self._tg is not None:
-            await self._tg.__aexit__(None, None, None)
-        self._tg = self._task = None
+        lifetime, self._lifetime = self._lifetime, None
+        if lifetime is not None:
+            await lifetime.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _polling(self) -> AsyncIterator[None]:
+        """The polling task in its task group, cancelled when the watcher closes."""
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(self.run(), name="chart-watcher")
+            try:
+                yield
+            finally:
+                task.cancel()
 
     async def run(self) -> None:
         while True:

@@ -1,7 +1,7 @@
 """Spoken-number spelling shared by the STT grammar (adapters/speech/grammar.py)
 and the responder's text normalisation (adapters/responder/text.py).
 
-A common-layer module (docs/design.md, "Adapter layers"): adapter packages may
+A common-layer module (docs/design.md, "Layers"): adapter packages may
 import it, it imports no adapter package.
 """
 

@@ -7,6 +7,7 @@ group, so leaving the block (or `close`) leaves no task of any session alive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,17 +46,24 @@ class SessionManager:
         self._kernels: dict[str, Kernel] = {chart.version_hash: Kernel(chart)}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._lifetime: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> SessionManager:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
+        # The task group of the session consumers lives in one exit stack, from
+        # here to `__aexit__` (which closes every session first).
+        async with contextlib.AsyncExitStack() as stack:
+            self._tg = await stack.enter_async_context(asyncio.TaskGroup())
+            self._lifetime = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close_all()
-        assert self._tg is not None
-        await self._tg.__aexit__(*exc)
-        self._tg = None
+        lifetime, self._lifetime = self._lifetime, None
+        assert lifetime is not None
+        try:
+            await lifetime.__aexit__(*exc)
+        finally:
+            self._tg = None
 
     # --------------------------------------------------------------- sessions
     def use_chart(self, chart: CompiledChart) -> None:

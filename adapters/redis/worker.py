@@ -28,7 +28,7 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any, cast
 
 from adapters.redis.adoption import Adopter
@@ -199,7 +199,7 @@ class RedisWorker:
         # Closed in reverse order: our loops cancelled, the manager (its
         # sessions) closed, the task group left, then the reader, the pipeline
         # and the client closed.
-        self._tg = await stack.enter_async_context(_CancelledOnExit(self._tasks))
+        await stack.enter_async_context(self._task_group())
         await stack.enter_async_context(manager)
         stack.callback(self._cancel_tasks)
         self._start_task(pipeline.run(), "redis:pipeline")
@@ -209,6 +209,23 @@ class RedisWorker:
                       f"🚀 worker {self.worker_id} started (lease {o.lease_ms} ms)",
                       {"worker_id": self.worker_id, "lease_ms": o.lease_ms,
                        "group": o.group, "chart": self.chart.name})
+
+    @contextlib.asynccontextmanager
+    async def _task_group(self) -> AsyncIterator[None]:
+        """The task group of the worker's loops and helpers; they run until told, so
+        leaving it first cancels them, and their cancellation is the normal end."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                try:
+                    yield
+                finally:
+                    self._cancel_tasks()
+        except BaseExceptionGroup as group:
+            if not all(isinstance(e, asyncio.CancelledError) for e in group.exceptions):
+                raise
+        finally:
+            self._tg = None
 
     def _cancel_tasks(self) -> None:
         for task in list(self._tasks):  # our own loops and helpers
@@ -287,25 +304,3 @@ class RedisWorker:
             self.log.emit("ERROR", NO_SESSION, "worker_task_failed",
                           f"💥 {what} failed: {error_text(exc)}",
                           {"task": what, "error": error_text(exc)})
-
-
-class _CancelledOnExit(contextlib.AbstractAsyncContextManager[asyncio.TaskGroup]):
-    """A TaskGroup whose exit first cancels the worker's own loops and helpers
-    (they run until told), and takes their cancellation as the normal end."""
-
-    def __init__(self, tasks: set[asyncio.Task[None]]) -> None:
-        self._tasks = tasks
-        self._tg = asyncio.TaskGroup()
-
-    async def __aenter__(self) -> asyncio.TaskGroup:
-        return await self._tg.__aenter__()
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        for task in list(self._tasks):
-            task.cancel()
-        try:
-            await self._tg.__aexit__(*exc)
-        except BaseExceptionGroup as group:
-            if not all(isinstance(e, asyncio.CancelledError) for e in group.exceptions):
-                raise
-        return None

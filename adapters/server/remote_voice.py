@@ -15,7 +15,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -63,15 +63,25 @@ class RemoteVoiceService(VoiceFrontEnd):
         self.muted: set[str] = set()   # barge-in decided here; drop audio until the clear
         self._outbox: asyncio.Queue[VoiceEvent] = asyncio.Queue()
         self.publish_retry_s = 10.0   # how long an event waits out a Redis outage, in order
-        self._tg: asyncio.TaskGroup | None = None
-        self._loops: list[asyncio.Task[None]] = []
+        self._lifetime: contextlib.AsyncExitStack | None = None
 
     async def start(self) -> None:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._loops = [self._tg.create_task(self.follower.run(), name="redis-output-follower"),
-                       self._tg.create_task(self._publisher(), name="redis-publisher")]
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._loops_running())
+            self._lifetime = stack.pop_all()
         await self._say_if_unreachable()
+
+    @contextlib.asynccontextmanager
+    async def _loops_running(self) -> AsyncIterator[None]:
+        """The output follower and the publisher, in one task group, until `stop()`."""
+        async with asyncio.TaskGroup() as tg:
+            loops = [tg.create_task(self.follower.run(), name="redis-output-follower"),
+                     tg.create_task(self._publisher(), name="redis-publisher")]
+            try:
+                yield
+            finally:
+                for task in loops:
+                    task.cancel()
 
     async def _say_if_unreachable(self) -> None:
         """Redis down at start-up is said at once; the server still starts, /health
@@ -90,11 +100,9 @@ class RemoteVoiceService(VoiceFrontEnd):
             await self.disconnect(connection_id)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._outbox.join(), 5.0)
-        if self._tg is not None:
-            for task in self._loops:
-                task.cancel()
-            await self._tg.__aexit__(None, None, None)
-            self._tg, self._loops = None, []
+        lifetime, self._lifetime = self._lifetime, None
+        if lifetime is not None:
+            await lifetime.aclose()
         await self.bus.aclose()
         await self.out_redis.aclose()
 
