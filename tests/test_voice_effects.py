@@ -41,13 +41,14 @@ def filler(ms: float) -> AudioChunk:
     return AudioChunk(pcm.tobytes(), ms)
 
 
-async def run_turn(sink: ListSink) -> None:
+async def run_turn(sink: ListSink, chart_path: Path = ROOT / "charts" / "voice_turn.yaml",
+                   delay_s: float = 0.8) -> None:
     registry = default_registry()
-    chart = load_chart(ROOT / "charts" / "voice_turn.yaml", registry)
+    chart = load_chart(chart_path, registry)
     log = EventLog(sink, RealClock(), level="DEBUG")
     service = VoiceService(chart, registry, log, Metrics(lambda: 0),
                            stt=ScriptedTranscriber(["hello"]), detector_factory=EnergyDetector,
-                           speech=ToneSpeech(RATE, 100.0), responder=SlowResponder(0.8),
+                           speech=ToneSpeech(RATE, 100.0), responder=SlowResponder(delay_s),
                            filler=filler(3000.0), output_rate=RATE)
     await service.start()
     handler = service.new_handler()
@@ -122,3 +123,15 @@ async def test_the_recogniser_hears_of_the_silence_until_the_end_of_speech() -> 
     assert calls[0] == 0.0 and calls[-1] >= 200.0   # speech, then the hangover's silence
     first_quiet = next(i for i, ms in enumerate(calls) if ms > 0)
     assert all(ms > 0 for ms in calls[first_quiet:]), calls
+
+
+def test_the_tutorial_cue_never_delays_confirming() -> None:
+    """The README tutorial's CONFIRMING state plays a cue on entry (before issue 14 the
+    step waited for it: THINKING → CONFIRMING logged 802-809 ms)."""
+    sink = ListSink()
+    asyncio.run(run_turn(sink, ROOT / "docs" / "tutorial" / "voice_turn_confirming.yaml", 0.0))
+    moves = {(r["data"]["from"], r["data"]["to"]): r["data"]["latency_ms"]
+             for r in sink.of_type("state_transition", "fx")}
+    assert moves[("THINKING", "CONFIRMING")] < 50.0, moves
+    assert moves[("CONFIRMING", "SPEAKING")] < 50.0, moves
+    assert not sink.of_type("effect_slow", "fx")
