@@ -39,6 +39,7 @@ from engine.context import ActivityContext, EffectContext
 from engine.errors import ChartError, ChartErrors
 from engine.registry import GuardInput, Registry
 from engine.source import Position, SourceMap, load_yaml
+from engine.spec import DONE_PREFIX
 from engine.validator import RESERVED_NAMES
 from tests.reliability import FUZZ_BUDGETS, fuzz_settings
 
@@ -278,6 +279,11 @@ def targeted(draw: st.DrawFn) -> tuple[str, str, str, Position]:
         path, old = draw(st.sampled_from(places))
         new = old + draw(st.sampled_from(["_x", "s", "2"]))
         assume(new not in (doc.data.get("events") or {}))
+        if old.startswith(DONE_PREFIX):
+            # done.state.NAME is posted by the engine, never declared: a misspelt NAME is
+            # E132 (names no compound state, docs/errors.md), not E131 (undeclared event)
+            assume(new.removeprefix(DONE_PREFIX) not in state_names)
+            return seed, doc.replace(smap.keys[path], old, new), "E132", smap.keys[path]
         return seed, doc.replace(smap.keys[path], old, new), "E131", smap.keys[path]
     if kind in ("effect", "activity"):
         paths = (lists_in(doc, "enter") + lists_in(doc, "exit")) if kind == "effect" \
@@ -395,13 +401,17 @@ def signature(chart: CompiledChart, states: dict[str, str], events: dict[str, st
         return None if name is None else states.get(name, name)
 
     def e(name: str) -> str:
+        if name.startswith(DONE_PREFIX):   # done.state.NAME follows its state's name
+            return DONE_PREFIX + str(s(name.removeprefix(DONE_PREFIX)))
         return events.get(name, name)
 
-    rows = sorted((s(r.source), e(r.event), s(r.target), repr(r.guards), r.do, r.order)
-                  for r in chart.transitions)
+    # an internal transition has no target: it sorts first, as "" (no state is named "")
+    rows = sorted((s(r.source), e(r.event), s(r.target) or "", repr(r.guards), r.do, r.order,
+                   repr(r.sets)) for r in chart.transitions)
     infos = sorted((s(i.name), s(i.parent), s(i.initial), i.final,
                     tuple(sorted(i.contract.items())), i.enter, i.exit, i.invoke,
-                    tuple(sorted((round(t.delay_ms, 6), e(t.event)) for t in i.after)))
+                    tuple(sorted((round(t.delay_ms, 6), e(t.event)) for t in i.after)),
+                    i.parallel, i.history)
                    for i in chart.states.values())
     return (chart.name, chart.version, s(chart.initial), tuple(rows), tuple(infos),
             tuple(sorted(e(name) for name in chart.events)))
@@ -425,9 +435,15 @@ def rename(data: Any, states: dict[str, str], events: dict[str, str]) -> Any:
             if isinstance(spec.get("after"), dict):
                 spec["after"] = {k: events.get(v, v) for k, v in spec["after"].items()}
             if isinstance(spec.get("on"), dict):
-                spec["on"] = {events.get(ev, ev): fix_alt(alt) for ev, alt in spec["on"].items()}
+                spec["on"] = {fix_event(ev): fix_alt(alt) for ev, alt in spec["on"].items()}
             renamed[states.get(name, name)] = spec
         return renamed
+
+    def fix_event(event: str) -> str:
+        if event.startswith(DONE_PREFIX):   # done.state.NAME names a state
+            name = event.removeprefix(DONE_PREFIX)
+            return DONE_PREFIX + states.get(name, name)
+        return events.get(event, event)
 
     def fix_alt(alt: Any) -> Any:
         if isinstance(alt, list):
