@@ -95,3 +95,60 @@ def test_when_off_nothing_of_opentelemetry_is_loaded() -> None:
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_real_server_exports_its_calls_over_otlp_http(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`turnchart serve` with only the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set,
+    pointing at a local collector stand-in: one call, then a stop; the spans arrive
+    as OTLP/HTTP protobuf (flushed on shutdown)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from tests.support.live_clients import WebSocketCaller
+    from tests.support.waiting import wait_for
+    from tests.support.webrtc_client import ServerProcess
+
+    bodies: list[bytes] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                       f"http://127.0.0.1:{collector.server_port}/v1/traces")
+    server = ServerProcess(tmp_path)
+    try:
+        server.wait_ready()
+        caller = WebSocketCaller(server.base_url, "otel-call")
+        assert wait_for(lambda: server.transitions("otel-call"), 15)
+        caller.say_text("hello")
+        assert wait_for(lambda: "SPEAKING→LISTENING (playback_done)"
+                        in server.transitions("otel-call"), 30), server.transitions("otel-call")
+        caller.close()
+        assert wait_for(lambda: any(r["event_type"] == "session_closed"
+                                    for r in server.records()), 10)
+    finally:
+        assert server.stop() == 0
+        collector.shutdown()
+        collector.server_close()
+    names = []
+    for body in bodies:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        names += [span.name for rs in request.resource_spans for ss in rs.scope_spans
+                  for span in ss.spans]
+    assert {"session otel-call", "turn turn-1", "turn turn-2", "activity respond",
+            "activity speak"} <= set(names), names
