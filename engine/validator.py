@@ -810,12 +810,36 @@ class _Semantic:
                        for alts in self.nodes[o].spec.on.values() for a in alts):
                 self.err(node.path, "E171", f"state '{name}' is a dead end: no transition leaves "
                          "it (add one, or mark it final: true)", at_key=True)
+            else:
+                self._check_region_dead_end(name, node, owners)
         self._check_final_reachability()
         for name, node in self.nodes.items():
             for delay, event in node.spec.after.items():
                 if not any(event in self.nodes[o].spec.on for o in (name, *self._ancestors(name))):
                     self.warn((*node.path, "after", delay), "W201", f"timer event '{event}' of "
                               f"state '{name}' is not handled there; it will be rejected")
+
+    def _check_region_dead_end(self, name: str, node: StateNode, owners: tuple[str, ...]
+                               ) -> None:
+        """E175: a leaf inside a region of a parallel state whose only ways out leave the
+        whole parallel state (a hang-up): its region is stuck there for the rest of the
+        call, a dialogue step nothing moves on from."""
+        regional = []
+        for owner in owners:
+            parent = self.nodes[owner].parent
+            regional.append(owner)
+            if parent is not None and self.nodes[parent].spec.parallel:
+                region, parallel = owner, parent
+                break
+        else:
+            return
+        if not any(a.target is not None for o in regional
+                   for alts in self.nodes[o].spec.on.values() for a in alts):
+            where = (f"a region of '{parallel}'" if region == name
+                     else f"in region '{region}' of '{parallel}'")
+            self.err(node.path, "E175", f"state '{name}' ({where}) is a dead end: only leaving "
+                     f"'{parallel}' ends it (add a transition inside the region, or mark it "
+                     "final: true)", at_key=True)
 
     def _check_final_reachability(self) -> None:
         """Once a chart has a top-level final state, every top-level state needs a path to a
