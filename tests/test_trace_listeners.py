@@ -100,3 +100,49 @@ async def test_listeners_get_typed_events_in_order_and_can_leave() -> None:
     log.emit("INFO", "s1", "note", "a note", {})
     assert len(seen) == before
     assert log.counts["state_transition"] == 1
+
+
+def test_behind_serve_redis_a_worker_at_warning_still_drives_the_front_end(
+        tmp_path: Path) -> None:
+    """A real `turnchart worker` process at log level WARNING (TURNCHART_LOG_LEVEL) and
+    a Redis front-end: the caller's microphone opens when the worker's session enters
+    LISTENING, because the contract reaches the front-end whatever the level."""
+    import os
+    import subprocess
+    import sys
+
+    from starlette.testclient import TestClient
+
+    from tests.support.redis_server import RedisServer
+    from tests.support.waiting import wait_for
+    from tests.test_redis_voice import remote_factory
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as out:
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).with_name("turnchart")), "worker", "--redis", server.url,
+             "--lease-ms", "1000", "--worker-id", "w-warning"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "TURNCHART_LOG_LEVEL": "WARNING"})
+    try:
+        app = create_app(Settings(bus=server.url, log=LogSettings(level="WARNING")),
+                         voice_factory=remote_factory(server.url, ["hello"]),
+                         log_sink=ListSink())
+        with TestClient(app) as client, client.websocket_connect("/websocket/offer") as ws:
+            ws.send_json({"event": "start", "websocket_id": "warn-call"})
+            service = app.state.voice.service
+            assert wait_for(lambda: service.contract("warn-call").get("microphone") == "open",
+                            30), log_path.read_text()[-2000:]
+            ws.send_json({"event": "stop"})
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
+        server.stop()
+    lines = log_path.read_text().splitlines()
+    assert not any('"level": "INFO"' in line for line in lines), lines[:5]
