@@ -73,19 +73,6 @@ class FanOutSink:
             sink.write(record)
 
 
-class LevelFilterSink:
-    """Passes on records at or above `level`: lets one log feed a DEBUG reader (the
-    live inspector) while stdout keeps the configured level."""
-
-    def __init__(self, sink: LogSink, level: str) -> None:
-        self.sink = sink
-        self.threshold = LEVELS[level]
-
-    def write(self, record: Record) -> None:
-        if LEVELS.get(record["level"], 0) >= self.threshold:
-            self.sink.write(record)
-
-
 class JsonLog:
     """The JSON log as a trace listener: events at or above `level` become §3
     records for `sink` (stdout, a file, the page's log pane)."""
