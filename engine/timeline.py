@@ -242,6 +242,15 @@ class _Builder:
             self.barge_ins[index] = replace(self.barge_ins[index], outcome="applied",
                                             state=source)
 
+    def worker_regions(self, active: tuple[str, ...], at: float) -> None:
+        """A worker's report with parallel regions: one span per active leaf; a leaf
+        no longer reported ends its span, a newly reported one starts one."""
+        spans = {s.state: i for i, s in enumerate(self.states) if s.end_ms is None}
+        for state, i in spans.items():
+            if state not in active:
+                self.states[i] = replace(self.states[i], end_ms=at)
+        self.states.extend(StateSpan(s, at, None) for s in active if s not in spans)
+
     def _region_transition(self, source: str, target: str, active: tuple[str, ...],
                            at: float) -> float:
         """A chart with parallel regions: one span per active leaf. The region that
@@ -343,7 +352,9 @@ class _Builder:
         elif isinstance(event, StateTransition):
             self.transition(event, at)
         elif isinstance(event, WorkerState):  # a Redis front-end: states as the worker reported
-            if (not self.states or self.states[-1].state != event.state
+            if event.active:
+                self.worker_regions(event.active, at)
+            elif (not self.states or self.states[-1].state != event.state
                     or self.states[-1].end_ms is not None):
                 self.enter(event.state, at)
         elif isinstance(event, LatencyRecorded):

@@ -647,7 +647,9 @@ class RoutingRejected(TraceEvent):
 @_kind
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerState(TraceEvent):
-    """A Redis front-end: the state and contract a worker reported for a call held here."""
+    """A Redis front-end: the state and contract a worker reported for a call held here
+    (`state`: the first region's leaf; `active`, only for charts with parallel
+    regions: every active leaf, as `ContractApplied` has them)."""
 
     kind: ClassVar[str] = "worker_state"
     chart: str
@@ -655,20 +657,28 @@ class WorkerState(TraceEvent):
     version_hash: str
     state: str
     contract: Contract
+    active: tuple[str, ...] | None = None
 
     def describe(self) -> str:
-        return (f"🛰️ worker: {self.state} (🎤 {self.contract.get('microphone')} · "
+        where = " + ".join(self.active) if self.active else self.state
+        return (f"🛰️ worker: {where} (🎤 {self.contract.get('microphone')} · "
                 f"🔈 {self.contract.get('playback')})")
 
     def data(self) -> dict[str, Any]:
-        return {"chart": self.chart, "version": self.version, "version_hash": self.version_hash,
-                "state": self.state, **self.contract, **(self.extra or {})}
+        out = {"chart": self.chart, "version": self.version, "version_hash": self.version_hash,
+               "state": self.state, **self.contract}
+        if self.active is not None:
+            out["active"] = list(self.active)
+        return {**out, **(self.extra or {})}
 
     @classmethod
     def _from_data(cls, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         head = ("chart", "version", "version_hash", "state")
+        active = data.get("active")
         return ({**{k: data.get(k) for k in head},
-                 "contract": Contract.of({k: v for k, v in data.items() if k not in head})}, {})
+                 "active": tuple(active) if isinstance(active, list) else None,
+                 "contract": Contract.of({k: v for k, v in data.items()
+                                          if k not in head and k != "active"})}, {})
 
 
 @_kind

@@ -9,11 +9,16 @@ keys); the front-end follows the streams of the sessions it holds with one
 
 | op | fields | front-end does |
 |---|---|---|
-| `contract` | `state`, `microphone`, `playback` | routes audio frames by it |
+| `contract` | `state`, `microphone`, `playback`, [`active`] | routes audio by it; turn policy |
 | `start` | — | drops audio queued from an earlier answer (a new one begins) |
 | `audio` | `pcm` (bytes), `ms` | queues the frames |
 | `clear` | — | drops everything queued |
 | `filler` / `filler_cancel` | `pcm`, `ms` / — | plays / drops the filler clip |
+
+A chart with parallel regions runs several leaf states at once: its `contract`
+ops also carry `active`, a JSON list of every active leaf (document order; `state`
+is the first of them), and `microphone`/`playback` are the contract merged over
+all regions. Ops of other charts have no `active` field, as before.
 
 Audio is raw int16 PCM at the front-end's output rate (24 kHz: 48 KB/s while
 speaking). `drain` on the worker waits for the audio's real-time length,
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -116,10 +122,13 @@ class ContractPublisher:
         if not isinstance(event, ContractApplied):
             return
         contract = event.contract
-        self.queue.put_nowait((event.session_id, {
+        fields: dict[Any, Any] = {
             "op": "contract", "state": event.state,
             "microphone": contract.microphone or "closed",
-            "playback": contract.playback or "stopped"}))
+            "playback": contract.playback or "stopped"}
+        if event.active is not None:    # parallel regions: every active leaf (JSON list)
+            fields["active"] = json.dumps(list(event.active))
+        self.queue.put_nowait((event.session_id, fields))
 
     async def run(self) -> None:
         while True:

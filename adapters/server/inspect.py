@@ -119,6 +119,7 @@ class SessionView:
                 self.started, self.closed_t_ms = True, None
             if event.state != self.state:
                 self._enter(event.state, event)
+            self.active = list(event.active) if event.active else None   # parallel regions
             self.contract = {k: v for k, v in event.contract.items()
                              if k in ("microphone", "playback")}
         elif isinstance(event, SessionClosed | WorkerSessionReleased):

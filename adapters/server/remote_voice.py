@@ -42,6 +42,18 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _active(value: Any) -> tuple[str, ...] | None:
+    """A contract op's `active` field (charts with parallel regions): a JSON list of
+    leaf states; None when absent, or not such a list."""
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        leaves = json.loads(_text(value))
+        if isinstance(leaves, list) and leaves and all(isinstance(s, str) for s in leaves):
+            return tuple(leaves)
+    return None
+
+
 class RemoteVoiceService(VoiceFrontEnd):
     """The Redis `VoiceHost`: the sessions live on Redis workers; what it knows of
     them is what the live workers report (`Keys.worker_sessions`, once a second)."""
@@ -60,6 +72,9 @@ class RemoteVoiceService(VoiceFrontEnd):
         self.follower = OutputFollower(self.out_redis, self._on_op, url=redis_url)
         self.contracts: dict[str, Mapping[str, str]] = {}
         self.worker_states: dict[str, str] = {}   # the state each worker last reported
+        # ... and the configuration it makes in this front-end's chart (root first; with
+        # parallel regions every region's leaf and their parents): the turn policy's key
+        self.configurations: dict[str, tuple[str, ...]] = {}
         self.muted: set[str] = set()   # barge-in decided here; drop audio until the clear
         self._outbox: asyncio.Queue[VoiceEvent] = asyncio.Queue()
         self.publish_retry_s = 10.0   # how long an event waits out a Redis outage, in order
@@ -246,30 +261,41 @@ class RemoteVoiceService(VoiceFrontEnd):
             self.follower.unfollow(session_id)
             self.router.detach(session_id)
             self.worker_states.pop(session_id, None)
+            self.configurations.pop(session_id, None)
             if self.contracts.pop(session_id, None) is not None:
                 self.log.publish(WorkerSessionReleased(*self.log.stamp(session_id)))
         self.connections.unregister(connection_id)
 
-    def _note_worker_state(self, session_id: str, state: str,
-                           contract: Mapping[str, str]) -> None:
-        """The session's state as its worker reported it with the contract: the
-        front-end's own log (and so /inspect) sees the session move."""
+    def _note_worker_state(self, session_id: str, state: str, contract: Mapping[str, str],
+                           active: tuple[str, ...] | None = None) -> None:
+        """The session's state as its worker reported it with the contract (and, with
+        parallel regions, every active leaf): the front-end's own log (and so
+        /inspect) sees the session move."""
         if not state:
             return
         self.log.publish(WorkerState(*self.log.stamp(session_id), chart=self.chart.name,
                                      version=self.chart.version,
                                      version_hash=self.chart.version_hash, state=state,
-                                     contract=Contract.of(contract)))
+                                     contract=Contract.of(contract), active=active))
+
+    def _configuration(self, state: str, active: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The states the reported leaves make active in this front-end's chart, root
+        first; () when it does not know one of them (a worker on another version)."""
+        leaves = active or ((state,) if state else ())
+        if not leaves or any(leaf not in self.chart.states for leaf in leaves):
+            return ()
+        return self.chart.ordered(s for leaf in leaves for s in self.chart.configuration_of(leaf))
 
     # events ------------------------------------------------------------------------
     def contract(self, session_id: str) -> Mapping[str, str]:
         return self.contracts.get(session_id, _CLOSED)
 
     def turn_policy(self, session_id: str) -> TurnPolicy:
-        """The reported state's policy, looked up in this front-end's chart (the worker
-        sends the state with each contract; the policy is the chart's, per state)."""
-        info = self.chart.states.get(self.worker_states.get(session_id, ""))
-        return info.turn if info is not None else NO_POLICY
+        """The reported states' policy, looked up in this front-end's chart (the worker
+        sends the state, with parallel regions every active leaf, with each contract;
+        the policy is the chart's: `turn_of` merges every region's own keys)."""
+        configuration = self.configurations.get(session_id, ())
+        return self.chart.turn_of(configuration) if configuration else NO_POLICY
 
     def post(self, session_id: str, event_type: str, payload: dict[str, Any],
              *, ack: Any = None, source: str = "fastrtc") -> bool:
@@ -290,9 +316,12 @@ class RemoteVoiceService(VoiceFrontEnd):
         if op == "contract":
             contract = {"microphone": _text(fields.get("microphone", "closed")),
                         "playback": _text(fields.get("playback", "stopped"))}
+            # the worker merged the contract over its regions (contract_of): route by it
             self.contracts[session_id] = MappingProxyType(contract)
-            self.worker_states[session_id] = _text(fields.get("state", ""))
-            self._note_worker_state(session_id, _text(fields.get("state", "")), contract)
+            state, active = _text(fields.get("state", "")), _active(fields.get("active"))
+            self.worker_states[session_id] = state
+            self.configurations[session_id] = self._configuration(state, active)
+            self._note_worker_state(session_id, state, contract, active)
         elif stream is None:
             return
         elif op == "start":
