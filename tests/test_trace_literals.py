@@ -19,7 +19,8 @@ SAME_WORD = {
     # `turnchart paths` names a kind of problem after the line kind (docs/paths.md).
     (Path("engine/paths.py"), '"contract_violation"'),
 }
-LITERAL = re.compile(r"""["'](%s)["']""" % "|".join(sorted(KINDS, key=len, reverse=True)))
+KIND_NAMES = "|".join(sorted(KINDS, key=len, reverse=True))
+LITERAL = re.compile(rf"""["']({KIND_NAMES})["']""")
 
 
 def offenders() -> list[str]:
