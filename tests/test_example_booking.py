@@ -145,12 +145,19 @@ def test_a_live_websocket_call_books_a_table_offline(tmp_path: Path) -> None:
     try:
         charts = httpx.get(f"{base}/charts").json()["charts"]
         assert [c["name"] for c in charts] == ["booking"] and not charts[0]["errors"]
+        page = httpx.get(f"{base}/charts/booking").text        # the chart page's States table
+        assert "<th>prompt · tools</th>" in page
+        assert "💬 A table for {party_size}. Which day would you like?<br>🛠️ <code>set_date" \
+            in page
+        states = httpx.get(f"{base}/charts/booking.json").json()["states"]
+        assert states["CONFIRM"]["tools"] == ["confirm_booking", "ask_opening_hours",
+                                              "not_understood"]
         caller = WebSocketCaller(base, sid)
         try:
             for n, words in enumerate(["a table for four please", "tomorrow",
                                        "half past seven", "yes please"], 1):
                 caller.say_text(words)
-                assert wait_for(lambda n=n: answered(n), 30), flow()
+                assert wait_for(lambda n=n: answered(n), 60), flow()   # a loaded machine
             assert caller.audio_frames > 20 and caller.errors == []
         finally:
             caller.close()

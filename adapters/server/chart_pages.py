@@ -94,6 +94,14 @@ def _versions(entry: ChartEntry, uses: Iterable[VersionUse]) -> str:
             "<th></th></tr>" + "".join(rows) + "</table>")
 
 
+def _dialogue_cell(prompt: str | None, tools: tuple[str, ...]) -> str:
+    """A state's prompt and tools (issue 16 §4), inherited ones included; "—" for none."""
+    parts = [f"💬 {escape(prompt)}"] if prompt else []
+    if tools:
+        parts.append("🛠️ " + ", ".join(f"<code>{escape(t)}</code>" for t in tools))
+    return "<br>".join(parts) or "—"
+
+
 def chart_page(entry: ChartEntry, uses: Iterable[VersionUse] = ()) -> str:
     chart = entry.chart
     if chart is None:
@@ -109,7 +117,8 @@ def chart_page(entry: ChartEntry, uses: Iterable[VersionUse] = ()) -> str:
             f"<td>{escape(contract)}</td><td>{escape(info.turn.text())}</td>"
             f"<td>{escape(', '.join(info.enter))}</td>"
             f"<td>{escape(', '.join(info.invoke))}</td><td>{escape(timers)}</td>"
-            f"<td>{escape(handled)}</td><td>{escape(info.description or '')}</td></tr>")
+            f"<td>{escape(handled)}</td><td>{_dialogue_cell(info.prompt, info.tools)}</td>"
+            f"<td>{escape(info.description or '')}</td></tr>")
     events: list[str] = []
     for name, ev in chart.events.items():
         payload = ", ".join(f"{k}: {v}" for k, v in ev.payload.items())
@@ -123,7 +132,8 @@ def chart_page(entry: ChartEntry, uses: Iterable[VersionUse] = ()) -> str:
         f"<a href='/charts/{chart.name}.mmd'>Mermaid</a> · "
         f"<a href='/charts/{chart.name}.json'>JSON</a></p>"
         "<h2>States</h2><table><tr><th>state</th><th>contract</th><th>turn</th><th>enter</th>"
-        "<th>invoke</th><th>timers</th><th>events handled</th><th>description</th></tr>"
+        "<th>invoke</th><th>timers</th><th>events handled</th><th>prompt · tools</th>"
+        "<th>description</th></tr>"
         + "".join(states) + "</table><h2>Events</h2><table><tr><th>event</th><th>payload</th>"
         "<th>unhandled</th></tr>" + "".join(events) + "</table>")
     return _page(f"{chart.name} chart", body)
