@@ -510,11 +510,17 @@ class _Semantic:
     def _check_prompt(self, prompt: str, loc: PathKey) -> None:
         """A prompt may name data fields as `{field}` (filled in when asked); nothing else."""
         try:
-            names = [f for _, f, _, _ in string.Formatter().parse(prompt)
-                     if f is not None]
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(prompt)
+                      if f is not None]
         except ValueError as exc:
             self.err(loc, "E188", f"bad prompt: {exc} (write {{{{ for a literal brace)")
             return
+        names = [f for f, _, _ in fields]
+        for name, spec, conv in fields:
+            if spec or conv:
+                self.err(loc, "E188", f"bad prompt: '{{{name}...}}' has a conversion or "
+                         "format; write just {field}")
+                return
         for name in names:
             if name not in self.spec.data:
                 self.err(loc, "E188", f"prompt names '{{{name}}}', which is not a data field"

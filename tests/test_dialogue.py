@@ -263,3 +263,20 @@ def test_each_state_shows_its_own_prompt_and_the_tools_it_adds() -> None:
     assert states["ASK_DATE"]["prompt"] == "A table for {party_size}. Which day would you like?"
     assert states["ASK_DATE"]["tools"] == ["set_date", "ask_opening_hours", "not_understood"]
     assert "prompt" not in states["LISTENING"] and "tools" not in states["LISTENING"]
+
+
+@pytest.mark.parametrize(("prompt", "says"), [
+    ('"On {date. At what time?"', "E188 bad prompt: expected '}' before end of string"),
+    ('"On {date!r}. At what time?"', "E188 bad prompt: '{date...}' has a conversion or format"),
+    ('"At {time:>5}?"', "E188 bad prompt: '{time...}' has a conversion or format"),
+    ('"On {date.__class__}?"', "E188 prompt names '{date.__class__}', which is not a data field"),
+])
+def test_a_prompt_names_data_fields_and_nothing_else(prompt: str, says: str) -> None:
+    from engine.chart import compile_text
+    from engine.errors import ChartErrors
+    text = CHART.read_text(encoding="utf-8").replace("prompt: On {date}. At what time?",
+                                                     f"prompt: {prompt}")
+    with pytest.raises(ChartErrors) as info:
+        compile_text(text, "booking.yaml", build_registry())
+    [error] = [str(e) for e in info.value.errors]
+    assert error.startswith("booking.yaml:133:25: " + says), error
