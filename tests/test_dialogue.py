@@ -280,3 +280,78 @@ def test_a_prompt_names_data_fields_and_nothing_else(prompt: str, says: str) -> 
         compile_text(text, "booking.yaml", build_registry())
     [error] = [str(e) for e in info.value.errors]
     assert error.startswith("booking.yaml:133:25: " + says), error
+
+
+def test_a_barge_in_before_the_tool_event_leaves_the_flow_where_it_was() -> None:
+    """The caller barges in while the responder's call is on its way: either respond
+    is cancelled before it posts, or what it posted is stale. Either way the flow
+    has not moved and nothing is answered; the next turn asks in ASK_SIZE again."""
+    class ByWords(_Scripted):
+        async def converse(self, text: str, session_id: str,
+                           dialogue: Dialogue) -> AsyncIterator[str | ToolCall]:
+            self.asked.append(dialogue)
+            if not dialogue.results:
+                yield ToolCall("set_party_size", {"size": {"three": 3, "two": 2}[text]})
+            else:
+                yield dialogue.prompt
+
+    responder = ByWords([])
+
+    async def run() -> list[Any]:
+        async with Sandbox(_chart(), build_registry()) as box:
+            box.ports.responder = responder
+            await box.open("s1")
+            box.send("s1", "client_connected", source="test")
+            await box.advance_to(10)
+            box.send("s1", "stt_final", {"text": "three", "is_final": True}, source="test")
+            box.send("s1", "barge_in", {"reason": "over it"}, source="test")
+            await box.advance_to(1000)
+            box.send("s1", "stt_final", {"text": "two", "is_final": True}, source="test")
+            await box.advance_to(5000)
+        return box.trace
+
+    trace = asyncio.run(run())
+    moves = [(e.source, e.target) for e in trace if isinstance(e, StateTransition)]
+    assert ("THINKING", "INTERRUPT") in moves
+    assert [m for m in moves if m[0].startswith("ASK_")] == [("ASK_SIZE", "ASK_DATE")]
+    stale = [e for e in trace if e.kind == "event_stale"]
+    assert all(e.event == "set_party_size" for e in stale) and len(stale) <= 1
+    assert _said(trace) == ["A table for 2. Which day would you like?"]   # not 3
+    assert [d.state for d in responder.asked][-2:] == ["ASK_SIZE", "ASK_DATE"]
+
+
+def test_a_tool_event_queued_behind_a_barge_in_is_stale() -> None:
+    """The barge-in reaches the inbox while the responder is making its call (the
+    responder sends it itself, so the order is certain): the call is posted behind
+    the barge-in and dropped as stale; the flow stays in ASK_SIZE, nothing is said."""
+    box_ref: list[Sandbox] = []
+
+    class BargedIn(_Scripted):
+        async def converse(self, text: str, session_id: str,
+                           dialogue: Dialogue) -> AsyncIterator[str | ToolCall]:
+            self.asked.append(dialogue)
+            box_ref[0].send("s1", "barge_in", {"reason": "over it"}, source="test")
+            yield ToolCall("set_party_size", {"size": 3})
+
+    async def run() -> list[Any]:
+        async with Sandbox(_chart(), build_registry()) as box:
+            box_ref.append(box)
+            box.ports.responder = BargedIn([])
+            await box.open("s1")
+            box.send("s1", "client_connected", source="test")
+            await box.advance_to(10)
+            box.send("s1", "stt_final", {"text": "three", "is_final": True}, source="test")
+            await box.advance_to(1000)
+        return box.trace
+
+    trace = asyncio.run(run())
+    [stale] = [e for e in trace if e.kind == "event_stale"]
+    assert stale.event == "set_party_size" and stale.owner == "THINKING"
+    assert not any(isinstance(e, StateTransition) and e.source.startswith("ASK_")
+                   for e in trace)
+    assert _said(trace) == [] and len(responder_calls(trace)) == 1
+
+
+def responder_calls(trace: list[Any]) -> list[Any]:
+    return [e for e in trace if getattr(e, "event_type", "") == "tool_called"
+            or getattr(e, "kind", "") == "tool_called"]
