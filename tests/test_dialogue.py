@@ -211,6 +211,8 @@ def _booking_dialogue(state: str, **data: Any) -> Dialogue:
     ("HOURS", "ok let's continue", [("continue_booking", {})]),
     ("ASK_SIZE", "purple elephants", [("not_understood", {"heard": "purple elephants"})]),
     ("BOOKED", "thanks", []),
+    ("ASK_SIZE", "hello there", []),             # small talk is no misunderstanding
+    ("ASK_DATE", "thank you", []),
 ])
 def test_the_offline_responder_fills_the_state_tools(state: str, words: str,
                                                      calls: list[tuple[str, Any]]) -> None:

@@ -9,7 +9,9 @@ the rules of adapters/responder/extract.py, in this order:
    ("what are your opening hours" → `ask_opening_hours`);
 2. every tool whose parameters can all be filled (number, date, time, yes/no);
 3. else the state's catch-all tool, one whose only parameter is a plain `str`
-   (such as `not_understood {heard: str}`), with the caller's words.
+   (such as `not_understood {heard: str}`), with the caller's words; a greeting
+   or a thank-you calls nothing (it is not a misunderstanding): the state's
+   prompt is the answer.
 
 Asked again with the calls' results (the state they led to), it says that
 state's prompt, after an apology when a call was refused (the refusal's field
@@ -26,6 +28,7 @@ from typing import Any
 
 from adapters.responder.builtin import BuiltinResponder
 from adapters.responder.extract import calendar_date, clock_time, number, words_of, yes_no
+from adapters.responder.intents import PHRASE_MIN, detect_intent
 from engine.dialogue import Dialogue, Tool, ToolCall
 
 NOT_UNDERSTOOD = "Sorry, I did not get that."
@@ -97,10 +100,17 @@ def plan_calls(text: str, dialogue: Dialogue, today: date) -> list[ToolCall]:
     if calls:
         return calls
     catch_all = next((t for t in dialogue.tools if _is_catch_all(t)), None)
-    if catch_all is not None and text.strip():
+    if catch_all is not None and text.strip() and not _small_talk(text):
         (param, _), = catch_all.parameters.items()
         return [ToolCall(catch_all.name, {param: text.strip()}, "call-0")]
     return []
+
+
+def _small_talk(text: str) -> bool:
+    """"Hello", "thanks": not an answer, and not a misunderstanding either."""
+    intent = detect_intent(text)
+    return intent is not None and intent.name in ("greeting", "thanks") \
+        and intent.confidence >= PHRASE_MIN
 
 
 class BuiltinFlowResponder(BuiltinResponder):
