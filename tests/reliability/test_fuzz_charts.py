@@ -39,7 +39,7 @@ from engine.context import ActivityContext, EffectContext
 from engine.errors import ChartError, ChartErrors
 from engine.registry import GuardInput, Registry
 from engine.source import Position, SourceMap, load_yaml
-from engine.spec import DONE_PREFIX
+from engine.spec import DONE_PREFIX, GuardRef
 from engine.validator import RESERVED_NAMES
 from tests.reliability import FUZZ_BUDGETS, fuzz_settings
 
@@ -405,9 +405,13 @@ def signature(chart: CompiledChart, states: dict[str, str], events: dict[str, st
             return DONE_PREFIX + str(s(name.removeprefix(DONE_PREFIX)))
         return events.get(name, name)
 
+    def guard(g: GuardRef) -> str:   # guard arguments are keywords: their order is no meaning
+        return repr((g.name, g.negated, sorted(g.args, key=lambda kv: kv[0])))
+
     # an internal transition has no target: it sorts first, as "" (no state is named "")
-    rows = sorted((s(r.source), e(r.event), s(r.target) or "", repr(r.guards), r.do, r.order,
-                   repr(r.sets)) for r in chart.transitions)
+    rows = sorted((s(r.source), e(r.event), s(r.target) or "", [guard(g) for g in r.guards],
+                   r.do, r.order, repr(sorted(r.sets, key=lambda kv: kv[0])))
+                  for r in chart.transitions)
     infos = sorted((s(i.name), s(i.parent), s(i.initial), i.final,
                     tuple(sorted(i.contract.items())), i.enter, i.exit, i.invoke,
                     tuple(sorted((round(t.delay_ms, 6), e(t.event)) for t in i.after)),
