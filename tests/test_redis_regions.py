@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from adapters.server.remote_voice import RemoteVoiceService
 from engine.behaviours import default_registry
 from engine.chart import compile_text
 from engine.clock import RealClock
+from engine.compiler import CompiledChart
 from engine.events import VoiceEvent
 from engine.fakes import fake_ports
 from engine.logs import EventLog, ListSink
@@ -152,7 +155,7 @@ async def test_contract_ops_carry_every_active_leaf_only_for_charts_with_regions
 
 
 async def test_the_front_end_follows_every_region_its_worker_reports(
-        server: RedisServer) -> None:
+        server: RedisServer, tmp_path: Path) -> None:
     """A live worker (in-process) and a `serve --redis` front-end on a private Redis."""
     registry = default_registry()
     chart = compile_text(REGIONS, "regions.yaml", registry)
@@ -211,10 +214,34 @@ async def test_the_front_end_follows_every_region_its_worker_reports(
     lines = [r for r in front_sink.records if r["event_type"] == "worker_state"]
     assert lines[2]["data"]["active"] == ["LISTENING", "CONFIRM"]
     assert lines[2]["message"] == "🛰️ worker: LISTENING + CONFIRM (🎤 open · 🔈 streaming)"
+    page = page_view(chart, lines[:3], tmp_path)   # the /inspect page's own model code
+    assert page["active"] == ["LISTENING", "CONFIRM"]
+    assert page["configuration"] == ["CALL", "TURN", "LISTENING", "FLOW", "CONFIRM"]
     # the timeline: one span per region while in CALL; FLOW's ASK_SIZE ends at CONFIRM
     spans = [(s.state, s.end_ms is None) for s in build_timeline(SID, seen).states]
     assert spans == [("IDLE", False), ("LISTENING", False), ("ASK_SIZE", False),
                      ("CONFIRM", False), ("IDLE", True)]
+
+
+def page_view(chart: CompiledChart, records: list[dict[str, Any]], tmp: Path) -> Any:
+    """The /inspect page's copy of SessionView.apply (adapters/server/static/inspect.js),
+    run by node over `records` (as tests/test_flow_inspect.py does): its view of SID."""
+    node = shutil.which("node")
+    assert node, "node is needed to run the inspector page's model code (apt-get install nodejs)"
+    page = (ROOT / "adapters" / "server" / "static" / "inspect.js").read_text(encoding="utf-8")
+    model_code = page[page.index("function emptyView"):page.index("function orderedSessions")]
+    parents = {name: info.parent for name, info in chart.states.items()}
+    script = tmp / "model.js"
+    script.write_text(
+        "const model = {sessions: new Map()};\n"
+        "const chartData = new Map([[" + json.dumps(chart.name) + ", {resolved: {parents: "
+        + json.dumps(parents) + "}}]]);\n" + model_code
+        + "\nfor (const rec of " + json.dumps(records) + ") applyRecord(rec);\n"
+        "const v = model.sessions.get(" + json.dumps(SID) + ");\n"
+        "console.log(JSON.stringify({active: activeOf(v), configuration: v.configuration}));\n",
+        encoding="utf-8")
+    return json.loads(subprocess.run([node, str(script)], capture_output=True, text=True,
+                                     timeout=60, check=True).stdout)
 
 
 async def test_a_front_end_without_regions_keeps_the_state_it_was_told() -> None:

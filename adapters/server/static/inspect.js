@@ -137,6 +137,10 @@ function applyRecord(rec) {  // the page's copy of adapters/server/inspect.py Se
                              live: true, closed_t_ms: null});
       }
       if (d.state !== view.state) enter(view, d.state, rec);
+      if (Array.isArray(d.active)) {   // parallel regions: another region may have moved
+        view.active = d.active;
+        view.configuration = configurationOfAll(view.chart, view);
+      }
       view.contract = {microphone: d.microphone, playback: d.playback};
       break;
     case "session_closed":
