@@ -21,6 +21,7 @@ from statemachine.exceptions import InvalidDefinition
 from statemachine.io import create_machine_class_from_definition
 
 from engine.errors import ChartError, ChartErrors
+from engine.guards import RowGuard
 from engine.registry import GuardInput, Registry
 from engine.source import Position, SourceMap
 from engine.spec import (
@@ -336,16 +337,17 @@ def _without_unset_additions(dumped: dict[str, Any]) -> dict[str, Any]:
 
 
 def _guard_wrapper(ref: GuardRef, fn: Callable[[GuardInput], bool]) -> Callable[..., bool]:
+    """A python-statemachine condition: the row's guard (engine/guards.py evaluates it,
+    as `turnchart paths` does), recording in the step which guard said no."""
     def guard(step: StepRecord | None = None, **_: Any) -> bool:
         if step is None:
             return False
-        inp = step.guard_input if not args else replace(step.guard_input, args=args)
-        result = bool(fn(inp)) != ref.negated
+        result = bound.check(step.guard_input)
         if not result:
-            step.failed_guards.append(str(ref))
+            step.failed_guards.append(bound.label)
         return result
 
-    args = MappingProxyType(ref.arguments)
+    bound = RowGuard.bind(ref, fn)
     guard.__name__ = f"guard_{ref.name}"
     return guard
 

@@ -16,8 +16,10 @@ How the sequences are made (docs/paths.md):
   fires it.
 - Guards are code, so inputs come from the examples a guard declares in the
   registry (`Registry.guard(..., examples=...)`); the real guard is evaluated
-  on each candidate payload to pick one. A guard without examples gets its
-  outcome *forced* for that one evaluation, and the report says so.
+  on each candidate payload to pick one, with the session's data and the row's
+  arguments, exactly as the kernel evaluates it (engine/guards.py). A guard
+  without examples gets its outcome *forced* for that one evaluation, and the
+  report says so.
 - Events that timers and activities post may be injected as outside events (at
   once, as the timer or activity would): every transition is then reached
   deterministically, and the report marks those rows "injected".
@@ -44,8 +46,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.compiler import CompiledChart, TransitionRow, compile_chart
+from engine.data import defaults as data_defaults
 from engine.events import EventProblem, VoiceEvent, check_payload
 from engine.fakes import FakeSettings
+from engine.guards import RowGuard
 from engine.logs import Record
 from engine.registry import GuardFn, GuardInput, Registry
 from engine.sandbox import Sandbox
@@ -61,6 +65,7 @@ from engine.trace import (
     EventReceived,
     EventStale,
     InternalTransition,
+    LogLine,
     SessionClosed,
     SessionResumed,
     SessionStarted,
@@ -266,13 +271,15 @@ class _Evaluation:
 
 class _Guards:
     """Evaluates guards the way the kernel does (rows in order, guards in order,
-    first failing one stops the row) and knows which can only be forced: a guard
-    with no example that fits the event (one naming at least one of its payload
-    fields, or empty)."""
+    first failing one stops the row; each guard through engine/guards.py, as the
+    kernel's conditions) and knows which can only be forced: a guard with no
+    example that fits the event (one naming at least one of its payload fields,
+    or empty)."""
 
     def __init__(self, chart: CompiledChart, registry: Registry) -> None:
-        names = {g.name for row in chart.transitions for g in row.guards}
-        self.fns: dict[str, GuardFn] = {n: registry.guard_fn(n) for n in names}
+        self.bound: dict[tuple[int, int], RowGuard] = {
+            (row.index, j): RowGuard.bind(ref, registry.guard_fn(ref.name))
+            for row in chart.transitions for j, ref in enumerate(row.guards)}
         self._examples: dict[tuple[str, str], dict[bool, tuple[Mapping[str, Any], ...]]] = {}
         for row in chart.transitions:
             fields = set(chart.events[row.event].payload)
@@ -290,10 +297,11 @@ class _Guards:
         return self._examples.get((name, event), {}).get(outcome, ())
 
     def evaluate(self, rows: Sequence[TransitionRow], event: str, payload: Mapping[str, Any],
-                 plan: Forced | None = None) -> list[_Evaluation]:
-        """Every way the event can go. With `plan` (a run's forcing), exactly one;
-        without, guards that can only be forced branch into both outcomes."""
-        inp = GuardInput(event, payload, {})
+                 data: Mapping[str, Any], plan: Forced | None = None) -> list[_Evaluation]:
+        """Every way the event can go, given the payload and the session's data. With
+        `plan` (a run's forcing), exactly one; without, guards that can only be
+        forced branch into both outcomes."""
+        inp = GuardInput(event, payload, data)
         queues: dict[str, deque[bool | None]] = {}
         for name, value in plan or ():
             queues.setdefault(name, deque()).append(value)
@@ -309,6 +317,7 @@ class _Guards:
                 out.append(_Evaluation(row, checks, _trim(forced)))
                 return
             ref = row.guards[j]
+            guard = self.bound[(row.index, j)]
             forceable = (ref.name, event) in self.forceable
             choices: list[tuple[bool, bool | None]] = []   # raw result, forced value
             queue = queues.get(ref.name) if forceable else None
@@ -318,7 +327,7 @@ class _Guards:
             else:
                 natural: bool | None = None
                 try:
-                    natural = bool(self.fns[ref.name](inp))
+                    natural = guard.answer(inp)
                     choices.append((natural, None))
                 except Exception as exc:
                     out.append(_Evaluation(None, checks, _trim(forced),
@@ -326,7 +335,7 @@ class _Guards:
                 if forceable and plan is None:
                     choices.extend((value, value) for value in (True, False) if value != natural)
             for raw, forced_value in choices:
-                held = raw != ref.negated
+                held = guard.holds(raw)
                 check = (GuardOutcome(row.index, j, held), forced_value is not None)
                 more = ((ref.name, forced_value),) if forceable else ()
                 if held:
@@ -385,6 +394,7 @@ class _Run:
     quiescent: bool
     pending: tuple[str, ...]
     trace: list[TraceEvent]
+    rest_data: Mapping[str, Any] = field(default_factory=dict)   # the session's data at rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,31 +407,39 @@ class _Handling:
     state: str
     outcome: Outcome
     step: PathStep | None
+    data: Mapping[str, Any]            # the session's data when the event arrived
 
 
 Outcome = StateTransition | InternalTransition | TransitionRejected | EventStale
 _OUTCOMES = (StateTransition, InternalTransition, TransitionRejected, EventStale)
 
 
-def _handlings(trace: Sequence[TraceEvent], steps: Sequence[PathStep]) -> Iterable[_Handling]:
-    """What each event did, from the state it found. With parallel regions one event
-    may have an outcome line per region, all from the same state (`_where`)."""
+def _handlings(trace: Sequence[TraceEvent], steps: Sequence[PathStep],
+               data: Mapping[str, Any]) -> Iterable[_Handling]:
+    """What each event did, from the state it found, with the data it found (`data`:
+    the chart's defaults, then each `data_changed` line's new values). With parallel
+    regions one event may have an outcome line per region, all from the same state
+    (`_where`)."""
     state = before = ""
+    current, seen = dict(data), dict(data)
     received: EventReceived | None = None
     outside = 0
     step: PathStep | None = None
     for event in trace:
         if isinstance(event, SessionStarted | SessionResumed):
             state = event.state
+        elif isinstance(event, LogLine) and event.name == "data_changed":
+            changes = event.fields.get("changes") or {}
+            current.update({name: change["to"] for name, change in changes.items()})
         elif isinstance(event, EventReceived):
-            received, before = event, state
+            received, before, seen = event, state, dict(current)
             step = None
             if event.source == SOURCE:
                 step = steps[outside] if outside < len(steps) else None
                 outside += 1
         elif received is not None and isinstance(event, _OUTCOMES):
             yield _Handling(received.event, received.source, received.payload or {},
-                            before, event, step)
+                            before, event, step, seen)
             if isinstance(event, StateTransition):
                 state = _JOIN.join(event.active) if event.active else event.target
             if not (isinstance(event, StateTransition | InternalTransition)
@@ -439,6 +457,7 @@ class _Node:
     steps: tuple[PathStep, ...]
     rest_ms: float
     state: str
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -507,7 +526,7 @@ class PathGenerator:
                         return None   # nothing would ever happen by waiting
                     await box.advance_to(due)
             await box.advance_to(box.now_ms())
-            rest_state, rest_at = _where(session), box.now_ms()
+            rest_state, rest_at, rest_data = _where(session), box.now_ms(), dict(session.context)
             limit = rest_at + self.horizon_ms
             while (due := box.next_due()) is not None and due <= limit:
                 await box.advance_to(due)
@@ -518,7 +537,7 @@ class PathGenerator:
         pending = tuple(e.activity for e in box.trace
                         if isinstance(e, ActivityCancelled) and e.reason == SESSION_CLOSED)
         return _Run(steps, rest_state, rest_at, until, final_state, quiescent, pending,
-                    box.trace)
+                    box.trace, rest_data)
 
     # ------------------------------------------------------------- planning
     def _payload_candidates(self, event: str, rows: Sequence[TransitionRow]
@@ -551,9 +570,9 @@ class PathGenerator:
                 out.append(payload)
         return out
 
-    def _actions(self, state: str, at: float) -> list[PathStep]:
-        """One step per distinct way each handled event can go in `state` (with parallel
-        regions: in each region's leaf)."""
+    def _actions(self, state: str, at: float, data: Mapping[str, Any]) -> list[PathStep]:
+        """One step per distinct way each handled event can go in `state` with the
+        session's `data` (with parallel regions: in each region's leaf)."""
         out: list[PathStep] = []
         seen: set[str] = set()
         handled = [(leaf, event) for leaf in state.split(_JOIN)
@@ -573,7 +592,7 @@ class PathGenerator:
             for why, wanted, outcome in wishes:
                 best: tuple[int, int, dict[str, Any], _Evaluation] | None = None
                 for order, payload in enumerate(candidates):
-                    for ev in self.guards.evaluate(rows, event, payload):
+                    for ev in self.guards.evaluate(rows, event, payload, data):
                         if ev.error is not None:
                             continue
                         if (wanted is not None and ev.fired is wanted) or (
@@ -608,7 +627,7 @@ class PathGenerator:
 
     def _analyse(self, run: _Run) -> _Analysis:
         result = _Analysis()
-        for handling in _handlings(run.trace, run.steps):
+        for handling in _handlings(run.trace, run.steps, data_defaults(self.chart.data)):
             self._analyse_handling(handling, result)
         for event in run.trace:
             kind = event.event_type
@@ -653,7 +672,7 @@ class PathGenerator:
                                   if r.event == h.event))
         source = leaves[0] if len(leaves) == 1 else h.state
         plan = h.step.forced if h.step is not None else ()
-        predicted = self.guards.evaluate(rows, h.event, h.payload, plan)[0]
+        predicted = self.guards.evaluate(rows, h.event, h.payload, h.data, plan)[0]
         via, detail = self._via(h)
         internal = h.source != SOURCE
         forced_text = h.step.forced_text() if h.step is not None else ""
@@ -719,12 +738,13 @@ class PathGenerator:
         root = await self._simulate((), 0.0, None, wait=False)
         assert root is not None
         runs.append(root)
-        queue = deque([_Node((), root.rest_ms, root.rest_state)])
+        queue = deque([_Node((), root.rest_ms, root.rest_state, root.rest_data)])
         seen = {root.rest_state}
         while queue:
             node = queue.popleft()
             tries: list[tuple[PathStep | None, bool]] = [(None, True)]
-            tries.extend((step, False) for step in self._actions(node.state, node.rest_ms))
+            tries.extend((step, False)
+                         for step in self._actions(node.state, node.rest_ms, node.data))
             for action, wait in tries:
                 run = await self._simulate(node.steps, node.rest_ms, action, wait)
                 if run is None:
@@ -733,7 +753,7 @@ class PathGenerator:
                 runs.append(run)
                 if run.rest_state not in seen:
                     seen.add(run.rest_state)
-                    queue.append(_Node(run.steps, run.rest_ms, run.rest_state))
+                    queue.append(_Node(run.steps, run.rest_ms, run.rest_state, run.rest_data))
         return self._report(runs)
 
     def _learn_producers(self, run: _Run) -> None:
