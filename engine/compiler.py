@@ -32,6 +32,7 @@ from engine.spec import (
     GuardRef,
     SetAdd,
     SetFrom,
+    StateSpec,
     parse_delay_ms,
 )
 from engine.trace import Contract
@@ -104,6 +105,8 @@ class StateInfo:
     turn: TurnPolicy = NO_POLICY   # inherited like the contract (engine/turn.py)
     parallel: bool = False            # every child (region) is active at once
     history: str | None = None        # "shallow" | "deep": entering it resumes its last child
+    prompt: str | None = None         # the responder's task here (own, else the nearest parent's)
+    tools: tuple[str, ...] = ()       # events the responder may call here (own + parents')
 
     @property
     def compound(self) -> bool:
@@ -314,7 +317,8 @@ def content_hash(spec: ChartSpec) -> str:
 # State keys added after charts were already hashed, with their defaults: a state that
 # leaves one at its default is hashed without it, so a chart that does not use the new
 # keys keeps the version hash it always had (snapshots and golden traces name it).
-_ADDED_STATE_KEYS: dict[str, Any] = {"turn": None, "parallel": False, "history": None}
+_ADDED_STATE_KEYS: dict[str, Any] = {"turn": None, "parallel": False, "history": None,
+                                      "prompt": None, "tools": []}
 
 
 def _without_unset_additions(dumped: dict[str, Any]) -> dict[str, Any]:
@@ -334,6 +338,22 @@ def _without_unset_additions(dumped: dict[str, Any]) -> dict[str, Any]:
 
     top = {k: v for k, v in dumped.items() if not (k == "data" and v == {})}
     return {**top, "states": states(dumped.get("states", {}))}
+
+
+def _dialogue_of(name: str, parents: Mapping[str, str | None],
+                 specs: Mapping[str, StateSpec]) -> dict[str, Any]:
+    """A state's prompt (its own, else the nearest parent's) and tools (its own, then
+    each parent's, nearest first, once each): what the responder gets there."""
+    prompt: str | None = None
+    tools: list[str] = []
+    current: str | None = name
+    while current is not None:
+        spec = specs[current]
+        if prompt is None:
+            prompt = spec.prompt
+        tools.extend(t for t in spec.tools if t not in tools)
+        current = parents[current]
+    return {"prompt": prompt, "tools": tuple(tools)}
 
 
 def _guard_wrapper(ref: GuardRef, fn: Callable[[GuardInput], bool]) -> Callable[..., bool]:
@@ -401,7 +421,7 @@ def compile_chart(validated: ValidatedChart, registry: Registry) -> CompiledChar
             enter=s.enter, exit=s.exit, invoke=s.invoke,
             after=tuple(Timer(parse_delay_ms(d), d, e) for d, e in s.after.items()),
             depth=node.depth, description=s.description, turn=effective_turn(node.name),
-            parallel=s.parallel, history=s.history)
+            parallel=s.parallel, history=s.history, **_dialogue_of(node.name, parents, by_name))
         for event, alternatives in s.on.items():
             for order, alt in enumerate(alternatives):
                 rows.append(TransitionRow(len(rows), node.name, event, alt.target, alt.guards,
