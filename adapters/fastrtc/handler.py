@@ -193,6 +193,9 @@ class TurnStreamHandler(AsyncStreamHandler):
         if mic == "closed":
             self.vad.reset()
             self._held = None
+            if self.utterance is not None:   # frees its decoder (and any early decode)
+                await self.utterance.cancel()
+                self.utterance, self._talk_over = None, False
             return
         self.turn.configure(self.service.turn_policy(self.session_id), contract)
         events = self.vad.feed(pcm)
