@@ -813,7 +813,7 @@ def run(*, quick: bool = False, load_levels: tuple[int, ...] | None = None,
     of turn off) `smart_turn`."""
     levels = load_levels if load_levels is not None else ((1,) if quick else (1, 2, 4))
     seconds = load_s if load_s is not None else (20.0 if quick else 40.0)
-    started = time.time()
+    started, load_before = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="turnchart-caller-") as tmp:
         workdir = Path(tmp)
         voice = Voice(workdir)
@@ -833,6 +833,11 @@ def run(*, quick: bool = False, load_levels: tuple[int, ...] | None = None,
     headline = results.get("defaults") or next(iter(results.values()))
     return {
         "bench": "caller", "mode": "quick" if quick else "full",
+        "command": "turnchart bench caller" + (" --quick" if quick else ""),
+        # Other work on the machine inflates every time here: the 1-minute load average
+        # before and after the run, beside the core count, says how much there was.
+        "load_average_1m": {"before": round(load_before[0], 2),
+                            "after": round(os.getloadavg()[0], 2)},
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "duration_s": round(time.time() - started, 1), "machine": machine(),
         "caller_voice": voice.name, "loud_rms": LOUD_RMS,
