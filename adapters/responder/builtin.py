@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 from adapters.responder.intents import PHRASE_MIN, IntentName
-from adapters.responder.knowledge import Knowledge
+from adapters.responder.knowledge import Knowledge, terms
 from adapters.responder.text import normalise, sentences
 from adapters.responder.timeofday import local_now, spoken_time
 from adapters.responder.understanding import (
@@ -30,7 +30,8 @@ from adapters.responder.understanding import (
 
 FALLBACK = "Sorry, I can't help with that yet."
 MIN_COVERAGE = 0.5
-"""A knowledge hit must share at least this share of the request's content words."""
+"""A knowledge hit, or a keyword intent (not a whole phrase), must cover at least this
+share of the request's content words."""
 
 _FIXED: dict[IntentName, str] = {
     "greeting": "Hello! How can I help you?",
@@ -60,6 +61,9 @@ def compose_answer(understanding: Understanding, clock_now: Callable[[], datetim
     """Choose the answer. A phrase-matched intent wins; a knowledge hit beats a mere
     keyword match; a keyword intent beats nothing; else the polite fallback."""
     intent = understanding.intent
+    if intent is not None and intent.confidence < PHRASE_MIN and \
+            _coverage(intent.matched_phrase, understanding.text) < MIN_COVERAGE:
+        intent = None   # "what time does the museum open" is not asking for the time
     best = next((h for h in understanding.hits
                  if h.score > min_score and h.coverage >= MIN_COVERAGE), None)
     if intent is not None and (intent.confidence >= PHRASE_MIN or best is None):
@@ -72,6 +76,13 @@ def compose_answer(understanding: Understanding, clock_now: Callable[[], datetim
     if best is not None:
         return best.entry.answer
     return FALLBACK
+
+
+def _coverage(keywords: str, text: str) -> float:
+    """The share of `text`'s content words that are among `keywords` (1.0 when it has
+    none: "what is it" is all keywords)."""
+    content = set(terms(text))
+    return len(content & set(terms(keywords))) / len(content) if content else 1.0
 
 
 class BuiltinResponder:
