@@ -17,8 +17,9 @@ import httpx
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
-from adapters.config import Settings
+from adapters.config import Settings, VoiceSettings
 from adapters.fastrtc.telephone import twiml
 from adapters.server.app import create_app
 from adapters.speech.audio import resample
@@ -182,6 +183,21 @@ def test_a_stream_in_another_format_is_refused(sink: ListSink) -> None:
     refused = [r for r in sink.records if r["event_type"] == "phone_bad_message"]
     assert "only audio/x-mulaw, 8000 Hz, 1 channel" in refused[0]["data"]["problem"]
     assert sink.of_type("state_transition", "MZpcm") == []
+
+
+def test_calls_over_the_limit_are_refused(sink: ListSink) -> None:
+    app = create_app(Settings(voice=VoiceSettings(concurrency_limit=1)),
+                     voice_factory=fake_voice_factory(["hello"]), log_sink=sink)
+    with TestClient(app) as client, client.websocket_connect("/telephone/handler") as first:
+        first.send_json({"event": "start", "streamSid": "MZfirst"})
+        assert wait_for(lambda: sink.of_type("state_transition", "MZfirst"), 10)
+        with pytest.raises(WebSocketDisconnect) as refused_call, \
+                client.websocket_connect("/telephone/handler") as second:
+            second.receive()
+        assert refused_call.value.code == 1013        # try again later
+        first.send_json({"event": "stop", "streamSid": "MZfirst"})
+    refused = [r for r in sink.records if r["event_type"] == "request_refused"]
+    assert refused and refused[0]["data"]["limit"] == 1
 
 
 # A real server with the offline models ------------------------------------------------
