@@ -135,3 +135,38 @@ def test_the_tutorial_cue_never_delays_confirming() -> None:
     assert moves[("THINKING", "CONFIRMING")] < 50.0, moves
     assert moves[("CONFIRMING", "SPEAKING")] < 50.0, moves
     assert not sink.of_type("effect_slow", "fx")
+
+
+async def test_speech_that_starts_as_the_answer_ends_is_heard_from_its_start() -> None:
+    """A caller who answers back as the last words play: the onset lands while the
+    microphone is still gated (too short for a barge-in), the rest after it opens.
+    The utterance is the whole of it, pre-roll included (before issue 14 the onset was
+    spent on the barge-in detector and the words never reached STT)."""
+    registry = default_registry()
+    chart = load_chart(ROOT / "charts" / "voice_turn.yaml", registry)
+    stt = ScriptedTranscriber(["what time is it"])
+    sink = ListSink()
+    service = VoiceService(chart, registry, EventLog(sink, RealClock()), Metrics(lambda: 0),
+                           stt=stt, detector_factory=EnergyDetector, speech=ToneSpeech(RATE),
+                           responder=SlowResponder(0.0), output_rate=RATE)
+    await service.start()
+    handler = service.new_handler()
+    await handler.attach("edge")
+    mic = {"microphone": "gated", "playback": "streaming"}
+    service.contract = lambda session_id: mic   # type: ignore[method-assign]
+    try:
+        tone = (np.sin(2 * np.pi * 300 * np.arange(320) / 16000) * 8000).astype(np.int16)
+        quiet = np.zeros(320, dtype=np.int16)
+        for n in range(40):
+            if n == 5:   # 100 ms of speech while gated, then the answer ends
+                mic = {"microphone": "open", "playback": "stopped"}
+            await handler.receive((16000, (tone if n < 25 else quiet).reshape(1, -1)))
+    finally:
+        await handler.detach()
+        await service.stop()
+    [utterance] = stt.opened
+    assert utterance.samples >= 25 * 320   # every frame of the speech, the gated ones too
+    assert not sink.of_type("barge_in_detected", "edge")
+    finals = [r for r in sink.of_type("event_received", "edge")
+              if r["data"]["event"] == "stt_final"]
+    assert [r["data"]["payload"]["text"] for r in finals] == ["what time is it"]
