@@ -1,6 +1,8 @@
-"""Effects never wait on audio (issue 14): a filler is queued and the effect returns,
-so the answer that arrives while it plays moves the chart at once; and turn latency
-counts the ANSWER's first audio, never the filler's."""
+"""The live audio handler and the effects it serves (issue 14), with deterministic speech
+stand-ins: a filler is queued and the effect returns, so the answer that arrives while
+it plays moves the chart at once; turn latency counts the ANSWER's first audio, never
+the filler's; the recogniser hears of the silence up to the end of speech (speculative
+decoding); speech that begins while the microphone is gated keeps its start."""
 
 from __future__ import annotations
 
