@@ -28,10 +28,17 @@ What the lines allow, and so what is shown:
   events the chart says `unhandled: ignore`), stale and invalid events,
   contract violations, timers, internal transitions, turn latency, false
   interruptions and failures.
+- **Tool calls** (issue 16 §4) from `tool_called`: the tool, its arguments in
+  short, and what became of the call: refused (`invalid`, with the field the
+  `event_invalid` line named) or posted, then `moved` / `handled` / `rejected`
+  / `stale` once the chart dealt with the tool's event.
+- **Data changes** (issue 16 §3) from `data_changed`: each field's old → new
+  value, with the event whose `set:` changed it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -50,6 +57,7 @@ from engine.trace import (
     EventStale,
     InternalTransition,
     LatencyRecorded,
+    LogLine,
     PlaybackCleared,
     Record,
     RoutingRejected,
@@ -68,6 +76,7 @@ from engine.trace import (
 
 Outcome = Literal["running", "done", "cancelled", "failed"]
 BargeInOutcome = Literal["pending", "applied", "rejected", "stale"]
+ToolResult = Literal["invalid", "posted", "moved", "handled", "rejected", "stale"]
 
 MARKED = frozenset({
     *(cls.kind for cls in (TransitionRejected, EventStale, EventInvalid, ContractViolation,
@@ -92,6 +101,10 @@ _BARGE_IN_DETECTED = "barge_in_detected"       # the audio adapter's (a LogLine)
 _BARGE_IN_EVENT = "barge_in"
 _DETECTION_JOINS_EVENT_MS = 2_000.0
 """A `barge_in` event this soon after the adapter's `barge_in_detected` is that same barge-in."""
+_TOOL_CALLED = "tool_called"               # engine/behaviours.py (a LogLine)
+_DATA_CHANGED = "data_changed"             # engine/session.py (a LogLine)
+ARGUMENTS_MAX_CHARS = 120
+"""A tool call's arguments are shown as `name=value, …`, cut to this many characters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +153,41 @@ class BargeIn:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolUse:
+    """One tool call of the responder (a `tool_called` line) and what became of it:
+    `invalid` (refused; `field` and `error` say why), `posted` (its event is on the
+    way), then `moved` (a transition; `detail` names the target), `handled` (an
+    internal transition), `rejected` (`detail`: the reason) or `stale`."""
+
+    at_ms: float
+    tool: str
+    state: str | None                     # the dialogue state it was called in
+    arguments: str                        # `name=value, …` (values as JSON), shortened
+    ok: bool
+    result: ToolResult
+    field: str | None = None              # the refused call's bad field (`payload.date`)
+    error: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DataChange:
+    """A transition's `set:` changed the chart's data (a `data_changed` line)."""
+
+    at_ms: float
+    event: str | None
+    state: str | None
+    changes: tuple[FieldChange, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Mark:
     at_ms: float
     kind: str
@@ -165,12 +213,18 @@ class Timeline:
     bars: tuple[Bar, ...] = ()
     barge_ins: tuple[BargeIn, ...] = ()
     marks: tuple[Mark, ...] = ()
+    tools: tuple[ToolUse, ...] = ()
+    data_changes: tuple[DataChange, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data; a transition's `source`/`target` become `from`/`to` as in §3."""
+        """Plain JSON-ready data; a transition's `source`/`target` become `from`/`to` as in
+        §3, and so do a data change's `old`/`new`."""
         data = asdict(self)
         data["transitions"] = [{"from": t.pop("source"), "to": t.pop("target"), **t}
                                for t in data["transitions"]]
+        for change in data["data_changes"]:
+            change["changes"] = [{"field": c["field"], "from": c["old"], "to": c["new"]}
+                                 for c in change["changes"]]
         return data
 
 
@@ -180,6 +234,20 @@ def _r3(value: float | None) -> float | None:
 
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def summarize_arguments(arguments: Any) -> str:
+    """`size=4, date="2026-12-12"`: a tool call's arguments in one short line."""
+    if not isinstance(arguments, Mapping):
+        text = json.dumps(arguments, default=repr, ensure_ascii=False)
+    else:
+        text = ", ".join(f"{k}={json.dumps(v, default=repr, ensure_ascii=False)}"
+                         for k, v in arguments.items())
+    return text if len(text) <= ARGUMENTS_MAX_CHARS else text[:ARGUMENTS_MAX_CHARS - 1] + "…"
 
 
 @dataclass
@@ -201,6 +269,10 @@ class _Builder:
     awaiting_event: int | None = None     # a detected barge-in whose event has not come yet
     awaiting_clear: int | None = None     # a barge-in whose playback_cleared has not come yet
     marks: list[Mark] = field(default_factory=list)
+    tools: list[ToolUse] = field(default_factory=list)
+    posted_tools: dict[str, list[int]] = field(default_factory=dict)  # tool → calls in flight
+    last_invalid_field: str | None = None  # the `event_invalid` a refused call logs first
+    data_changes: list[DataChange] = field(default_factory=list)
 
     # ---------------------------------------------------------------- states
     def enter(self, state: str, at: float) -> None:
@@ -340,6 +412,36 @@ class _Builder:
             if self.barge_ins[index].playback_cleared_ms is None:
                 self.barge_ins[index] = replace(self.barge_ins[index], playback_cleared_ms=since)
 
+    # ----------------------------------------------------- tool calls and data
+    def tool_called(self, data: Mapping[str, Any], at: float) -> None:
+        tool = str(data.get("tool", "?"))
+        ok = data.get("ok") is True
+        error = _str(data.get("error"))
+        bad_field = None
+        if not ok:
+            bad_field = self.last_invalid_field or (error.split(":", 1)[0] if error else None)
+        self.tools.append(ToolUse(at, tool, _str(data.get("state")),
+                                  summarize_arguments(data.get("arguments", {})), ok,
+                                  "posted" if ok else "invalid", bad_field, error))
+        if ok:
+            self.posted_tools.setdefault(tool, []).append(len(self.tools) - 1)
+
+    def tool_event(self, event: str, result: ToolResult, detail: str | None) -> None:
+        """The chart dealt with a tool's event: the oldest call of that tool in flight."""
+        posted = self.posted_tools.get(event)
+        if posted:
+            index = posted.pop(0)
+            self.tools[index] = replace(self.tools[index], result=result, detail=detail)
+
+    def data_changed(self, data: Mapping[str, Any], at: float) -> None:
+        changes = data.get("changes")
+        if not isinstance(changes, Mapping):
+            return
+        fields = tuple(FieldChange(str(name), c.get("from"), c.get("to"))
+                       for name, c in changes.items() if isinstance(c, Mapping))
+        self.data_changes.append(DataChange(at, _str(data.get("event")),
+                                            _str(data.get("state")), fields))
+
     # ------------------------------------------------------------------ lines
     def add(self, event: TraceEvent) -> None:
         kind = event.event_type
@@ -375,6 +477,19 @@ class _Builder:
             self.barge_in_refused("stale")
         elif isinstance(event, PlaybackCleared):
             self.playback_cleared(event)
+        elif isinstance(event, LogLine) and kind == _TOOL_CALLED:
+            self.tool_called(event.data(), at)
+        elif isinstance(event, LogLine) and kind == _DATA_CHANGED:
+            self.data_changed(event.data(), at)
+        self.last_invalid_field = event.field if isinstance(event, EventInvalid) else None
+        if isinstance(event, StateTransition):
+            self.tool_event(event.event, "moved", event.target)
+        elif isinstance(event, InternalTransition):
+            self.tool_event(event.event, "handled", event.state)
+        elif isinstance(event, TransitionRejected):
+            self.tool_event(event.event, "rejected", event.reason)
+        elif isinstance(event, EventStale):
+            self.tool_event(event.event, "stale", None)
         if isinstance(event, _EFFECT_BOUNDARIES):
             self.boundary_ms = at
         if kind in MARKED and not _ignored_by_the_chart(event):
@@ -390,7 +505,8 @@ class _Builder:
             state=self.states[-1].state if self.states else None, closed=self.closed,
             lines=lines, dropped_lines=dropped, states=tuple(self.states),
             transitions=tuple(self.transitions), bars=tuple(self.bars),
-            barge_ins=tuple(self.barge_ins), marks=tuple(self.marks))
+            barge_ins=tuple(self.barge_ins), marks=tuple(self.marks), tools=tuple(self.tools),
+            data_changes=tuple(self.data_changes))
 
 
 def build_timeline(session_id: str, records: Iterable[TraceEvent | Record], *,
@@ -412,9 +528,13 @@ __all__ = [
     "MARKED",
     "Bar",
     "BargeIn",
+    "DataChange",
+    "FieldChange",
     "Mark",
     "StateSpan",
     "Timeline",
+    "ToolUse",
     "Transition",
     "build_timeline",
+    "summarize_arguments",
 ]

@@ -94,3 +94,129 @@ async def test_the_timeline_keeps_one_span_per_region() -> None:
         await rig.settle(100)
         timeline = build_timeline("s1", rig.sink.records)
         assert [s.state for s in timeline.states if s.end_ms is None] == ["WRAP_UP"]
+
+
+_FAKE_DOM = """
+class Node {
+  constructor(tag) { this.tag = tag; this.attrs = {}; this.children = []; this.textContent = "";
+                     this.hidden = false; this.value = "0"; this.clientWidth = 900;
+                     this.scrollTop = 0; this.scrollHeight = 0; this.clientHeight = 0; }
+  get parentElement() { return new Node("div"); }
+  querySelector() { return this.appendChild(new Node("tbody")); }
+  setAttribute(k, v) { this.attrs[k] = String(v); }
+  appendChild(c) { this.children.push(c); return c; }
+  replaceChildren(...cs) { this.children = cs; }
+  addEventListener() {}
+  get classList() {
+    const n = this;
+    return {add(c) { n.attrs.class = ((n.attrs.class || "") + " " + c).trim(); }};
+  }
+}
+const nodes = new Map();
+const document = {
+  createElement: (tag) => new Node(tag), createElementNS: (ns, tag) => new Node(tag),
+  getElementById: (id) => {
+    if (!nodes.has(id)) nodes.set(id, new Node("div"));
+    return nodes.get(id);
+  },
+};
+function walk(n, out = []) { out.push(n); for (const c of n.children) walk(c, out); return out; }
+function titleOf(n) {
+  const t = n.children.find((c) => c.tag === "title");
+  return t ? t.textContent : null;
+}
+"""
+
+
+def test_the_page_draws_tool_calls_and_data_changes(tmp_path: Path) -> None:
+    """The inspector page's own timeline code (adapters/server/static/inspect.js), run
+    by node with a small stand-in for the DOM, on the JSON /inspect/sessions/{id}
+    serves for examples/booking's bad-date call: a lane of tool calls (each titled
+    with its arguments and outcome, the refused one naming its field), a lane of data
+    changes (old → new), and the "tool calls · data" list in time order."""
+    from engine.simulator import simulate_file
+    from examples.booking.registry import build_registry
+    node = shutil.which("node")
+    assert node, "node is needed to run the inspector page's code (apt-get install nodejs)"
+    trace = simulate_file(ROOT / "examples" / "booking" / "scenarios" / "bad_date.yaml",
+                          registry=build_registry())
+    timeline = {**build_timeline("s1", trace).as_dict(), "live": False}
+    page = (ROOT / "adapters" / "server" / "static" / "inspect.js").read_text(encoding="utf-8")
+    code = page[:page.index("// ----------------------------------------------------------------"
+                            "------------- start")]
+    script = tmp_path / "timeline.js"
+    script.write_text(
+        _FAKE_DOM + code + "\ntimeline = " + json.dumps(timeline) + ";\n"
+        "renderTimeline();\n"
+        "const svg = nodes.get('tl-chart').children[0];\n"
+        "const all = walk(svg);\n"
+        "console.log(JSON.stringify({\n"
+        "  lanes: all.filter((n) => n.attrs.class === 'lane-label').map((n) => n.textContent),\n"
+        "  tools: all.filter((n) => n.tag === 'circle').map((n) => [n.attrs.class, titleOf(n)]),\n"
+        "  data: all.filter((n) => (n.attrs.class || '') === 'datum').map(titleOf),\n"
+        "  flow: nodes.get('flow').children.map((li) => [li.attrs.class, li.textContent]),\n"
+        "  flowHidden: nodes.get('flow-pane').hidden,\n"
+        "}));\n", encoding="utf-8")
+    out = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    drawn = json.loads(out)
+    assert drawn["lanes"][-3:] == ["tool calls", "data", "marks"]
+    assert drawn["tools"] == [
+        ["tool moved", "tool set_party_size(size=4) in ASK_SIZE: moved → ASK_DATE"],
+        ["tool invalid", "tool set_date(date=31) in ASK_DATE: invalid payload.date "
+                         "(payload.date: expected str, got int 31)"],
+        ["tool rejected", 'tool set_date(date="2027-02-30") in ASK_DATE: rejected '
+                          "(guard_failed:is_calendar_date)"],
+        ["tool moved", 'tool set_date(date="2026-12-11") in ASK_DATE: moved → ASK_TIME']]
+    assert drawn["data"] == ["party_size: 0 → 4 (set_party_size)",
+                             'date: "" → "2026-12-11" (set_date)']
+    assert drawn["flow"][:3] == [
+        ["moved", "0.80 s  tool set_party_size(size=4) in ASK_SIZE: moved → ASK_DATE"],
+        ["data", "0.80 s  party_size: 0 → 4 (set_party_size)"],
+        ["invalid", "3.80 s  tool set_date(date=31) in ASK_DATE: invalid payload.date "
+                    "(payload.date: expected str, got int 31)"]]
+    assert len(drawn["flow"]) == 6 and drawn["flowHidden"] is False
+
+
+def test_the_page_reads_a_timeline_from_a_server_without_tool_calls(tmp_path: Path) -> None:
+    """Backward compatible: a timeline without the new keys (an older server) draws
+    as before: no tool or data lane, the list hidden."""
+    node = shutil.which("node")
+    assert node, "node is needed to run the inspector page's code (apt-get install nodejs)"
+    old = {**build_timeline("s1", []).as_dict(), "live": False}
+    del old["tools"], old["data_changes"]
+    page = (ROOT / "adapters" / "server" / "static" / "inspect.js").read_text(encoding="utf-8")
+    code = page[:page.index("// ----------------------------------------------------------------"
+                            "------------- start")]
+    script = tmp_path / "old.js"
+    script.write_text(
+        _FAKE_DOM + code + "\ntimeline = " + json.dumps(old) + ";\nrenderTimeline();\n"
+        "const all = walk(nodes.get('tl-chart').children[0]);\n"
+        "console.log(JSON.stringify({lanes: all.filter((n) => n.attrs.class === 'lane-label')"
+        ".map((n) => n.textContent), hidden: nodes.get('flow-pane').hidden}));\n",
+        encoding="utf-8")
+    out = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    assert json.loads(out) == {"lanes": ["state", "effects", "marks"], "hidden": True}
+
+
+def test_the_inspector_serves_tool_calls_and_data_changes() -> None:
+    """What GET /inspect/sessions/{id} answers (Inspector.timeline), fed the typed
+    events of examples/booking's bad-date call: the new keys beside the old ones."""
+    from engine.simulator import simulate_file
+    from engine.trace import from_record
+    from examples.booking.registry import build_registry
+    trace = simulate_file(ROOT / "examples" / "booking" / "scenarios" / "bad_date.yaml",
+                          registry=build_registry())
+    inspector = Inspector(lambda name: None, lambda: 0.0)
+    for record in trace:
+        inspector(from_record(record))
+    served = inspector.timeline("s1")
+    assert served is not None
+    assert [(c["tool"], c["result"], c["field"]) for c in served["tools"]] == [
+        ("set_party_size", "moved", None), ("set_date", "invalid", "payload.date"),
+        ("set_date", "rejected", None), ("set_date", "moved", None)]
+    assert [c["changes"] for c in served["data_changes"]] == [
+        [{"field": "party_size", "from": 0, "to": 4}],
+        [{"field": "date", "from": "", "to": "2026-12-11"}]]
+    assert served["transitions"] and served["marks"] and served["live"] is False

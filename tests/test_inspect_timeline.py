@@ -215,3 +215,91 @@ def test_an_event_the_chart_ignores_is_not_worth_a_look() -> None:
     timeline = build_timeline("s1", trace)
     assert [(m.kind, m.at_ms, m.level) for m in timeline.marks
             if m.kind == "transition_rejected"] == [("transition_rejected", 50.0, "ERROR")]
+
+
+# ------------------------------------------------- issue 16: tool calls and data changes
+def _booking_trace(name: str) -> list[Record]:
+    from examples.booking.registry import build_registry
+    return simulate_file(ROOT / "examples" / "booking" / "scenarios" / f"{name}.yaml",
+                         registry=build_registry())
+
+
+def _booking_timeline(name: str) -> Timeline:
+    return build_timeline("s1", _booking_trace(name))
+
+
+def test_inspect_timeline_shows_tool_calls_and_what_became_of_them() -> None:
+    """examples/booking's bad date: a call refused for its field, one the chart's guard
+    rejects, then one that moves the flow; each with its arguments in short."""
+    timeline = _booking_timeline("bad_date")
+    assert [(c.at_ms, c.tool, c.state, c.arguments, c.ok, c.result, c.field, c.detail)
+            for c in timeline.tools] == [
+        (800.0, "set_party_size", "ASK_SIZE", "size=4", True, "moved", None, "ASK_DATE"),
+        (3800.0, "set_date", "ASK_DATE", "date=31", False, "invalid", "payload.date", None),
+        (7300.0, "set_date", "ASK_DATE", 'date="2027-02-30"', True, "rejected", None,
+         "guard_failed:is_calendar_date"),
+        (10800.0, "set_date", "ASK_DATE", 'date="2026-12-11"', True, "moved", None,
+         "ASK_TIME")]
+    assert timeline.tools[1].error == "payload.date: expected str, got int 31"
+    # the refused call is also worth a look, as its event_invalid line
+    assert ("event_invalid", 3800.0) in [(m.kind, m.at_ms) for m in timeline.marks]
+
+
+def test_inspect_timeline_shows_data_changes_old_to_new() -> None:
+    timeline = _booking_timeline("book_a_table")
+    assert [(d.at_ms, d.event, [(c.field, c.old, c.new) for c in d.changes])
+            for d in timeline.data_changes] == [
+        (800.0, "set_party_size", [("party_size", 0, 4)]),
+        (3800.0, "set_date", [("date", "", "2026-12-12")]),
+        (6800.0, "set_time", [("time", "", "19:30")])]
+    assert [(c.tool, c.result) for c in timeline.tools] == [
+        ("set_party_size", "moved"), ("set_date", "moved"), ("set_time", "moved"),
+        ("confirm_booking", "moved")]
+    # JSON: new keys only (the old ones as they were), a change's old/new as from/to like §3
+    data = timeline.as_dict()
+    assert {"states", "transitions", "bars", "barge_ins", "marks"} < set(data)
+    assert data["data_changes"][0] == {
+        "at_ms": 800.0, "event": "set_party_size", "state": "THINKING",
+        "changes": [{"field": "party_size", "from": 0, "to": 4}]}
+    assert data["tools"][3] == {
+        "at_ms": 9800.0, "tool": "confirm_booking", "state": "CONFIRM",
+        "arguments": "yes=true", "ok": True, "result": "moved", "field": None, "error": None,
+        "detail": "DONE"}
+    assert json.loads(json.dumps(data))["tools"][1]["arguments"] == 'date="2026-12-12"'
+
+
+def test_inspect_timeline_tool_calls_in_flight_and_long_arguments() -> None:
+    """A detour and back (each call moves the flow), a call still in flight when the
+    lines end says `posted`; arguments that run long are cut."""
+    timeline = _booking_timeline("opening_hours")
+    assert [(c.tool, c.result, c.detail) for c in timeline.tools] == [
+        ("set_party_size", "moved", "ASK_DATE"), ("ask_opening_hours", "moved", "HOURS"),
+        ("continue_booking", "moved", "ASK_DATE")]
+    trace = _booking_trace("book_a_table")
+    first_call = next(i for i, r in enumerate(trace) if r["event_type"] == "tool_called")
+    cut = build_timeline("s1", trace[:first_call + 1])
+    assert [(c.tool, c.result) for c in cut.tools] == [("set_party_size", "posted")]
+    long = {"event_type": "tool_called", "session_id": "s1", "t_ms": 5.0, "level": "INFO",
+            "ts": "2025-11-22T22:20:00.005Z", "message": "🛠️ note(...)",
+            "data": {"tool": "note", "arguments": {"text": "x" * 500}, "ok": True,
+                     "state": "ASK_SIZE"}}
+    [call] = build_timeline("s1", [long]).tools
+    assert len(call.arguments) == 120 and call.arguments.startswith('text="xxx')
+    assert call.arguments.endswith("…")
+
+
+def test_inspect_timeline_a_tool_event_handled_in_place_or_dropped_as_stale() -> None:
+    from engine.trace import EventStale, InternalTransition, LogLine
+
+    def called(t_ms: float, tool: str) -> LogLine:
+        return LogLine("s1", t_ms, 0.0, name="tool_called", text=f"🛠️ {tool}({{}})",
+                       fields={"tool": tool, "arguments": {}, "ok": True, "state": "CONFIRM"})
+
+    timeline = build_timeline("s1", [
+        called(0.0, "repeat"), called(1.0, "confirm_booking"),
+        InternalTransition("s1", 2.0, 0.0, state="CONFIRM", event="repeat",
+                           correlation_id=None),
+        EventStale("s1", 3.0, 0.0, event="confirm_booking", correlation_id=None,
+                   current_epoch=4, event_epoch=3, owner="THINKING")])
+    assert [(c.tool, c.arguments, c.result, c.detail) for c in timeline.tools] == [
+        ("repeat", "", "handled", "CONFIRM"), ("confirm_booking", "", "stale", None)]

@@ -428,6 +428,7 @@ function renderTimeline() {
   fillTransitions(t);
   fillBargeIns(t);
   fillMarks(t);
+  fillFlow(t);
 }
 function niceStep(span) {
   for (const step of [50, 100, 200, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000,
@@ -449,6 +450,9 @@ function drawTimeline(t) {
   const lanes = [{key: "state", label: "state", h: 24},
                  ...activities.map((name) => ({key: "activity:" + name, label: "▶ " + name, h: laneH})),
                  {key: "effects", label: "effects", h: laneH},
+                 // issue 16: the responder's tool calls and the chart's data (older servers: none)
+                 ...((t.tools || []).length ? [{key: "tools", label: "tool calls", h: laneH}] : []),
+                 ...((t.data_changes || []).length ? [{key: "data", label: "data", h: laneH}] : []),
                  {key: "marks", label: "marks", h: laneH}];
   let y = axisH;
   for (const lane of lanes) { lane.y = y; y += lane.h + gap; }
@@ -515,6 +519,18 @@ function drawTimeline(t) {
                                           transform: `rotate(45 ${cx} ${cy})`}),
                            mark.text));
   }
+  for (const call of t.tools || []) {
+    if (!visible(call.at_ms, call.at_ms)) continue;
+    const lane = laneOf.tools, cx = x(call.at_ms), cy = lane.y + lane.h / 2;
+    svg.appendChild(titled(svgEl("circle", {class: "tool " + call.result, cx, cy, r: 4.5,
+                                            "data-tool": call.tool}), toolText(call)));
+  }
+  for (const change of t.data_changes || []) {
+    if (!visible(change.at_ms, change.at_ms)) continue;
+    const lane = laneOf.data, cx = x(change.at_ms);
+    svg.appendChild(titled(svgEl("rect", {class: "datum", x: cx - 3.5, y: lane.y + lane.h / 2 - 3.5,
+                                          width: 7, height: 7}), dataText(change)));
+  }
   for (const b of t.barge_ins) {
     if (!visible(b.at_ms, b.at_ms)) continue;
     const g = svgEl("g", {class: "barge"});
@@ -534,6 +550,31 @@ function bargeText(b) {
   return `barge-in at ${fmtMs(b.at_ms)}` + (b.state ? ` over ${b.state}` : "")
     + `: ${b.outcome}; audio cut ${fmtMs(b.time_to_silence_ms)} after the decision,`
     + ` playback cleared ${fmtMs(b.playback_cleared_ms)} after the chart got it`;
+}
+function toolText(c) {   // one tool call (engine/timeline.py ToolUse)
+  const head = `tool ${c.tool}(${c.arguments})` + (c.state ? ` in ${c.state}` : "");
+  if (!c.ok) return `${head}: invalid ${c.field || ""}`.trimEnd() + (c.error ? ` (${c.error})` : "");
+  return `${head}: ${c.result}` + (c.detail ? (c.result === "moved" ? ` → ${c.detail}` : ` (${c.detail})`) : "");
+}
+function valueText(v) { return v === undefined ? "—" : JSON.stringify(v); }
+function dataText(d) {   // one data change (engine/timeline.py DataChange)
+  return d.changes.map((c) => `${c.field}: ${valueText(c.from)} → ${valueText(c.to)}`).join(", ")
+    + (d.event ? ` (${d.event})` : "");
+}
+function flowRows(t) {   // tool calls and data changes, in time order, for the "flow" table
+  const rows = [
+    ...(t.tools || []).map((c) => ({at_ms: c.at_ms, kind: "tool", cls: c.ok ? c.result : "invalid",
+                                    text: toolText(c)})),
+    ...(t.data_changes || []).map((d) => ({at_ms: d.at_ms, kind: "data", cls: "data",
+                                           text: dataText(d)})),
+  ];
+  return rows.sort((a, b) => a.at_ms - b.at_ms || (a.kind === "tool" ? -1 : 1));
+}
+function fillFlow(t) {
+  const rows = flowRows(t);
+  $("flow").replaceChildren(...rows.map((r) =>
+    el("li", {class: r.cls, "data-kind": r.kind}, `${(r.at_ms / 1000).toFixed(2)} s  ${r.text}`)));
+  $("flow-pane").hidden = rows.length === 0;
 }
 function fillTransitions(t) {
   const wrap = $("timeline-rows").parentElement;
