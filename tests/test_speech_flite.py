@@ -62,3 +62,12 @@ async def test_whisper_understands_the_voice(whisper_stt: WhisperSTT) -> None:
         rate, pcm = tts.synthesize_all(text)
         heard = await whisper_stt.transcribe(resample(pcm, rate, 16000))
         assert normalise(heard) == normalise(text)
+
+
+def test_the_first_word_is_not_behind_flites_silence() -> None:
+    """flite pads each wave with ~200 ms of near-silence at both ends; a caller would
+    wait through it before the first word, so it is trimmed (issue 14)."""
+    rate, pcm = FliteTTS(output_rate=16000).synthesize_all("It is ten past three.")
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)
+    assert loud[0] < 0.05 * rate                 # was about 0.22 s
+    assert len(pcm) - loud[-1] < 0.2 * rate     # about 0.12 s of tail is kept

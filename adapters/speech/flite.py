@@ -10,6 +10,8 @@ from the Debian package (`apt-get install flite`, done by scripts/_setup.sh), no
 How it streams: the answer is split into sentences and each is synthesised whole
 (flite_text_to_wave: about 20-60 ms for a sentence on the development machine), then
 handed on in 60 ms chunks, so the first sentence plays while the next is made. Flite
+pads every wave with about 200 ms of near-silence at each end; it is trimmed (`trim`),
+or the caller would hear the first word 200 ms later. Flite
 keeps global state in its voice and lexicon, so every call runs on one worker thread
 under one lock (as espeak does). When the library is missing, `SpeechModels` falls back
 to eSpeak NG (see models.py).
@@ -35,6 +37,9 @@ from engine.ports import AudioChunk
 VOICES = ("slt", "rms", "awb", "kal16", "kal")
 """The English voices Debian's flite ships (libflite_cmu_us_<name>.so.1)."""
 CHUNK_MS = 60.0
+LEVEL = 150          # |sample| above this is sound (flite's silence stays under ~60)
+KEEP_BEFORE_MS = 15.0
+KEEP_AFTER_MS = 120.0   # the pause between two sentences
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
 _DONE = object()
 
@@ -47,6 +52,18 @@ class _Wave(ctypes.Structure):
         ("num_channels", ctypes.c_int),
         ("samples", ctypes.POINTER(ctypes.c_short)),
     ]
+
+
+def trim(pcm: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
+    """Cut flite's silence around a sentence: it starts every wave with 190-230 ms of
+    near-silence (and ends with as much), which a caller would wait through before the
+    answer's first word. Keeps `KEEP_BEFORE_MS` before and `KEEP_AFTER_MS` after."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LEVEL)
+    if not len(loud):
+        return pcm[:0]
+    start = max(0, int(loud[0]) - int(rate * KEEP_BEFORE_MS / 1000))
+    end = min(len(pcm), int(loud[-1]) + 1 + int(rate * KEEP_AFTER_MS / 1000))
+    return pcm[start:end]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -123,7 +140,7 @@ class FliteEngine:
                 rate = int(w.sample_rate)
             finally:
                 self._lib.delete_wave(wave)
-        return rate, pcm
+        return rate, trim(pcm, rate)
 
 
 class FliteTTS:
