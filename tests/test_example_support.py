@@ -95,19 +95,17 @@ def test_the_support_line_is_served_with_its_own_behaviours(tmp_path: Path) -> N
         stop(proc)
     records = [r for r in json_records(log) if r["session_id"] == "support-1"]
     assert moves(log, "support-1") == [
-        "IDLE → LISTENING", "LISTENING → THINKING", "THINKING → ANSWERING",
-        "ANSWERING → LISTENING", "LISTENING → THINKING", "THINKING → ASKING_AGAIN",
-        "ASKING_AGAIN → LISTENING_AGAIN", "LISTENING_AGAIN → THINKING_AGAIN",
-        "THINKING_AGAIN → HANDING_OVER", "HANDING_OVER → WITH_AGENT", "WITH_AGENT → IDLE"]
-    lookups = [r["data"]["topic"] for r in records if r["event_type"] == "faq_lookup"]
-    assert lookups == ["opening_hours", None, None]
+        "IDLE → LISTENING", "LISTENING → ANSWERING", "ANSWERING → LISTENING",
+        "LISTENING → ASKING_AGAIN", "ASKING_AGAIN → LISTENING_AGAIN",
+        "LISTENING_AGAIN → HANDING_OVER", "HANDING_OVER → WITH_AGENT", "WITH_AGENT → IDLE"]
+    lookups = [(r["data"]["topic"], r["data"]["answer"]) for r in records
+               if r["event_type"] == "faq_lookup"]
+    assert [topic for topic, _ in lookups] == ["opening_hours"]
+    assert lookups[0][1].startswith("We are open from eight")
     assert [r["data"]["heard"] for r in records if r["event_type"] == "misunderstood"] == \
         ["my toaster sings at night", "it hums like a choir"]
     [handover] = [r for r in records if r["event_type"] == "handed_over"]
     assert handover["level"] == "WARNING" and handover["data"]["heard"] == "it hums like a choir"
-    answers = [r["data"]["payload"]["text"] for r in records
-               if r["event_type"] == "event_received" and r["data"]["event"] == "faq_answer"]
-    assert answers[0].startswith("We are open from eight")
     assert not [r for r in json_records(log) if r["level"] == "ERROR"]
 
 
@@ -172,5 +170,36 @@ def test_the_faq_answers_by_whole_words_and_a_bad_faq_names_the_entry(tmp_path: 
     chart = load_chart(EXAMPLE / "support_line.yaml", registry)
     assert chart.name == "support_line"
     assert {"understood"} <= registry.names("guard")
-    assert {"answer_from_faq", "hand_over"} <= registry.names("activity")
+    assert {"answer_from_faq", "ask_again", "hand_over"} <= registry.names("activity")
     assert "note_misunderstanding" in registry.names("effect")
+
+
+def test_paths_reaches_every_transition_and_guard_outcome_of_the_support_line() -> None:
+    """`turnchart paths` on the example (issue 13 §4 with docs/paths.md): the guard
+    `understood` takes the caller's words, and its examples come from the FAQ, so
+    every row and both outcomes of every guard are reached, none of them forced."""
+    done = subprocess.run([TURNCHART, "paths", str(EXAMPLE / "support_line.yaml"),
+                           "--registry", SPEC], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    head = done.stdout.splitlines()[0]
+    assert "transitions 16/16 (100%), guard outcomes 12/12 (100%)" in head, head
+    assert head.endswith(", 0 problem(s)") and "forced" not in done.stdout
+
+
+def test_the_understood_guard_and_its_examples_follow_the_faq(tmp_path: Path) -> None:
+    from engine.registry import GuardInput
+    from examples.support.registry import understood_examples
+
+    registry = build_registry()
+    understood = registry.get("guard", "understood").fn
+    examples = registry.guard_examples("understood")
+    for outcome in (True, False):
+        [payload] = examples[outcome]
+        assert understood(GuardInput("stt_final", payload)) is outcome, payload
+    assert understood(GuardInput("stt_final", {"text": "When are you OPEN?"})) is True
+    own = tmp_path / "faq.yaml"
+    own.write_text("- {topic: t, ask: [hello, mmm], answer: a}\n")
+    assert understood_examples(load_faq(own)) == {
+        True: {"text": "a question about hello", "is_final": True},
+        False: {"text": "xyzzy plugh", "is_final": True}}

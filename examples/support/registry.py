@@ -1,13 +1,20 @@
 """The support line's own behaviours, next to turnchart's (engine/behaviours.py).
 
-- guard `understood`: the FAQ had an answer (`faq_answer` with `matched: true`);
+- guard `understood`: the FAQ (`faq.yaml`) has an answer for the caller's words
+  (`stt_final`'s `text`). Its examples (`turnchart paths`, docs/paths.md) come
+  from the FAQ itself: words of its first entry hold, words none has fail;
 - effect `note_misunderstanding`: one `misunderstood` log line per question the
   line could not place (the chart counts them with its states);
-- activity `answer_from_faq`: looks the caller's words up in `faq.yaml` and posts
-  `faq_answer` (the answer, or "sorry, say it another way");
+- activity `answer_from_faq`: looks the caller's words up in the FAQ, logs
+  `faq_lookup` and speaks the answer, then posts `playback_done`;
+- activity `ask_again`: says "sorry, say it another way", then posts `playback_done`;
 - activity `hand_over`: tells the caller a person takes over, logs `handed_over`
   with what they asked (where a real line would queue the call for an agent),
   then posts `playback_done`.
+
+The lookup is a guard, not an activity that posts its result: it takes no time,
+so the chart decides on the caller's words in one step, and `paths` can choose
+words for each outcome from the guard's examples.
 
 `registry()` is the factory `--registry examples.support.registry:registry` names:
 it reads the FAQ once, so a broken FAQ file stops the server at start.
@@ -77,45 +84,61 @@ def best_answer(faq: Sequence[Entry], text: str) -> Entry | None:
     return best
 
 
-def understood(event: GuardInput) -> bool:
-    """True when the FAQ had an answer for the caller's words."""
-    return event.payload.get("matched") is True
+def understood_with(faq: Sequence[Entry]) -> Any:
+    def understood(event: GuardInput) -> bool:
+        """True when the FAQ has an answer for the caller's words."""
+        return best_answer(faq, str(event.payload.get("text", ""))) is not None
+    return understood
+
+
+def understood_examples(faq: Sequence[Entry]) -> dict[bool, dict[str, Any]]:
+    """Words that `understood` takes (the first entry's first phrase, asked) and words
+    it does not (no entry has them), from the FAQ in use, for `turnchart paths`."""
+    held = {"text": f"a question about {faq[0].ask[0]}", "is_final": True}
+    for words in ("hello there", "mmm", "xyzzy plugh"):
+        if best_answer(faq, words) is None:
+            return {True: held, False: {"text": words, "is_final": True}}
+    return {True: held}          # an FAQ that knows every word: that outcome is not covered
 
 
 async def note_misunderstanding(ctx: EffectContext) -> None:
     """Log the question the line could not place (one line per misunderstanding)."""
     ctx.log("INFO", "misunderstood", f"🤷 not in the FAQ ({ctx.state})",
-            {"state": ctx.state, "heard": ctx.payload.get("heard", "")})
+            {"state": ctx.state, "heard": ctx.payload.get("text", "")})
 
 
 def answer_from_faq_with(faq: Sequence[Entry]) -> Any:
     async def answer_from_faq(ctx: ActivityContext) -> None:
-        """Look the caller's words up in the FAQ; post `faq_answer`."""
+        """Look the caller's words up in the FAQ and speak the answer; post `playback_done`."""
         heard = str(ctx.payload.get("text", ""))
         entry = best_answer(faq, heard)
+        answer = entry.answer if entry else NOT_UNDERSTOOD
         ctx.log("INFO", "faq_lookup", f"📖 {entry.topic if entry else 'no answer'}",
-                {"heard": heard, "topic": entry.topic if entry else None})
-        ctx.post("faq_answer", {"text": entry.answer if entry else NOT_UNDERSTOOD,
-                                "matched": entry is not None,
-                                "topic": entry.topic if entry else "", "heard": heard})
+                {"heard": heard, "topic": entry.topic if entry else None, "answer": answer})
+        await speak(dataclasses.replace(ctx, payload={"text": answer}))
     return answer_from_faq
+
+
+async def ask_again(ctx: ActivityContext) -> None:
+    """Ask the caller to say it another way; post `playback_done`."""
+    await speak(dataclasses.replace(ctx, payload={"text": NOT_UNDERSTOOD}))
 
 
 async def hand_over(ctx: ActivityContext) -> None:
     """Tell the caller a person takes over, log the handover; post `playback_done`."""
     ctx.log("WARNING", "handed_over", "🙋 two misunderstandings in a row: over to a person",
-            {"heard": ctx.payload.get("heard", ""), "queue": "support"})
+            {"heard": ctx.payload.get("text", ""), "queue": "support"})
     await speak(dataclasses.replace(ctx, payload={"text": HANDOVER}))
 
 
 def build_registry(faq_path: Path = FAQ_PATH) -> Registry:
     """turnchart's behaviours plus the support line's, answering from `faq_path`."""
+    faq = load_faq(faq_path)
     reg = default_registry()
-    reg.guard("understood", examples={True: {"text": "We are open…", "matched": True},
-                                      False: {"text": NOT_UNDERSTOOD, "matched": False}}
-              )(understood)
+    reg.guard("understood", examples=understood_examples(faq))(understood_with(faq))
     reg.effect()(note_misunderstanding)
-    reg.activity("answer_from_faq")(answer_from_faq_with(load_faq(faq_path)))
+    reg.activity("answer_from_faq")(answer_from_faq_with(faq))
+    reg.activity()(ask_again)
     reg.activity()(hand_over)
     return reg
 
