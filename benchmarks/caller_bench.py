@@ -9,7 +9,8 @@ log lines say what the chart did. Measured:
 
 - voice-to-voice: end of the caller's speech in the WAV (as sent) → first
   loud answer frame received (after the server began to speak: a filler is
-  reported apart, as `voice_to_first_sound_ms`);
+  reported apart, as `voice_to_first_sound_ms`), beside the server's own
+  `turn_latency` for the same turns (`server_turn_latency_ms`);
 - barge-in: onset of the caller's speech over the answer → last loud frame of
   that answer received; a talk-over that never interrupts is `missed`;
 - false cut-offs: utterances with a 400–900 ms pause mid-sentence; a cut-off
@@ -537,12 +538,14 @@ async def phase_questions(server: Server, corpus: Corpus) -> dict[str, Any]:
         cpu, wall = server.cpu_s() - cpu0, time.monotonic() - t0
         await caller.close()
     rows = [voice_to_voice(server, caller, s) for s in turns]
+    inside = [float(r["data"]["turn_latency_ms"]) for r in server.records()
+              if r["session_id"] == caller.session_id and r["event_type"] == "turn_latency"]
     finals = server.finals(caller.session_id)
     for row, said, nxt in zip(rows, turns, [*turns[1:], None], strict=True):
         until = nxt.start if nxt is not None and nxt.start else float("inf")
         row["heard"] = " ".join(text for at, text in finals
                                 if (said.start or 0) < at <= until)
-    return {"rows": rows, "cpu_s": cpu, "wall_s": wall, "calls": 1}
+    return {"rows": rows, "cpu_s": cpu, "wall_s": wall, "calls": 1, "server_turn_latency": inside}
 
 
 async def phase_barge_in(server: Server, corpus: Corpus) -> dict[str, Any]:
@@ -705,6 +708,9 @@ def summarise(questions: dict[str, Any], barge: dict[str, Any], cutoffs: dict[st
     result = {
         "voice_to_voice_ms": {**_stats(v2v), "unanswered": len(questions["rows"]) - len(v2v)},
         "voice_to_first_sound_ms": _stats(first),
+        # The server's own view of the same turns (its `turn_latency` lines: its VAD's end
+        # of speech → first answer frame handed to the transport), for the gap to the caller's.
+        "server_turn_latency_ms": _stats(questions.get("server_turn_latency", [])),
         "turns": questions["rows"],
         "barge_in_ms": {**_stats(bi), "missed": sum(1 for r in barge["rows"] if r["missed"]),
                         "rows": barge["rows"]},

@@ -73,6 +73,8 @@ def test_quick_run_reports_both_configs_and_the_targets(tmp_path: Path) -> None:
         assert v2v["p50_ms"] == round(percentile(ordered, 50), 1)
         assert v2v["p95_ms"] == round(percentile(ordered, 95), 1)
         assert all(t["heard"] is not None for t in run["turns"])
+        inside = run["server_turn_latency_ms"]   # the server's view of the same turns
+        assert 1 <= inside["n"] <= len(run["turns"]), name
         barge = run["barge_in_ms"]
         assert len(barge["rows"]) == 1 and barge["n"] + barge["missed"] == 1, name
         cut = run["false_cutoffs"]
