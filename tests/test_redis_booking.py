@@ -116,7 +116,8 @@ async def test_a_worker_killed_mid_flow_resumes_with_its_data_and_history(
     lines = read_log(log_b)
     assert len([r for r in lines if r["event_type"] == "session_resumed"
                 and r["session_id"] == SID]) == 1
-    assert not [r for r in lines if r["level"] == "ERROR"], [r for r in lines
-                                                           if r["level"] == "ERROR"]
+    errors = [(r["event_type"], r["message"], r.get("data")) for r in lines
+              if r["level"] == "ERROR"]
+    assert not errors, errors
     assert not [r for r in read_log(log_b) if r["event_type"] == "session_started"
                 and r["session_id"] == SID]                     # resumed, not restarted
