@@ -56,15 +56,15 @@ from adapters.redis.bus import RedisEventBus
 from adapters.redis.keys import Keys
 from adapters.redis.worker import RedisWorker
 from benchmarks.common import machine
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.clock import RealClock
-from engine.events import VoiceEvent
-from engine.fakes import fake_ports
-from engine.logs import EventLog, NullSink
-from engine.manager import SessionManager
-from engine.snapshot import MemorySnapshotStore
-from engine.trace import StateTransition, TraceEvent
+from engine.chart.chart import compile_text
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, NullSink
+from engine.runtime.manager import SessionManager
+from engine.runtime.snapshot import MemorySnapshotStore
+from engine.runtime.trace import StateTransition, TraceEvent
+from engine.tools.fakes import fake_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = Keys()

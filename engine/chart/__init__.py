@@ -1,0 +1,1 @@
+"""The chart pipeline: YAML source → spec → validation → compiled chart → diagrams."""
