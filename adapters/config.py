@@ -104,7 +104,7 @@ class Settings(BaseModel):
     limits: LimitsSettings = LimitsSettings()
     otel: OtelSettings = OtelSettings()
     # Your own guards, effects and activities: `package.module:factory` returning an
-    # engine.registry.Registry (as `--registry`); TURNCHART_REGISTRY overrides it.
+    # engine.chart.registry.Registry (as `--registry`); TURNCHART_REGISTRY overrides it.
     registry: str | None = None
 
     @field_validator("bus")

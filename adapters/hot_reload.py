@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.catalog import ChartCatalog, Reload
-from engine.logs import EventLog
+from engine.chart.catalog import ChartCatalog, Reload
+from engine.runtime.logs import EventLog
 
 NO_SESSION = "-"
 Signature = tuple[int, int, int] | None   # (inode, size, mtime_ns); None: missing

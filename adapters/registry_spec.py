@@ -1,4 +1,4 @@
-"""`package.module:factory` → your own `engine.registry.Registry`.
+"""`package.module:factory` → your own `engine.chart.registry.Registry`.
 
 One loader for every command that takes `--registry` (validate, render,
 simulate, paths, serve, worker) and for `registry:` in config.yaml. The module
@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 
-from engine.registry import Registry
+from engine.chart.registry import Registry
 
 
 class RegistrySpecError(ValueError):
@@ -57,7 +57,7 @@ def load_registry(spec: str) -> Registry:
                                 ) from None
     if not isinstance(registry, Registry):
         raise RegistrySpecError(f"registry {spec!r}: {attr}() returned a "
-                                f"{type(registry).__name__}, not an engine.registry.Registry")
+                                f"{type(registry).__name__}, not an engine.chart.registry.Registry")
     return registry
 
 

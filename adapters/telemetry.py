@@ -7,7 +7,7 @@ reads those and the other `OTEL_EXPORTER_OTLP_*` variables (headers, timeout,
 compression) itself. When off, nothing of OpenTelemetry is imported and no
 listener is subscribed: no cost at all.
 
-What is exported, from the typed trace (engine/trace.py), timed by each event's
+What is exported, from the typed trace (engine/runtime/trace.py), timed by each event's
 wall time:
 
 - one span per session (`session <id>`), from `session_started` /
@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.trace import (
+from engine.runtime.trace import (
     SESSION_CLOSED,
     ActivityCancelled,
     ActivityDone,

@@ -56,8 +56,8 @@ from av import AudioFrame
 from adapters.fastrtc.ice import restrict_to_loopback
 from adapters.speech.audio import read_wav, resample
 from benchmarks.common import machine
-from engine.latency import percentile
-from engine.trace import EventReceived, StateTransition, TraceEvent, from_record
+from engine.runtime.latency import percentile
+from engine.runtime.trace import EventReceived, StateTransition, TraceEvent, from_record
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 48_000
@@ -351,7 +351,7 @@ class Server:
         return self._records
 
     def events(self, session: str) -> list[TraceEvent]:
-        """The session's lines, typed (engine/trace.py); `wall` is the line's `ts`
+        """The session's lines, typed (engine/runtime/trace.py); `wall` is the line's `ts`
         (the middle of its millisecond)."""
         out = []
         for record in self.records():

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import best_of, machine
-from engine.behaviours import default_registry
-from engine.chart import compile_text
+from engine.chart.chart import compile_text
+from engine.runtime.behaviours import default_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

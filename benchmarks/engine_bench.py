@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import best_of, machine
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import VirtualClock
-from engine.compiler import CompiledChart, StepRecord
-from engine.events import VoiceEvent
-from engine.fakes import fake_ports
-from engine.logs import EventLog, NullSink
-from engine.manager import SessionManager
-from engine.registry import GuardInput
-from engine.session import Envelope
-from engine.snapshot import MemorySnapshotStore
+from engine.chart.chart import load_chart
+from engine.chart.compiler import CompiledChart, StepRecord
+from engine.chart.registry import GuardInput
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import VirtualClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, NullSink
+from engine.runtime.manager import SessionManager
+from engine.runtime.session import Envelope
+from engine.runtime.snapshot import MemorySnapshotStore
+from engine.tools.fakes import fake_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 # A loop that returns to LISTENING: LISTENING → THINKING → SPEAKING → LISTENING.

@@ -29,16 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import RealClock
-from engine.fakes import FakeFiller, FakePlayback
-from engine.logs import EventLog, NullSink
-from engine.manager import SessionManager
-from engine.ports import AudioChunk, Ports
-from engine.session import Session
-from engine.snapshot import MemorySnapshotStore
-from engine.trace import (
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.logs import EventLog, NullSink
+from engine.runtime.manager import SessionManager
+from engine.runtime.ports import AudioChunk, Ports
+from engine.runtime.session import Session
+from engine.runtime.snapshot import MemorySnapshotStore
+from engine.runtime.trace import (
     ContractViolation,
     EventInvalid,
     EventReceived,
@@ -52,6 +51,7 @@ from engine.trace import (
     TraceEvent,
     TransitionRejected,
 )
+from engine.tools.fakes import FakeFiller, FakePlayback
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART_PATH = ROOT / "charts" / "voice_turn.yaml"

@@ -34,7 +34,7 @@ from adapters.speech.stt import PocketsphinxSTT
 from adapters.speech.tts import EspeakTTS
 from adapters.speech.whisper import WhisperSTT
 from benchmarks.common import machine
-from engine.latency import percentile
+from engine.runtime.latency import percentile
 
 SENTENCES = (
     "I am planning a trip to Paris next week.",

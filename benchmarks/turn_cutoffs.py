@@ -31,7 +31,7 @@ from adapters.speech.silero import SileroVadFactory
 from adapters.speech.vad import SpeechDetector
 from adapters.turn import smart
 from adapters.turn.gate import TurnGate
-from engine.turn import TurnPolicy
+from engine.chart.turn import TurnPolicy
 
 FRAME = 320
 OPEN = {"microphone": "open", "playback": "stopped"}

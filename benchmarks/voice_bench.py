@@ -31,13 +31,13 @@ from adapters.server.voice import VoiceService
 from adapters.server.voice_factory import shared_models
 from adapters.speech.audio import resample
 from benchmarks.common import machine
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import RealClock
-from engine.latency import percentile
-from engine.logs import EventLog, ListSink
-from engine.ports import AudioChunk
-from engine.trace import PlaybackCleared
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.latency import percentile
+from engine.runtime.logs import EventLog, ListSink
+from engine.runtime.ports import AudioChunk
+from engine.runtime.trace import PlaybackCleared
 
 ROOT = Path(__file__).resolve().parent.parent
 

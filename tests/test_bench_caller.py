@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.caller_bench import TARGETS, edit_distance, verdicts, words
-from engine.latency import percentile
+from engine.runtime.latency import percentile
 
 
 def _result(**over: Any) -> dict[str, Any]:

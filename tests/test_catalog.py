@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.behaviours import default_registry
-from engine.catalog import ChartCatalog, LiveVersion, VersionUse, count_versions
-from engine.chart import compile_text
+from engine.chart.catalog import ChartCatalog, LiveVersion, VersionUse, count_versions
+from engine.chart.chart import compile_text
+from engine.runtime.behaviours import default_registry
 from tests.support.chart_edits import BROKEN, BROKEN_LINE, EDITED, SHIPPED
 
 

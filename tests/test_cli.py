@@ -93,7 +93,7 @@ def test_render_invalid_chart_exits_1(tmp_path: Path) -> None:
 
 def test_registry_option_checks_user_behaviours(tmp_path: Path) -> None:
     (tmp_path / "my_behaviours.py").write_text(
-        "from engine.behaviours import default_registry\n"
+        "from engine.runtime.behaviours import default_registry\n"
         "def registry():\n"
         "    reg = default_registry()\n"
         "    @reg.effect()\n"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from engine.clock import RealClock, VirtualClock
+from engine.runtime.clock import RealClock, VirtualClock
 
 
 async def test_timers_fire_in_time_order_whatever_the_order_they_were_set() -> None:

@@ -19,10 +19,10 @@ import yaml
 from statemachine import StateChart
 from statemachine.exceptions import TransitionNotAllowed
 
-from engine.chart import compile_text, load_chart
-from engine.compiler import CompiledChart, StepRecord
-from engine.registry import GuardInput
-from engine.source import load_yaml
+from engine.chart.chart import compile_text, load_chart
+from engine.chart.compiler import CompiledChart, StepRecord
+from engine.chart.registry import GuardInput
+from engine.chart.source import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAT = ROOT / "tests" / "charts" / "flat_example.yaml"

@@ -1,5 +1,5 @@
 """Per-state prompts and tools (issue 16 §4): what the responder is asked, and what
-its tool calls become. Engine side (engine/dialogue.py, the respond activity) and
+its tool calls become. Engine side (engine/runtime/dialogue.py, the respond activity) and
 the offline responder's rule-based tool calls (adapters/responder/flow.py, extract.py)."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 from adapters.responder.extract import calendar_date, clock_time, number, yes_no
 from adapters.responder.flow import BuiltinFlowResponder, plan_calls
 from adapters.responder.knowledge import Knowledge
-from engine.chart import load_chart
-from engine.dialogue import Dialogue, Tool, ToolCall, ToolResult, dialogue_of, fill_prompt
-from engine.ports import DialogueResponder
-from engine.sandbox import Sandbox
-from engine.trace import EventInvalid, StateTransition
+from engine.chart.chart import load_chart
+from engine.runtime.dialogue import Dialogue, Tool, ToolCall, ToolResult, dialogue_of, fill_prompt
+from engine.runtime.ports import DialogueResponder
+from engine.runtime.trace import EventInvalid, StateTransition
+from engine.tools.sandbox import Sandbox
 from examples.booking.registry import build_registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ def _chart() -> Any:
     return load_chart(CHART, build_registry())
 
 
-# ---------------------------------------------------------------- engine/dialogue.py
+# ---------------------------------------------------------------- engine/runtime/dialogue.py
 def test_dialogue_of_the_active_states_fills_the_prompt_and_inherits_tools() -> None:
     chart = _chart()
     dialogue = dialogue_of(chart.states, chart.events, ("LISTENING", "ASK_DATE"),
@@ -141,7 +141,7 @@ def test_parallel_tool_calls_are_each_checked_and_posted_in_order() -> None:
 
 
 def test_a_chart_without_prompts_asks_the_plain_responder() -> None:
-    from engine.behaviours import default_registry
+    from engine.runtime.behaviours import default_registry
     chart = load_chart(ROOT / "charts" / "voice_turn.yaml", default_registry())
     responder = _Scripted([])
 
@@ -247,14 +247,14 @@ GOLDEN = ROOT / "tests" / "golden" / "diagrams"
 def test_golden_diagrams_of_the_booking_show_prompts_and_tools(fmt: str, suffix: str) -> None:
     """When the example or the drawing changes on purpose, look at the new output and
     write it over tests/golden/diagrams/booking.SUFFIX (turnchart render ... --format)."""
-    from engine.render import render
+    from engine.chart.render import render
     assert render(_chart(), fmt) == (GOLDEN / f"booking.{suffix}").read_text(encoding="utf-8")
 
 
 def test_each_state_shows_its_own_prompt_and_the_tools_it_adds() -> None:
     import json
 
-    from engine.render import to_dot, to_json, to_mermaid
+    from engine.chart.render import to_dot, to_json, to_mermaid
     chart = _chart()
     mermaid = to_mermaid(chart)
     assert "ASK_DATE : 💬 A table for #123;party_size#125;. Which day would you" in mermaid
@@ -274,8 +274,8 @@ def test_each_state_shows_its_own_prompt_and_the_tools_it_adds() -> None:
     ('"On {date.__class__}?"', "E188 prompt names '{date.__class__}', which is not a data field"),
 ])
 def test_a_prompt_names_data_fields_and_nothing_else(prompt: str, says: str) -> None:
-    from engine.chart import compile_text
-    from engine.errors import ChartErrors
+    from engine.chart.chart import compile_text
+    from engine.chart.errors import ChartErrors
     text = CHART.read_text(encoding="utf-8").replace("prompt: On {date}. At what time?",
                                                      f"prompt: {prompt}")
     with pytest.raises(ChartErrors) as info:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import events
-from engine.events import EventProblem, VoiceEvent, _parse_general, parse_event
+from engine.runtime.events import EventProblem, VoiceEvent, _parse_general, parse_event
 
 
 def _outcome(parse: Any, raw: str | bytes) -> tuple[Any, ...]:

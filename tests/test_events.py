@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine.events import RAW_LIMIT, EventProblem, VoiceEvent, check_payload, parse_event
-from engine.spec import EventSpec
+from engine.chart.spec import EventSpec
+from engine.runtime.events import RAW_LIMIT, EventProblem, VoiceEvent, check_payload, parse_event
 
 GOOD: dict[str, Any] = {
     "event_type": "stt_final", "session_id": "s-42", "source": "fastrtc",

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from engine.simulator import simulate_file
+from engine.tools.simulator import simulate_file
 from examples.booking.registry import build_registry
 from tests.support.live_clients import WebSocketCaller
 from tests.support.waiting import wait_for

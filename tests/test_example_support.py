@@ -16,7 +16,7 @@ import pytest
 
 from adapters.config import Settings, apply_env, load_settings
 from adapters.registry_spec import RegistrySpecError, load_registry
-from engine.chart import load_chart
+from engine.chart.chart import load_chart
 from examples.support.registry import FAQError, best_answer, build_registry, load_faq
 from tests.support.live_clients import WebSocketCaller
 from tests.support.waiting import wait_for
@@ -145,7 +145,7 @@ def test_a_bad_registry_spec_is_one_line_at_start(spec: str, says: str,
 
 def test_the_loader_explains_what_it_got(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_behaviours.py").write_text(
-        "from engine.behaviours import default_registry\n"
+        "from engine.runtime.behaviours import default_registry\n"
         "ready = default_registry()\n"
         "def broken():\n    raise RuntimeError('no FAQ here')\n"
         "def wrong():\n    return 42\n")
@@ -188,7 +188,7 @@ def test_paths_reaches_every_transition_and_guard_outcome_of_the_support_line() 
 
 
 def test_the_understood_guard_and_its_examples_follow_the_faq(tmp_path: Path) -> None:
-    from engine.registry import GuardInput
+    from engine.chart.registry import GuardInput
     from examples.support.registry import understood_examples
 
     registry = build_registry()

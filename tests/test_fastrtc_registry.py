@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from adapters.fastrtc.registry import ConnectionRegistry
-from engine.clock import VirtualClock
-from engine.logs import EventLog, ListSink
+from engine.runtime.clock import VirtualClock
+from engine.runtime.logs import EventLog, ListSink
 
 
 def make(active: list[str]) -> tuple[ConnectionRegistry, ListSink]:

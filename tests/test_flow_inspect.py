@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from adapters.server.inspect import Inspector
-from engine.timeline import build_timeline
+from engine.tools.timeline import build_timeline
 from tests.test_flow_runtime import HELLO, ROOT, Rig
 
 
@@ -134,7 +134,7 @@ def test_the_page_draws_tool_calls_and_data_changes(tmp_path: Path) -> None:
     serves for examples/booking's bad-date call: a lane of tool calls (each titled
     with its arguments and outcome, the refused one naming its field), a lane of data
     changes (old → new), and the "tool calls · data" list in time order."""
-    from engine.simulator import simulate_file
+    from engine.tools.simulator import simulate_file
     from examples.booking.registry import build_registry
     node = shutil.which("node")
     assert node, "node is needed to run the inspector page's code (apt-get install nodejs)"
@@ -203,8 +203,8 @@ def test_the_page_reads_a_timeline_from_a_server_without_tool_calls(tmp_path: Pa
 def test_the_inspector_serves_tool_calls_and_data_changes() -> None:
     """What GET /inspect/sessions/{id} answers (Inspector.timeline), fed the typed
     events of examples/booking's bad-date call: the new keys beside the old ones."""
-    from engine.simulator import simulate_file
-    from engine.trace import from_record
+    from engine.runtime.trace import from_record
+    from engine.tools.simulator import simulate_file
     from examples.booking.registry import build_registry
     trace = simulate_file(ROOT / "examples" / "booking" / "scenarios" / "bad_date.yaml",
                           registry=build_registry())

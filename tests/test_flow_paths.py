@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from engine.chart import load_chart
-from engine.paths import generate_paths
+from engine.chart.chart import load_chart
+from engine.tools.paths import generate_paths
 from tests.test_flow_runtime import FLOW, flow_registry
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.chart import load_chart
-from engine.compiler import CompiledChart
-from engine.render import render, to_dot, to_json, to_mermaid
+from engine.chart.chart import load_chart
+from engine.chart.compiler import CompiledChart
+from engine.chart.render import render, to_dot, to_json, to_mermaid
 from tests.test_flow_runtime import FLOW, flow_registry
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "diagrams"

@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from adapters.redis.snapshots import decode, encode
-from engine.behaviours import default_registry
-from engine.chart import compile_text, load_chart
-from engine.clock import VirtualClock
-from engine.compiler import CompiledChart, StepRecord
-from engine.fakes import FakeFiller, FakeSettings, fake_ports
-from engine.kernel import Kernel
-from engine.logs import EventLog, ListSink, Record
-from engine.manager import SessionManager
-from engine.registry import GuardInput, Registry
-from engine.session import Session
-from engine.snapshot import MemorySnapshotStore, Snapshot
+from engine.chart.chart import compile_text, load_chart
+from engine.chart.compiler import CompiledChart, StepRecord
+from engine.chart.kernel import Kernel
+from engine.chart.registry import GuardInput, Registry
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import VirtualClock
+from engine.runtime.logs import EventLog, ListSink, Record
+from engine.runtime.manager import SessionManager
+from engine.runtime.session import Session
+from engine.runtime.snapshot import MemorySnapshotStore, Snapshot
+from engine.tools.fakes import FakeFiller, FakeSettings, fake_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "tests" / "charts" / "flow_parallel.yaml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.chart import compile_text
-from engine.errors import ChartErrors
+from engine.chart.chart import compile_text
+from engine.chart.errors import ChartErrors
 
 BASE = """\
 chart: flows

@@ -1,7 +1,7 @@
 """One guard semantics (issue 15 §2): for the same configuration, event, payload and
 data, the kernel and `turnchart paths` pick the same row and see the same guards
 fail, guards with arguments and `not:` included (both evaluate each guard through
-engine/guards.py; this checks the rest of the walk — rows in order, guards in
+engine/chart/guards.py; this checks the rest of the walk — rows in order, guards in
 order, the first failing guard stops its row — agrees with python-statemachine)."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from statemachine.exceptions import TransitionNotAllowed
 
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.compiler import CompiledChart, StepRecord, TransitionRow
-from engine.guards import RowGuard
-from engine.kernel import Kernel
-from engine.paths import PathGenerator
-from engine.registry import GuardInput
-from engine.spec import DONE_PREFIX, GuardRef, parse_payload_type
+from engine.chart.chart import load_chart
+from engine.chart.compiler import CompiledChart, StepRecord, TransitionRow
+from engine.chart.guards import RowGuard
+from engine.chart.kernel import Kernel
+from engine.chart.registry import GuardInput
+from engine.chart.spec import DONE_PREFIX, GuardRef, parse_payload_type
+from engine.runtime.behaviours import default_registry
+from engine.tools.paths import PathGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = ["charts/voice_turn.yaml", "tests/charts/guard_args.yaml",

@@ -31,14 +31,14 @@ from adapters.server.app import create_app
 from adapters.server.json_logging import JsonFormatter
 from adapters.server.metrics import Metrics
 from adapters.server.remote_voice import RemoteVoiceService
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.clock import RealClock, VirtualClock
-from engine.compiler import CompiledChart
-from engine.events import VoiceEvent
-from engine.fakes import fake_ports
-from engine.logs import EventLog, ListSink
-from engine.registry import Registry
+from engine.chart.chart import compile_text
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock, VirtualClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, ListSink
+from engine.tools.fakes import fake_ports
 from tests.support.redis_server import RING_CHART, RedisServer, free_port
 from tests.support.voice_fakes import (
     EnergyDetector,

@@ -29,15 +29,15 @@ from adapters.redis import Keys, RedisEventBus
 from adapters.server.app import create_app
 from adapters.server.metrics import Metrics
 from adapters.server.remote_voice import RemoteVoiceService
-from engine.behaviours import default_registry
-from engine.catalog import ChartCatalog, Reload
-from engine.chart import compile_text
-from engine.clock import RealClock
-from engine.events import VoiceEvent
-from engine.fakes import fake_ports
-from engine.logs import EventLog, ListSink
-from engine.manager import SessionManager
-from engine.snapshot import MemorySnapshotStore, Snapshot
+from engine.chart.catalog import ChartCatalog, Reload
+from engine.chart.chart import compile_text
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, ListSink
+from engine.runtime.manager import SessionManager
+from engine.runtime.snapshot import MemorySnapshotStore, Snapshot
+from engine.tools.fakes import fake_ports
 from tests.support.chart_edits import BROKEN, BROKEN_LINE, EDITED, SHIPPED
 from tests.support.redis_server import RedisServer, read_log, signal_child, wait_for_log
 from tests.support.voice_fakes import (

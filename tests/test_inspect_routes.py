@@ -17,10 +17,10 @@ from starlette.testclient import TestClient
 from adapters.config import Settings
 from adapters.server.app import create_app
 from adapters.server.inspect import Inspector, inspect_routes
-from engine.clock import RealClock
-from engine.logs import EventLog, ListSink, NullSink, Record
-from engine.simulator import Scenario, run_scenario
-from engine.trace import from_record
+from engine.runtime.clock import RealClock
+from engine.runtime.logs import EventLog, ListSink, NullSink, Record
+from engine.runtime.trace import from_record
+from engine.tools.simulator import Scenario, run_scenario
 from tests.support.live_clients import EventStream, Served, WebSocketCaller, serve_app
 from tests.support.voice_fakes import fake_voice_factory, silence, tone
 from tests.support.waiting import wait_for
@@ -231,8 +231,8 @@ def test_inspect_streams_end_when_the_server_stops(small: tuple[Served, Inspecto
 
 async def simulated(sessions: list[str], steps: list[dict[str, Any]],
                     until_ms: float) -> list[Record]:
-    from engine.behaviours import default_registry
-    from engine.chart import load_chart
+    from engine.chart.chart import load_chart
+    from engine.runtime.behaviours import default_registry
     registry = default_registry()
     chart = load_chart(ROOT / "charts" / "voice_turn.yaml", registry)
     scenario = Scenario(chart="charts/voice_turn.yaml", sessions=sessions, steps=steps,

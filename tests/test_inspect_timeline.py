@@ -1,4 +1,4 @@
-"""engine.timeline: a session's timeline from its log lines, checked on the lines
+"""engine.tools.timeline: a session's timeline from its log lines, checked on the lines
 the simulator writes for the shipped scenarios (the same lines a live server writes)."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import VirtualClock
-from engine.context import EffectContext
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, ListSink, Record
-from engine.manager import SessionManager
-from engine.simulator import Scenario, run_scenario, simulate_file
-from engine.snapshot import MemorySnapshotStore
-from engine.timeline import Timeline, build_timeline
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import VirtualClock
+from engine.runtime.context import EffectContext
+from engine.runtime.logs import EventLog, ListSink, Record
+from engine.runtime.manager import SessionManager
+from engine.runtime.snapshot import MemorySnapshotStore
+from engine.tools.fakes import FakeSettings, fake_ports
+from engine.tools.simulator import Scenario, run_scenario, simulate_file
+from engine.tools.timeline import Timeline, build_timeline
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "voice_turn.yaml"
@@ -289,7 +289,7 @@ def test_inspect_timeline_tool_calls_in_flight_and_long_arguments() -> None:
 
 
 def test_inspect_timeline_a_tool_event_handled_in_place_or_dropped_as_stale() -> None:
-    from engine.trace import EventStale, InternalTransition, LogLine
+    from engine.runtime.trace import EventStale, InternalTransition, LogLine
 
     def called(t_ms: float, tool: str) -> LogLine:
         return LogLine("s1", t_ms, 0.0, name="tool_called", text=f"🛠️ {tool}({{}})",

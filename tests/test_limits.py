@@ -20,8 +20,8 @@ from starlette.websockets import WebSocketDisconnect
 from adapters.config import LimitsSettings, Settings, VoiceSettings, load_settings
 from adapters.server.app import create_app
 from adapters.server.limits import InputLimits, OfferRateLimit
-from engine.clock import VirtualClock
-from engine.logs import EventLog, ListSink
+from engine.runtime.clock import VirtualClock
+from engine.runtime.logs import EventLog, ListSink
 from tests.support.voice_fakes import fake_voice_factory
 from tests.support.waiting import wait_for
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.chart import compile_text, load_chart
-from engine.errors import ChartErrors
-from engine.source import MAX_DEPTH, load_yaml
+from engine.chart.chart import compile_text, load_chart
+from engine.chart.errors import ChartErrors
+from engine.chart.source import MAX_DEPTH, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "charts" / "voice_turn.yaml"

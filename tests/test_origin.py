@@ -24,7 +24,7 @@ from adapters.config import (
 )
 from adapters.server.app import create_app
 from adapters.server.origin import normalise_origin
-from engine.logs import ListSink
+from engine.runtime.logs import ListSink
 from tests.support.live_clients import serve_app
 from tests.support.voice_fakes import fake_voice_factory
 from tests.support.waiting import wait_for

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.context import ActivityContext
-from engine.paths import generate_paths, scenario_yaml
-from engine.registry import GuardInput, Registry
-from engine.simulator import simulate_file, transitions
+from engine.chart.chart import load_chart
+from engine.chart.registry import GuardInput, Registry
+from engine.runtime.behaviours import default_registry
+from engine.runtime.context import ActivityContext
+from engine.tools.paths import generate_paths, scenario_yaml
+from engine.tools.simulator import simulate_file, transitions
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "voice_turn.yaml"

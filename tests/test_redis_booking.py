@@ -18,9 +18,9 @@ from typing import Any
 
 from adapters.redis import RedisEventBus, RedisSnapshotStore
 from adapters.redis.connection import open_client
-from engine.clock import RealClock
-from engine.events import VoiceEvent
-from engine.logs import EventLog, NullSink
+from engine.runtime.clock import RealClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, NullSink
 from tests.support.redis_server import RedisServer, read_log, signal_child
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore, RedisWorker
-from engine.events import VoiceEvent
-from engine.logs import ListSink
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import ListSink
 from tests.support.redis_server import (
     RedisServer,
     debug_log,

@@ -24,9 +24,9 @@ from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore
 from adapters.redis.connection import NotStandalone, open_client
 from adapters.redis.output_link import OutputFollower, RedisOutputLink, output_key
 from adapters.redis.run import run_worker
-from engine.events import VoiceEvent
-from engine.logs import ListSink
-from engine.ports import AudioChunk
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import ListSink
+from engine.runtime.ports import AudioChunk
 from tests.support.redis_server import (
     RedisClusterServers,
     debug_log,

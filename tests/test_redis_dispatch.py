@@ -11,10 +11,10 @@ import pytest
 from adapters.redis.dispatch import Dispatcher
 from adapters.redis.keys import parse_id
 from adapters.redis.owned import OwnedSession, OwnedTable, Phase
-from engine.clock import VirtualClock
-from engine.events import VoiceEvent
-from engine.logs import EventLog, ListSink
-from engine.session import Ack
+from engine.runtime.clock import VirtualClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, ListSink
+from engine.runtime.session import Ack
 
 SID = "s1"
 KEY = "voice:stt:session:{s1}"

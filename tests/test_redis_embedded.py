@@ -25,13 +25,13 @@ SCRIPT = textwrap.dedent("""
     from starlette.testclient import TestClient
     from adapters.config import Settings
     from adapters.server.app import create_app
-    from engine.behaviours import default_registry
-    from engine.chart import load_chart
-    from engine.clock import VirtualClock
-    from engine.fakes import fake_ports
-    from engine.logs import EventLog, ListSink
-    from engine.manager import SessionManager
-    from engine.snapshot import MemorySnapshotStore
+    from engine.runtime.behaviours import default_registry
+    from engine.chart.chart import load_chart
+    from engine.runtime.clock import VirtualClock
+    from engine.tools.fakes import fake_ports
+    from engine.runtime.logs import EventLog, ListSink
+    from engine.runtime.manager import SessionManager
+    from engine.runtime.snapshot import MemorySnapshotStore
 
     settings = Settings()
     assert settings.bus == "memory", settings.bus

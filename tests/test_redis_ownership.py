@@ -16,12 +16,12 @@ from redis.asyncio import Redis
 from adapters.redis import Keys, RedisEventBus, RedisSnapshotStore, RedisWorker
 from adapters.redis.leases import LeaseManager
 from adapters.redis.owned import Phase
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.clock import RealClock
-from engine.events import VoiceEvent
-from engine.fakes import fake_ports
-from engine.logs import EventLog, ListSink, NullSink
+from engine.chart.chart import compile_text
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, ListSink, NullSink
+from engine.tools.fakes import fake_ports
 from tests.support.redis_server import (
     RING_CHART,
     RedisServer,

@@ -26,16 +26,16 @@ from adapters.redis.output_link import ContractPublisher, output_key
 from adapters.server.inspect import Inspector
 from adapters.server.metrics import Metrics
 from adapters.server.remote_voice import RemoteVoiceService
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.clock import RealClock
-from engine.compiler import CompiledChart
-from engine.events import VoiceEvent
-from engine.fakes import fake_ports
-from engine.logs import EventLog, ListSink
-from engine.timeline import build_timeline
-from engine.trace import Contract, TraceEvent, WorkerState, from_record
-from engine.turn import TurnPolicy
+from engine.chart.chart import compile_text
+from engine.chart.compiler import CompiledChart
+from engine.chart.turn import TurnPolicy
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, ListSink
+from engine.runtime.trace import Contract, TraceEvent, WorkerState, from_record
+from engine.tools.fakes import fake_ports
+from engine.tools.timeline import build_timeline
 from tests.support.redis_server import RedisServer
 from tests.support.voice_fakes import EnergyDetector, ScriptedTranscriber
 from tests.support.waiting import wait_until

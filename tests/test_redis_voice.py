@@ -25,9 +25,9 @@ from adapters.responder.knowledge import Knowledge
 from adapters.server.app import create_app
 from adapters.server.metrics import Metrics
 from adapters.server.remote_voice import RemoteVoiceService
-from engine.compiler import CompiledChart
-from engine.logs import EventLog, ListSink
-from engine.registry import Registry
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.runtime.logs import EventLog, ListSink
 from tests.support.redis_server import RedisServer
 from tests.support.voice_fakes import (
     EnergyDetector,
@@ -195,9 +195,9 @@ async def test_a_new_answer_drops_audio_left_from_an_interrupted_one() -> None:
     """A worker that died mid-answer left frames queued here; the new owner's
     `start` (it speaks the answer again) must not play after them."""
     from adapters.fastrtc.output import OutputStream
-    from engine.behaviours import default_registry
-    from engine.chart import load_chart
-    from engine.clock import VirtualClock
+    from engine.chart.chart import load_chart
+    from engine.runtime.behaviours import default_registry
+    from engine.runtime.clock import VirtualClock
 
     registry = default_registry()
     chart = load_chart(Path(__file__).resolve().parent.parent / "charts" / "voice_turn.yaml",

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.chart import load_chart
-from engine.compiler import CompiledChart
-from engine.render import (
+from engine.chart.chart import load_chart
+from engine.chart.compiler import CompiledChart
+from engine.chart.render import (
     FORMATS,
     RenderUnavailable,
     graphviz_available,

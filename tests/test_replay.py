@@ -17,11 +17,11 @@ import pytest
 
 from adapters.cli.main import main
 from adapters.redis.bus import RedisEventBus
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.events import VoiceEvent
-from engine.replay import inputs_from_events, parse_log, replay_recording
-from engine.simulator import simulate_file, transitions
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import default_registry
+from engine.runtime.events import VoiceEvent
+from engine.tools.replay import inputs_from_events, parse_log, replay_recording
+from engine.tools.simulator import simulate_file, transitions
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_for
 from tests.support.webrtc_client import ServerProcess
@@ -370,8 +370,8 @@ def publish(url: str, events: list[VoiceEvent]) -> None:
 
 
 def _null_log() -> Any:
-    from engine.clock import RealClock
-    from engine.logs import EventLog, NullSink
+    from engine.runtime.clock import RealClock
+    from engine.runtime.logs import EventLog, NullSink
     return EventLog(NullSink(), RealClock())
 
 

@@ -30,11 +30,11 @@ from adapters.responder.intents import KEYWORD, RULES
 from adapters.responder.knowledge import Entry, Hit
 from adapters.responder.text import normalise, sentences, words
 from adapters.speech.grammar import normalize_phrase
-from engine.behaviours import respond
-from engine.clock import VirtualClock
-from engine.context import ActivityContext
-from engine.fakes import fake_ports
-from engine.ports import Responder
+from engine.runtime.behaviours import respond
+from engine.runtime.clock import VirtualClock
+from engine.runtime.context import ActivityContext
+from engine.runtime.ports import Responder
+from engine.tools.fakes import fake_ports
 
 AFTERNOON = datetime(2024, 5, 17, 15, 7)
 

@@ -27,10 +27,10 @@ from adapters.responder import (
     ResponderError,
 )
 from adapters.responder.understanding import knowledge_retriever, rule_detector
-from engine.behaviours import respond
-from engine.clock import VirtualClock
-from engine.context import ActivityContext
-from engine.fakes import fake_ports
+from engine.runtime.behaviours import respond
+from engine.runtime.clock import VirtualClock
+from engine.runtime.context import ActivityContext
+from engine.tools.fakes import fake_ports
 
 SECRET = "sk-test-Zq8vT3xY9-do-not-leak"
 

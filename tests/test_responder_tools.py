@@ -22,13 +22,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from adapters.responder import OpenAICompatibleResponder
-from engine.behaviours import respond
-from engine.chart import load_chart
-from engine.clock import VirtualClock
-from engine.context import ActivityContext
-from engine.dialogue import Dialogue, ToolCall, dialogue_of
-from engine.fakes import fake_ports
-from engine.trace import EventInvalid, TraceEvent
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import respond
+from engine.runtime.clock import VirtualClock
+from engine.runtime.context import ActivityContext
+from engine.runtime.dialogue import Dialogue, ToolCall, dialogue_of
+from engine.runtime.trace import EventInvalid, TraceEvent
+from engine.tools.fakes import fake_ports
 from examples.booking.registry import build_registry
 
 CHART = Path(__file__).resolve().parents[1] / "examples" / "booking" / "chart.yaml"

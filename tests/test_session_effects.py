@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.clock import VirtualClock
-from engine.context import EffectContext
-from engine.fakes import fake_ports
-from engine.logs import EventLog, ListSink
-from engine.manager import SessionManager
+from engine.chart.chart import compile_text
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import VirtualClock
+from engine.runtime.context import EffectContext
+from engine.runtime.logs import EventLog, ListSink
+from engine.runtime.manager import SessionManager
+from engine.tools.fakes import fake_ports
 
 CHART = """
 chart: effects

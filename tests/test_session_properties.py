@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note
 from hypothesis import strategies as st
 
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import VirtualClock
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, ListSink, Record
-from engine.manager import SessionManager
-from engine.session import Session
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import VirtualClock
+from engine.runtime.logs import EventLog, ListSink, Record
+from engine.runtime.manager import SessionManager
+from engine.runtime.session import Session
+from engine.tools.fakes import FakeSettings, fake_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = default_registry()

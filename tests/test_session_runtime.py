@@ -10,21 +10,21 @@ from typing import Any
 
 import pytest
 
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import VirtualClock
-from engine.compiler import CompiledChart
-from engine.context import ActivityContext
-from engine.events import VoiceEvent
-from engine.fakes import FakeResponder, FakeSettings, FakeSpeech, fake_ports
-from engine.kernel import Kernel
-from engine.logs import EventLog, ListSink, Record
-from engine.manager import SessionManager
-from engine.ports import AudioChunk, Ports
-from engine.registry import Registry
-from engine.session import Envelope, Session
-from engine.simulator import transitions
-from engine.snapshot import MemorySnapshotStore, Snapshot
+from engine.chart.chart import load_chart
+from engine.chart.compiler import CompiledChart
+from engine.chart.kernel import Kernel
+from engine.chart.registry import Registry
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import VirtualClock
+from engine.runtime.context import ActivityContext
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, ListSink, Record
+from engine.runtime.manager import SessionManager
+from engine.runtime.ports import AudioChunk, Ports
+from engine.runtime.session import Envelope, Session
+from engine.runtime.snapshot import MemorySnapshotStore, Snapshot
+from engine.tools.fakes import FakeResponder, FakeSettings, FakeSpeech, fake_ports
+from engine.tools.simulator import transitions
 
 ROOT = Path(__file__).resolve().parent.parent
 VOICE_TURN = ROOT / "charts" / "voice_turn.yaml"

@@ -10,12 +10,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import VirtualClock
-from engine.fakes import FakePlayback, FakeSettings, fake_ports
-from engine.logs import EventLog, ListSink
-from engine.manager import SessionManager
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import VirtualClock
+from engine.runtime.logs import EventLog, ListSink
+from engine.runtime.manager import SessionManager
+from engine.tools.fakes import FakePlayback, FakeSettings, fake_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSIONS = 1000

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from engine.behaviours import default_registry
-from engine.context import EffectContext
-from engine.logs import Record
-from engine.registry import Registry
-from engine.simulator import ScenarioError, load_scenario, simulate_file, transitions
+from engine.chart.registry import Registry
+from engine.runtime.behaviours import default_registry
+from engine.runtime.context import EffectContext
+from engine.runtime.logs import Record
+from engine.tools.simulator import ScenarioError, load_scenario, simulate_file, transitions
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "scenarios"

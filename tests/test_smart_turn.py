@@ -13,7 +13,7 @@ import pytest
 from adapters.speech.samples import padded_speech, tone
 from adapters.turn import smart
 from adapters.turn.gate import TurnGate
-from engine.turn import TurnPolicy
+from engine.chart.turn import TurnPolicy
 from tests.support.voice_fakes import EnergyDetector
 
 SETUP_HINT = "scripts/_setup.sh installs it (scripts/_smart_turn.py)"
@@ -102,7 +102,7 @@ def test_a_damaged_model_file_falls_back_too(tmp_path: Path) -> None:
 def test_the_service_loads_the_model_only_for_a_chart_that_asks(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from adapters.server.voice import VoiceFrontEnd
-    from engine.chart import compile_text
+    from engine.chart.chart import compile_text
 
     calls: list[Any] = []
     monkeypatch.setattr(smart, "load", lambda path=None: calls.append(path) or "model")
@@ -129,7 +129,7 @@ async def test_a_smart_state_does_not_cut_off_a_caller_who_pauses_mid_sentence(
     from adapters.speech.samples import noise, speech
     from adapters.speech.silero import SileroVadFactory
     from adapters.speech.vad import SpeechDetector
-    from engine.logs import ListSink
+    from engine.runtime.logs import ListSink
     from tests.support.waiting import wait_until
     from tests.test_turn_enforcement import finals, open_call, play, state
 

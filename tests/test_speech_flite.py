@@ -13,7 +13,7 @@ from adapters.speech.audio import resample
 from adapters.speech.errors import SpeechConfigError
 from adapters.speech.flite import FliteTTS, split_sentences
 from adapters.speech.whisper import WhisperSTT
-from engine.ports import Speech
+from engine.runtime.ports import Speech
 
 STORY = ("A small robot wanted to hear the sea. It rolled to the beach every night and "
          "listened to the waves. One morning it answered them with a song of its own.")

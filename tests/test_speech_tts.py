@@ -10,7 +10,7 @@ import pytest
 
 from adapters.speech.errors import SpeechConfigError
 from adapters.speech.tts import EspeakTTS
-from engine.ports import AudioChunk, Speech
+from engine.runtime.ports import AudioChunk, Speech
 
 SENTENCE = "Please tell me what the weather will be like tomorrow."  # 10 words
 

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from adapters.config import Settings
 from adapters.telemetry import start_telemetry, telemetry_wanted
-from engine.simulator import simulate_file
-from engine.trace import from_record
+from engine.runtime.trace import from_record
+from engine.tools.simulator import simulate_file
 
 ROOT = Path(__file__).resolve().parent.parent
 

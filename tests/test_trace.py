@@ -1,4 +1,4 @@
-"""The typed trace (engine/trace.py) writes exactly the log lines the engine
+"""The typed trace (engine/runtime/trace.py) writes exactly the log lines the engine
 wrote before it was typed: the log format is public API (docs/chart-format.md §3).
 
 tests/golden/trace/ holds lines captured from the engine as it was before the
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.simulator import simulate_file
-from engine.trace import KINDS, Contract, LogLine, StateTransition, from_record
+from engine.runtime.trace import KINDS, Contract, LogLine, StateTransition, from_record
+from engine.tools.simulator import simulate_file
 from tests.test_session_scenarios import explode_registry
 
 ROOT = Path(__file__).resolve().parent.parent

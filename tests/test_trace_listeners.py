@@ -15,14 +15,14 @@ from adapters.redis.keys import Keys
 from adapters.redis.output_link import ContractPublisher, output_key
 from adapters.server.app import create_app
 from adapters.server.metrics import Metrics
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import VirtualClock
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, ListSink
-from engine.manager import SessionManager
-from engine.snapshot import MemorySnapshotStore
-from engine.trace import ContractApplied, StateTransition, TraceEvent
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import VirtualClock
+from engine.runtime.logs import EventLog, ListSink
+from engine.runtime.manager import SessionManager
+from engine.runtime.snapshot import MemorySnapshotStore
+from engine.runtime.trace import ContractApplied, StateTransition, TraceEvent
+from engine.tools.fakes import FakeSettings, fake_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """No module outside the trace and the JSON-log listener formats or parses log lines by
 their `event_type` string (issue 15): everything else reads typed events
-(engine/trace.py). A `"state_transition"`-style literal of a kind with a class in
-engine/trace.py, anywhere in engine/, adapters/ or benchmarks/, is a failure.
+(engine/runtime/trace.py). A `"state_transition"`-style literal of a kind with a class in
+engine/runtime/trace.py, anywhere in engine/, adapters/ or benchmarks/, is a failure.
 
 (The browser pages under adapters/server/static/ read the JSON lines the server
 streams to them: that is the log format as public API, not Python code.)"""
@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.trace import KINDS
+from engine.runtime.trace import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
-ALLOWED = {Path("engine/trace.py"), Path("engine/logs.py")}
+ALLOWED = {Path("engine/runtime/trace.py"), Path("engine/runtime/logs.py")}
 SAME_WORD = {
     # `turnchart paths` names a kind of problem after the line kind (docs/paths.md).
-    (Path("engine/paths.py"), '"contract_violation"'),
+    (Path("engine/tools/paths.py"), '"contract_violation"'),
 }
 KIND_NAMES = "|".join(sorted(KINDS, key=len, reverse=True))
 LITERAL = re.compile(rf"""["']({KIND_NAMES})["']""")

@@ -25,10 +25,10 @@ from adapters.speech.samples import noise, speech
 from adapters.speech.silero import SileroVadFactory
 from adapters.speech.vad import SpeechDetector
 from adapters.turn.gate import SMART_CHECK_MS, TurnGate
-from engine.chart import load_chart
-from engine.clock import RealClock
-from engine.logs import EventLog, ListSink
-from engine.turn import TurnPolicy
+from engine.chart.chart import load_chart
+from engine.chart.turn import TurnPolicy
+from engine.runtime.clock import RealClock
+from engine.runtime.logs import EventLog, ListSink
 from tests.support.voice_fakes import EnergyDetector, ScriptedTranscriber, ToneSpeech, tone
 from tests.support.waiting import wait_until
 
@@ -81,7 +81,7 @@ async def open_call(sink: ListSink, detector_factory: Any, script: list[str]
 
 
 def _registry() -> Any:
-    from engine.behaviours import default_registry
+    from engine.runtime.behaviours import default_registry
     return default_registry()
 
 

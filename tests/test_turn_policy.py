@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.chart import compile_text, load_chart
-from engine.compiler import CompiledChart
-from engine.errors import ChartErrors
-from engine.render import render, to_json
-from engine.turn import TurnPolicy
+from engine.chart.chart import compile_text, load_chart
+from engine.chart.compiler import CompiledChart
+from engine.chart.errors import ChartErrors
+from engine.chart.render import render, to_json
+from engine.chart.turn import TurnPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "tests" / "charts" / "turn_policy.yaml"

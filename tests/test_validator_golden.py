@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.chart import compile_text
-from engine.compiler import CompiledChart
-from engine.errors import ChartErrors
+from engine.chart.chart import compile_text
+from engine.chart.compiler import CompiledChart
+from engine.chart.errors import ChartErrors
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"

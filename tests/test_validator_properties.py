@@ -17,10 +17,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.chart import compile_text
-from engine.compiler import CompiledChart
-from engine.errors import ChartError, ChartErrors
-from engine.source import load_yaml
+from engine.chart.chart import compile_text
+from engine.chart.compiler import CompiledChart
+from engine.chart.errors import ChartError, ChartErrors
+from engine.chart.source import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = {

@@ -15,11 +15,11 @@ import numpy as np
 
 from adapters.server.metrics import Metrics
 from adapters.server.voice import VoiceService
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import RealClock
-from engine.logs import EventLog, ListSink
-from engine.ports import AudioChunk
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.logs import EventLog, ListSink
+from engine.runtime.ports import AudioChunk
 from tests.support.voice_fakes import EnergyDetector, ScriptedTranscriber, ToneSpeech
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from adapters.config import Settings, VoiceSettings
 from adapters.fastrtc.telephone import twiml
 from adapters.server.app import create_app
 from adapters.speech.audio import resample
-from engine.logs import ListSink
+from engine.runtime.logs import ListSink
 from tests.support.live_clients import serve_app
 from tests.support.phone_client import PhoneCaller, mulaw_decode, mulaw_encode
 from tests.support.voice_fakes import fake_voice_factory

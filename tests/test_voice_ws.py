@@ -18,7 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from adapters.config import Settings, VoiceSettings
 from adapters.server.app import create_app
-from engine.logs import ListSink
+from engine.runtime.logs import ListSink
 from tests.support.voice_fakes import fake_voice_factory, mulaw_encode, silence, tone
 from tests.support.waiting import wait_for
 

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.errors import ChartErrors
-from engine.registry import Registry
+from engine.chart.chart import load_chart
+from engine.chart.errors import ChartErrors
+from engine.chart.registry import Registry
+from engine.runtime.behaviours import default_registry
 
 if TYPE_CHECKING:
     from adapters.config import Settings
@@ -72,7 +72,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from engine.render import RenderUnavailable, render
+    from engine.chart.render import RenderUnavailable, render
     try:
         chart = load_chart(args.path, _registry(args.registry))
     except ChartErrors as exc:
@@ -150,8 +150,8 @@ def _registry_usable(args: argparse.Namespace, settings: Settings) -> bool:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from engine.logs import JsonLinesSink
-    from engine.simulator import ScenarioError, simulate_file, transitions
+    from engine.runtime.logs import JsonLinesSink
+    from engine.tools.simulator import ScenarioError, simulate_file, transitions
     out = None
     try:
         if args.out:

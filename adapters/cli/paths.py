@@ -1,6 +1,6 @@
 """`turnchart paths PATH`: generated path tests for a chart, as a CI gate.
 
-The engine (engine/paths.py) generates the sequences, runs them on the
+The engine (engine/tools/paths.py) generates the sequences, runs them on the
 virtual clock and reads the traces back; this module prints the coverage table
 and the problems, writes the sequences as scenarios with `--out`, and turns
 the result into an exit code: 0 when coverage reaches `--min-coverage` and
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.chart import load_chart
-from engine.errors import ChartErrors
-from engine.paths import GeneratedPath, Hit, PathReport, generate_paths, write_scenarios
-from engine.source import Position
+from engine.chart.chart import load_chart
+from engine.chart.errors import ChartErrors
+from engine.chart.source import Position
+from engine.tools.paths import GeneratedPath, Hit, PathReport, generate_paths, write_scenarios
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

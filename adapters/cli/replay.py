@@ -3,7 +3,7 @@
     turnchart replay LOG.jsonl [--chart PATH] [--session ID] [--format text|json]
     turnchart replay --redis URL --session ID --chart PATH [LOG.jsonl]
 
-The recorded events come from the log lines (engine/replay.py), or from the
+The recorded events come from the log lines (engine/tools/replay.py), or from the
 session's Redis stream (adapters/redis/history.py) when `--redis` is given;
 the recorded transitions and the activities' answers always come from a log.
 Exit codes: 0 every replayed session matches its recording (or there was no
@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.compiler import CompiledChart
-from engine.errors import ChartErrors
-from engine.logs import JsonLinesSink
-from engine.registry import Registry
-from engine.replay import (
+from engine.chart.compiler import CompiledChart
+from engine.chart.errors import ChartErrors
+from engine.chart.registry import Registry
+from engine.runtime.logs import JsonLinesSink
+from engine.tools.replay import (
     LogError,
     ParsedLog,
     RecordedInput,
@@ -161,7 +161,7 @@ def _read_stream(url: str, session_id: str, recording: Recording) -> list[Record
 def _chart_for(recording: Recording, args: argparse.Namespace, registry: Registry,
                cache: dict[Path, CompiledChart]) -> CompiledChart:
     """`--chart`, else the chart the recording says ran (as written, then beside the log)."""
-    from engine.chart import load_chart
+    from engine.chart.chart import load_chart
     given = args.chart or recording.chart.path
     if not given:
         raise UsageProblem(f"the log does not say which chart session {recording.label} ran; "

@@ -23,10 +23,10 @@ from adapters.redis.output_link import ContractPublisher, RedisOutputLink
 from adapters.redis.run import run_worker
 from adapters.responder.settings import build_responder
 from adapters.telemetry import Telemetry, start_telemetry
-from engine.clock import RealClock
-from engine.logs import EventLog, JsonLinesSink
-from engine.ports import Ports
-from engine.registry import Registry
+from engine.chart.registry import Registry
+from engine.runtime.clock import RealClock
+from engine.runtime.logs import EventLog, JsonLinesSink
+from engine.runtime.ports import Ports
 
 
 async def run_live_worker(redis_url: str, settings: Settings, *, chart_path: str | Path,
@@ -58,7 +58,7 @@ async def _run_live_worker(redis_url: str, settings: Settings, *, chart_path: st
                                 watch=settings.server.watch_charts, redis_wait_s=redis_wait_s)
     from adapters.server.voice_factory import FILLER_TEXT
     from adapters.speech.models import build_tts
-    from engine.ports import AudioChunk
+    from engine.runtime.ports import AudioChunk
     tts = build_tts(settings.speech.model_copy(update={   # workers speak; they never listen
         "output_rate": settings.voice.output_rate}))
     rate, pcm = tts.synthesize_all(FILLER_TEXT)

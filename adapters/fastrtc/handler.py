@@ -29,7 +29,7 @@ from fastrtc import AsyncStreamHandler
 from fastrtc.utils import get_current_context
 
 from adapters.fastrtc.output import OutputStream
-from engine.turn import TurnPolicy
+from engine.chart.turn import TurnPolicy
 
 INPUT_RATE = 16_000
 
@@ -95,7 +95,7 @@ class VoiceBackend(Protocol):
 
     def contract(self, session_id: str) -> Mapping[str, str]: ...
 
-    # the current state's turn policy (engine/turn.py); the gate that applies it, with
+    # the current state's turn policy (engine/chart/turn.py); the gate that applies it, with
     # the end-of-turn model if one is loaded
     def new_turn_gate(self, detector: Detector,
                       note: Callable[[Any, bool], None]) -> TurnGateLike: ...

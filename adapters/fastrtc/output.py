@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.ports import AudioChunk
+from engine.runtime.ports import AudioChunk
 
 FRAME_MS = 20.0
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.logs import EventLog
-from engine.trace import RoutingRejected
+from engine.runtime.logs import EventLog
+from engine.runtime.trace import RoutingRejected
 
 
 class ConnectionRegistry:

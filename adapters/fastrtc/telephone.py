@@ -45,7 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from adapters.fastrtc.handler import TurnStreamHandler, VoiceBackend
 from adapters.fastrtc.output import OutputStream
 from adapters.fastrtc.transport import CONNECTION_ID
-from engine.logs import EventLog
+from engine.runtime.logs import EventLog
 
 NO_SESSION = "-"
 PHONE_EVENTS = frozenset({"connected", "start", "media", "mark", "dtmf", "stop"})

@@ -2,7 +2,7 @@
 session snapshots, session ownership by lease, crash resume (docs/redis.md).
 
 - `RedisEventBus`       producers: publish VoiceEvents, announce/end sessions
-- `RedisSnapshotStore`  engine.snapshot.SnapshotStore on Redis (lease-fenced)
+- `RedisSnapshotStore`  engine.runtime.snapshot.SnapshotStore on Redis (lease-fenced)
 - `LeaseManager`        SET NX PX leases, renewal and release (Lua, atomic)
 - `RedisWorker`         owns sessions, one XREADGROUP loop, exactly-once apply
 - `run_worker`          the headless worker process (`turnchart worker --redis URL`)

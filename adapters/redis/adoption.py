@@ -21,8 +21,8 @@ from adapters.redis.keys import parse_id
 from adapters.redis.owned import OwnedSession, OwnedTable, Phase, RawEntry
 from adapters.redis.reader import stream_pairs
 from adapters.redis.snapshots import LeaseLost
-from engine.logs import EventLog
-from engine.manager import SessionManager
+from engine.runtime.logs import EventLog
+from engine.runtime.manager import SessionManager
 
 
 class Adopter:

@@ -20,7 +20,7 @@ from redis.exceptions import RedisClusterException
 
 from adapters.redaction import redact_credentials
 from adapters.redis.connection import CONNECTION_ERRORS, NO_SESSION, connect, error_text
-from engine.logs import EventLog
+from engine.runtime.logs import EventLog
 
 DEFAULT_WAIT_S = 30.0
 UNREACHABLE: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, RedisClusterException)

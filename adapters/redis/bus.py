@@ -45,8 +45,8 @@ from redis.exceptions import NoScriptError
 from adapters.redis.connection import Client, connect
 from adapters.redis.keys import Keys
 from adapters.redis.pipeline import LuaScript
-from engine.events import VoiceEvent
-from engine.logs import EventLog
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog
 
 DEFAULT_GROUP = "turnchart"
 

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.redaction import redact_credentials
-from engine.logs import EventLog
+from engine.runtime.logs import EventLog
 
 NO_SESSION = "-"
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,

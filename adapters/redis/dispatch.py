@@ -29,10 +29,10 @@ from typing import Any, Protocol
 
 from adapters.redis.keys import StreamId, format_id, parse_id
 from adapters.redis.owned import OwnedSession, OwnedTable
-from engine.events import EventProblem, VoiceEvent, parse_event, truncate_raw
-from engine.logs import EventLog
-from engine.session import Ack, Session
-from engine.trace import EventInvalid
+from engine.runtime.events import EventProblem, VoiceEvent, parse_event, truncate_raw
+from engine.runtime.logs import EventLog
+from engine.runtime.session import Ack, Session
+from engine.runtime.trace import EventInvalid
 
 
 class Acks(Protocol):

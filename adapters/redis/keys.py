@@ -28,7 +28,7 @@ class Keys:
         return f"{self.prefix}:stt:session:{{{session_id}}}"
 
     def snapshot(self, session_id: str) -> str:
-        """The session's last snapshot (JSON of engine.snapshot.Snapshot)."""
+        """The session's last snapshot (JSON of engine.runtime.snapshot.Snapshot)."""
         return f"{self.prefix}:snapshot:{{{session_id}}}"
 
     def lease(self, session_id: str) -> str:

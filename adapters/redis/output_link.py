@@ -47,8 +47,8 @@ from adapters.redis.keys import Keys
 from adapters.redis.reader import stream_pairs
 from adapters.redis.topology import Topology, is_redirect
 from adapters.redis.wire import Wire
-from engine.ports import AudioChunk
-from engine.trace import ContractApplied, TraceEvent
+from engine.runtime.ports import AudioChunk
+from engine.runtime.trace import ContractApplied, TraceEvent
 
 OUT_MAXLEN = 2_000
 

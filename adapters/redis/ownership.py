@@ -29,9 +29,9 @@ from adapters.redis.options import WorkerOptions
 from adapters.redis.owned import OwnedSession, OwnedTable, Phase
 from adapters.redis.reader import stream_pairs
 from adapters.redis.release import Releaser
-from engine.catalog import count_versions
-from engine.logs import EventLog
-from engine.manager import SessionManager
+from engine.chart.catalog import count_versions
+from engine.runtime.logs import EventLog
+from engine.runtime.manager import SessionManager
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 REPORT_LATENCY_EVERY_S = 5.0   # a reported latency summary is at most this much older

@@ -26,7 +26,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 from adapters.redis.connection import CONNECTION_ERRORS, NO_SESSION, Client, command, error_text
 from adapters.redis.topology import STANDALONE, Topology, is_redirect
 from adapters.redis.wire import Wire
-from engine.logs import EventLog
+from engine.runtime.logs import EventLog
 
 RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TimeoutError)
 

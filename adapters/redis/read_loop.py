@@ -31,7 +31,7 @@ from adapters.redis.owned import OwnedTable, Phase
 from adapters.redis.pipeline import AutoPipeline
 from adapters.redis.reader import Lane, StreamReader
 from adapters.redis.topology import Topology, is_redirect
-from engine.logs import EventLog
+from engine.runtime.logs import EventLog
 
 StartTask = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 

@@ -24,10 +24,10 @@ from adapters.redis.options import WorkerOptions
 from adapters.redis.owned import OwnedSession, OwnedTable, Phase
 from adapters.redis.pipeline import AutoPipeline
 from adapters.redis.snapshots import LeaseLost, RedisSnapshotStore
-from engine.logs import EventLog
-from engine.manager import SessionManager
-from engine.session import Session
-from engine.snapshot import Snapshot
+from engine.runtime.logs import EventLog
+from engine.runtime.manager import SessionManager
+from engine.runtime.session import Session
+from engine.runtime.snapshot import Snapshot
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 

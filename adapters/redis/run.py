@@ -4,7 +4,7 @@ The lead wires it as `turnchart worker --redis URL`; until then
 `python -m adapters.redis --redis URL [--chart PATH]` runs the same.
 
 Headless means no audio and no HTTP: the chart's activities run against the
-engine's fake ports (engine.fakes, on a RealClock: the responder answers
+engine's fake ports (engine.tools.fakes, on a RealClock: the responder answers
 after `respond_ms` with a fixed text, speech is silent chunks). A deployment
 that wants real answers from workers passes its own `Ports`.
 
@@ -35,14 +35,14 @@ from adapters.hot_reload import ChartReloader, ChartWatcher
 from adapters.redis.availability import DEFAULT_WAIT_S, RedisUnreachable, wait_for_redis
 from adapters.redis.connection import NO_SESSION, NotStandalone, check_url
 from adapters.redis.worker import RedisWorker
-from engine.behaviours import default_registry
-from engine.catalog import ChartCatalog, Reload
-from engine.chart import load_chart
-from engine.clock import RealClock
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, JsonLinesSink
-from engine.ports import Ports
-from engine.registry import Registry
+from engine.chart.catalog import ChartCatalog, Reload
+from engine.chart.chart import load_chart
+from engine.chart.registry import Registry
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.logs import EventLog, JsonLinesSink
+from engine.runtime.ports import Ports
+from engine.tools.fakes import FakeSettings, fake_ports
 
 DEFAULT_CHART = Path(__file__).resolve().parents[2] / "charts" / "voice_turn.yaml"
 PAUSE_ENV = "TURNCHART_REDIS_PAUSE"

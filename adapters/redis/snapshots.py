@@ -1,4 +1,4 @@
-"""`RedisSnapshotStore`: engine.snapshot.SnapshotStore on Redis.
+"""`RedisSnapshotStore`: engine.runtime.snapshot.SnapshotStore on Redis.
 
 One JSON string per session at `voice:snapshot:{sid}` (Snapshot.to_dict). A
 worker's store is *fenced*: a save is a Lua script that writes only while the
@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from adapters.redis.connection import Client
 from adapters.redis.keys import Keys
 from adapters.redis.pipeline import AutoPipeline, LuaScript
-from engine.snapshot import Snapshot
+from engine.runtime.snapshot import Snapshot
 
 SAVE_IF_OWNER = LuaScript("""
 local owner = redis.call('GET', KEYS[2])

@@ -53,12 +53,12 @@ from adapters.redis.reader import StreamReader
 from adapters.redis.release import OwnerStore, Releaser
 from adapters.redis.snapshots import RedisSnapshotStore
 from adapters.redis.topology import Topology
-from engine.clock import Clock, RealClock
-from engine.compiler import CompiledChart
-from engine.logs import EventLog
-from engine.manager import SessionManager
-from engine.ports import Ports
-from engine.registry import Registry
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.runtime.clock import Clock, RealClock
+from engine.runtime.logs import EventLog
+from engine.runtime.manager import SessionManager
+from engine.runtime.ports import Ports
 
 WorkerHooks = DispatchHooks
 """Test hooks: awaited at `received` (an entry is read from Redis, not yet

@@ -2,7 +2,7 @@
 
 `BuiltinResponder` is offline and rule based; `OpenAICompatibleResponder`
 streams from any chat-completions server. Both implement
-`engine.ports.Responder`; `build_responder` picks one from settings.
+`engine.runtime.ports.Responder`; `build_responder` picks one from settings.
 """
 
 from adapters.responder.builtin import BuiltinResponder

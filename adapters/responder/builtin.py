@@ -86,7 +86,7 @@ def _coverage(keywords: str, text: str) -> float:
 
 
 class BuiltinResponder:
-    """`engine.ports.Responder` with offline rules; detector and retriever are injectable."""
+    """`engine.runtime.ports.Responder` with offline rules; injectable detector and retriever."""
 
     def __init__(self, knowledge: Knowledge, clock_now: Callable[[], datetime] = local_now,
                  *, detect: IntentDetector | None = None, retrieve: Retriever | None = None,

@@ -1,7 +1,7 @@
 """The offline responder in a dialogue state: rule-based tool calls (issue 16 §4).
 
 `BuiltinFlowResponder` is the shipped `BuiltinResponder` (same answers outside a
-flow) that also implements `engine.ports.DialogueResponder`. Asked in a state
+flow) that also implements `engine.runtime.ports.DialogueResponder`. Asked in a state
 with a `prompt:` and `tools:` it fills the tools from the caller's words with
 the rules of adapters/responder/extract.py, in this order:
 
@@ -29,7 +29,7 @@ from typing import Any
 from adapters.responder.builtin import BuiltinResponder
 from adapters.responder.extract import calendar_date, clock_time, number, words_of, yes_no
 from adapters.responder.intents import PHRASE_MIN, detect_intent
-from engine.dialogue import Dialogue, Tool, ToolCall
+from engine.runtime.dialogue import Dialogue, Tool, ToolCall
 
 NOT_UNDERSTOOD = "Sorry, I did not get that."
 _STOP_WORDS = {"ask", "set", "give", "tell", "the", "for", "and", "with", "about", "say"}

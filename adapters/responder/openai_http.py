@@ -28,7 +28,7 @@ from adapters.responder.tool_calls import (
     whole_calls,
 )
 from adapters.responder.understanding import IntentDetector, Retriever, Understanding, understand
-from engine.dialogue import Dialogue, ToolCall
+from engine.runtime.dialogue import Dialogue, ToolCall
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant. Your words are spoken aloud: answer in one to "
@@ -39,7 +39,7 @@ _SNIPPET = 200
 
 
 class OpenAICompatibleResponder:
-    """`engine.ports.Responder` backed by a streaming chat-completions endpoint.
+    """`engine.runtime.ports.Responder` backed by a streaming chat-completions endpoint.
 
     `timeout_s` bounds every wait: connecting, and each gap between streamed
     bytes, so a server that hangs before or during its answer fails the turn.

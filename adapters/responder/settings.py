@@ -26,7 +26,7 @@ from adapters.responder.knowledge import DEFAULT_KNOWLEDGE, Knowledge
 from adapters.responder.openai_http import DEFAULT_SYSTEM_PROMPT, OpenAICompatibleResponder
 from adapters.responder.timeofday import local_now
 from adapters.responder.understanding import knowledge_retriever, rule_detector
-from engine.ports import Responder
+from engine.runtime.ports import Responder
 
 logger = logging.getLogger("turnchart.responder")
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.dialogue import Dialogue, ToolCall
+from engine.runtime.dialogue import Dialogue, ToolCall
 
 FLOW_BRIEF = (
     "You are in step '{state}' of a conversation flow. Your task now: {prompt}\n"

@@ -27,13 +27,13 @@ from adapters.server.telephone_routes import telephone_routes
 from adapters.server.voice import VoiceFrontEnd
 from adapters.server.voice_routes import JSON_PATHS, OFFER_PATHS, VoiceState, voice_routes
 from adapters.telemetry import start_telemetry
-from engine.behaviours import default_registry
-from engine.catalog import ChartCatalog, Reload, VersionUse
-from engine.clock import RealClock
-from engine.compiler import CompiledChart
-from engine.logs import EventLog, FanOutSink, JsonLinesSink, LogSink
-from engine.registry import Registry
-from engine.render import RenderUnavailable, to_json, to_mermaid, to_svg
+from engine.chart.catalog import ChartCatalog, Reload, VersionUse
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.chart.render import RenderUnavailable, to_json, to_mermaid, to_svg
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.logs import EventLog, FanOutSink, JsonLinesSink, LogSink
 
 VoiceFactory = Callable[[Settings, CompiledChart, Registry, EventLog, Metrics], VoiceFrontEnd]
 

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from adapters.hot_reload import ChartReloader
-from engine.catalog import VersionUse
+from engine.chart.catalog import VersionUse
 
 Uses = Callable[[], Awaitable[list[VersionUse]]]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from html import escape
 
-from engine.catalog import ChartEntry, VersionUse
-from engine.compiler import CompiledChart
-from engine.render import RenderUnavailable, to_mermaid, to_svg
+from engine.chart.catalog import ChartEntry, VersionUse
+from engine.chart.compiler import CompiledChart
+from engine.chart.render import RenderUnavailable, to_mermaid, to_svg
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:80rem}

@@ -1,9 +1,9 @@
 """The live inspector: `GET /inspect` shows the chart with every live session on
 it, and each session's timeline, from the server's own structured log lines.
 
-`Inspector` is a trace listener (engine/trace.py): it gets every event,
+`Inspector` is a trace listener (engine/runtime/trace.py): it gets every event,
 whatever the log level. It keeps, per session, the last events in a bounded
-ring buffer (for the timeline, `engine.timeline`) and a small view of where
+ring buffer (for the timeline, `engine.tools.timeline`) and a small view of where
 the session is (chart, state, contract, since when), built from the events
 alone: `session_started` / `session_resumed`, `contract_applied`,
 `state_transition`, `session_closed`. Closed sessions are kept a while so
@@ -37,11 +37,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from engine.compiler import CompiledChart
-from engine.latency import LatencyStats
-from engine.manager import NO_SESSION
-from engine.timeline import build_timeline
-from engine.trace import (
+from engine.chart.compiler import CompiledChart
+from engine.runtime.latency import LatencyStats
+from engine.runtime.manager import NO_SESSION
+from engine.runtime.trace import (
     AudioOut,
     ContractApplied,
     LatencyRecorded,
@@ -54,6 +53,7 @@ from engine.trace import (
     WorkerState,
     iso_utc,
 )
+from engine.tools.timeline import build_timeline
 
 STATIC = Path(__file__).with_name("static")
 _ASSETS = {"inspect.js": "text/javascript", "inspect.css": "text/css"}

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from adapters.redaction import redact_credentials
-from engine.logs import iso_utc
+from engine.runtime.logs import iso_utc
 
 
 class JsonFormatter(logging.Formatter):

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.logs import EventLog
+from engine.runtime.logs import EventLog
 
 NO_SESSION = "-"
 WS_MESSAGE_TOO_BIG = 1009       # RFC 6455: "message too big"

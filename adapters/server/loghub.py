@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from engine.logs import Record
+from engine.runtime.logs import Record
 
 
 class LogHub:

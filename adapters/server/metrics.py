@@ -1,6 +1,6 @@
 """Prometheus metrics, fed by the same trace the log is written from.
 
-A trace listener (engine/trace.py): each typed event becomes counter/histogram
+A trace listener (engine/runtime/trace.py): each typed event becomes counter/histogram
 updates, whatever the log level, so what `/metrics` shows never disagrees with
 the log and never depends on its level. Each app gets its own
 `CollectorRegistry` (tests start several apps in one process).
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from engine.trace import (
+from engine.runtime.trace import (
     ActivityFailed,
     ContractViolation,
     EffectFailed,

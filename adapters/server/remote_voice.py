@@ -26,14 +26,14 @@ from adapters.redis.output_link import OutputFollower
 from adapters.server.metrics import Metrics
 from adapters.server.voice import VoiceFrontEnd
 from adapters.server.voice_host import SessionInfo
-from engine.catalog import VersionUse
-from engine.compiler import CompiledChart
-from engine.events import VoiceEvent
-from engine.logs import EventLog
-from engine.ports import AudioChunk
-from engine.registry import Registry
-from engine.trace import Contract, WorkerSessionReleased, WorkerState
-from engine.turn import NO_POLICY, TurnPolicy
+from engine.chart.catalog import VersionUse
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.chart.turn import NO_POLICY, TurnPolicy
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog
+from engine.runtime.ports import AudioChunk
+from engine.runtime.trace import Contract, WorkerSessionReleased, WorkerState
 
 _CLOSED: Mapping[str, str] = MappingProxyType({"microphone": "closed", "playback": "stopped"})
 

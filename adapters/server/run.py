@@ -32,7 +32,7 @@ import uvicorn
 from adapters.config import Settings
 from adapters.fastrtc.ice import is_loopback_host
 from adapters.server.json_logging import uvicorn_log_config
-from engine.logs import EventLog
+from engine.runtime.logs import EventLog
 
 # uvicorn drops (1009, no message) WebSocket frames this many times over the limit;
 # up to there the app's limit answers with an error message first (limits.py).

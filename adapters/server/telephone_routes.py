@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from adapters.fastrtc.telephone import PhoneStreamHandler, serve_telephone, twiml
-from engine.logs import EventLog
+from engine.runtime.logs import EventLog
 
 if TYPE_CHECKING:
     from adapters.server.voice_routes import VoiceState

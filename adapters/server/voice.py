@@ -23,16 +23,16 @@ from adapters.server.metrics import Metrics
 from adapters.server.voice_host import SessionInfo
 from adapters.turn import smart
 from adapters.turn.gate import EndOfTurnModel, TurnGate
-from engine.catalog import VersionUse, count_versions
-from engine.clock import RealClock
-from engine.compiler import CompiledChart
-from engine.events import VoiceEvent
-from engine.logs import EventLog
-from engine.manager import SessionManager
-from engine.ports import AudioChunk, Ports, Responder, Speech
-from engine.registry import Registry
-from engine.snapshot import MemorySnapshotStore
-from engine.turn import NO_POLICY, TurnPolicy
+from engine.chart.catalog import VersionUse, count_versions
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.chart.turn import NO_POLICY, TurnPolicy
+from engine.runtime.clock import RealClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog
+from engine.runtime.manager import SessionManager
+from engine.runtime.ports import AudioChunk, Ports, Responder, Speech
+from engine.runtime.snapshot import MemorySnapshotStore
 
 _CLOSED: Mapping[str, str] = MappingProxyType({"microphone": "closed", "playback": "stopped"})
 
@@ -87,7 +87,7 @@ class VoiceFrontEnd:
         raise NotImplementedError
 
     def turn_policy(self, session_id: str) -> TurnPolicy:
-        """The current state's turn policy (engine/turn.py), read on every frame."""
+        """The current state's turn policy (engine/chart/turn.py), read on every frame."""
         raise NotImplementedError
 
     def post(self, session_id: str, event_type: str, payload: dict[str, Any],

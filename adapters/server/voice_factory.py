@@ -11,10 +11,10 @@ from adapters.responder.settings import build_responder
 from adapters.server.metrics import Metrics
 from adapters.server.voice import VoiceFrontEnd, VoiceService
 from adapters.speech.models import SpeechModels
-from engine.compiler import CompiledChart
-from engine.logs import EventLog
-from engine.ports import AudioChunk
-from engine.registry import Registry
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.runtime.logs import EventLog
+from engine.runtime.ports import AudioChunk
 
 log = logging.getLogger("turnchart.voice")
 FILLER_TEXT = "Hmm, let me think."

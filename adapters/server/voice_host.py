@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.catalog import VersionUse
-from engine.session import Session
+from engine.chart.catalog import VersionUse
+from engine.runtime.session import Session
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from adapters.speech.audio import StreamResampler
 from adapters.speech.errors import SpeechConfigError
-from engine.ports import AudioChunk
+from engine.runtime.ports import AudioChunk
 
 VOICES = ("slt", "rms", "awb", "kal16", "kal")
 """The English voices Debian's flite ships (libflite_cmu_us_<name>.so.1)."""
@@ -144,7 +144,7 @@ class FliteEngine:
 
 
 class FliteTTS:
-    """`engine.ports.Speech` with flite: int16 little-endian mono at `sample_rate`."""
+    """`engine.runtime.ports.Speech` with flite: int16 little-endian mono at `sample_rate`."""
 
     def __init__(self, *, voice: str = "slt", output_rate: int = 24000,
                  engine: FliteEngine | None = None) -> None:

@@ -17,13 +17,13 @@ import numpy.typing as npt
 
 from adapters.speech.audio import StreamResampler
 from adapters.speech.espeak import EspeakEngine
-from engine.ports import AudioChunk
+from engine.runtime.ports import AudioChunk
 
 _DONE = object()
 
 
 class EspeakTTS:
-    """`engine.ports.Speech` with espeak-ng: int16 little-endian mono at `sample_rate`."""
+    """`engine.runtime.ports.Speech` with espeak-ng: int16 little-endian mono at `sample_rate`."""
 
     def __init__(
         self,

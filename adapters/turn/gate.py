@@ -1,4 +1,4 @@
-"""The current state's turn policy (engine/turn.py), applied to one connection's audio.
+"""The current state's turn policy (engine/chart/turn.py), applied to one connection's audio.
 
 The audio handler calls `configure()` before it feeds each frame to the speech detector
 and `listen()` with the detector's events while the microphone is open:
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from engine.turn import NO_POLICY, TurnPolicy
+from engine.chart.turn import NO_POLICY, TurnPolicy
 
 SAMPLE_RATE = 16_000
 SMART_CHECK_MS = 200.0

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.chart import compile_text
-from engine.compiler import CompiledChart
-from engine.errors import ChartError, ChartErrors
-from engine.registry import Registry
+from engine.chart.chart import compile_text
+from engine.chart.compiler import CompiledChart
+from engine.chart.errors import ChartError, ChartErrors
+from engine.chart.registry import Registry
 
 
 @dataclass(frozen=True)

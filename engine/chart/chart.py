@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.compiler import CompiledChart, compile_chart
-from engine.registry import Registry
-from engine.source import load_yaml
-from engine.validator import validate
+from engine.chart.compiler import CompiledChart, compile_chart
+from engine.chart.registry import Registry
+from engine.chart.source import load_yaml
+from engine.chart.validator import validate
 
 
 def compile_text(text: str, path: str = "<string>", registry: Registry | None = None
                  ) -> CompiledChart:
     """Load, validate and compile chart text; raise `ChartErrors` with all problems."""
     if registry is None:
-        from engine.behaviours import default_registry
+        from engine.runtime.behaviours import default_registry
         registry = default_registry()
     validated = validate(load_yaml(text, path), registry)
     return compile_chart(validated, registry)

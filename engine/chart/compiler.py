@@ -20,11 +20,12 @@ from statemachine import StateChart
 from statemachine.exceptions import InvalidDefinition
 from statemachine.io import create_machine_class_from_definition
 
-from engine.errors import ChartError, ChartErrors
-from engine.guards import RowGuard
-from engine.registry import GuardInput, Registry
-from engine.source import Position, SourceMap
-from engine.spec import (
+from engine.chart.contract import Contract
+from engine.chart.errors import ChartError, ChartErrors
+from engine.chart.guards import RowGuard
+from engine.chart.registry import GuardInput, Registry
+from engine.chart.source import Position, SourceMap
+from engine.chart.spec import (
     DONE_PREFIX,
     ChartSpec,
     DataFieldSpec,
@@ -35,9 +36,8 @@ from engine.spec import (
     StateSpec,
     parse_delay_ms,
 )
-from engine.trace import Contract
-from engine.turn import NO_POLICY, TurnPolicy, merge
-from engine.validator import ValidatedChart, iter_states
+from engine.chart.turn import NO_POLICY, TurnPolicy, merge
+from engine.chart.validator import ValidatedChart, iter_states
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,7 @@ class StateInfo:
     after: tuple[Timer, ...]
     depth: int
     description: str | None
-    turn: TurnPolicy = NO_POLICY   # inherited like the contract (engine/turn.py)
+    turn: TurnPolicy = NO_POLICY   # inherited like the contract (engine/chart/turn.py)
     parallel: bool = False            # every child (region) is active at once
     history: str | None = None        # "shallow" | "deep": entering it resumes its last child
     prompt: str | None = None         # the responder's task here (own, else the nearest parent's)
@@ -357,7 +357,7 @@ def _dialogue_of(name: str, parents: Mapping[str, str | None],
 
 
 def _guard_wrapper(ref: GuardRef, fn: Callable[[GuardInput], bool]) -> Callable[..., bool]:
-    """A python-statemachine condition: the row's guard (engine/guards.py evaluates it,
+    """A python-statemachine condition: the row's guard (engine/chart/guards.py evaluates it,
     as `turnchart paths` does), recording in the step which guard said no."""
     def guard(step: StepRecord | None = None, **_: Any) -> bool:
         if step is None:

@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.registry import GuardInput, Registry
-from engine.spec import DATA_TYPES, DataFieldSpec, SetAdd, SetFrom, SetValue
+from engine.chart.registry import GuardInput, Registry
+from engine.chart.spec import DATA_TYPES, DataFieldSpec, SetAdd, SetFrom, SetValue
 
 ZERO: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False}
 

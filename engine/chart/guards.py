@@ -2,7 +2,7 @@
 
 A row's guard is a registered function, the chart's arguments to it (`args:`,
 issue 16 §3) and possibly a negation (`not name`, `not: true`). The kernel's
-conditions (engine/compiler.py) and `turnchart paths` (engine/paths.py, which
+conditions (engine/chart/compiler.py) and `turnchart paths` (engine/tools/paths.py, which
 predicts what the kernel will do with an input and may *force* the function's
 answer for guards without examples) both evaluate guards through `RowGuard`,
 so the two cannot disagree on how arguments are passed or how `not` applies.
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from engine.registry import GuardFn, GuardInput
-from engine.spec import GuardRef
+from engine.chart.registry import GuardFn, GuardInput
+from engine.chart.spec import GuardRef
 
 
 @dataclass(frozen=True, slots=True)

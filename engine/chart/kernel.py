@@ -17,7 +17,7 @@ from typing import Any
 from statemachine import StateChart
 from statemachine.orderedset import OrderedSet
 
-from engine.compiler import CompiledChart, StepRecord, history_id, kernel_event
+from engine.chart.compiler import CompiledChart, StepRecord, history_id, kernel_event
 
 
 class _Model:

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from engine.context import ActivityContext, EffectContext
+    from engine.runtime.context import ActivityContext, EffectContext
 
 Kind = Literal["guard", "effect", "activity"]
 
@@ -37,7 +37,7 @@ class GuardInput:
 
     event: str
     payload: Mapping[str, Any]
-    context: Mapping[str, Any] = field(default_factory=dict)   # the chart's data (engine/data.py)
+    context: Mapping[str, Any] = field(default_factory=dict)   # the chart's data (chart/data.py)
     args: Mapping[str, Any] = field(default_factory=dict)      # the chart's arguments to this guard
 
 
@@ -60,7 +60,7 @@ class Registered:
     doc: str
     examples: GuardExamples = field(default_factory=lambda: _NO_EXAMPLES)
     params: Mapping[str, str] = field(default_factory=lambda: _NO_PARAMS)
-    """A guard's parameter name → kind (engine/data.py PARAM_KINDS); the chart must
+    """A guard's parameter name → kind (engine/chart/data.py PARAM_KINDS); the chart must
     pass exactly these as `args`, each checked by the validator."""
 
 
@@ -69,7 +69,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._items: dict[Kind, dict[str, Registered]] = {"guard": {}, "effect": {}, "activity": {}}
-        from engine.data import register_builtin_guards
+        from engine.chart.data import register_builtin_guards
         register_builtin_guards(self)   # field_equals & co. (typed chart data)
 
     def _add(self, kind: Kind, name: str, fn: Callable[..., Any]) -> None:

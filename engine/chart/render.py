@@ -51,8 +51,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from engine.compiler import CompiledChart, StateInfo, TransitionRow, set_text
-from engine.data import defaults
+from engine.chart.compiler import CompiledChart, StateInfo, TransitionRow, set_text
+from engine.chart.data import defaults
 
 Format = Literal["mermaid", "dot", "svg", "json"]
 FORMATS: tuple[Format, ...] = ("mermaid", "dot", "svg", "json")

@@ -22,7 +22,7 @@ from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
-from engine.errors import ChartError, ChartErrors
+from engine.chart.errors import ChartError, ChartErrors
 
 PathKey = tuple[str | int, ...]
 

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from engine.errors import did_you_mean
-from engine.turn import MAX_TURN_MS, EndOfTurn
+from engine.chart.errors import did_you_mean
+from engine.chart.turn import MAX_TURN_MS, EndOfTurn
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CHART_NAME_RE = re.compile(r"^[a-z0-9_]+$")
@@ -202,7 +202,7 @@ TurnMs = Annotated[int, Field(ge=0, le=MAX_TURN_MS)]
 
 
 class BargeInSpec(_Strict):
-    """How much speech over the assistant is a barge-in, in ms (engine/turn.py)."""
+    """How much speech over the assistant is a barge-in, in ms (engine/chart/turn.py)."""
 
     speaking_ms: TurnMs | None = None
     thinking_ms: TurnMs | None = None

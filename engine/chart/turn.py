@@ -73,7 +73,7 @@ NO_POLICY = TurnPolicy()
 
 
 def merge(layers: Iterable[Any]) -> TurnPolicy:
-    """Fold `turn:` specs (engine.spec.TurnSpec or None), root first, into one policy."""
+    """Fold `turn:` specs (engine.chart.spec.TurnSpec or None), root first, into one policy."""
     end: EndOfTurn | None = None
     patience: int | None = None
     speaking: int | None = None

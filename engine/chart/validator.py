@@ -18,12 +18,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from statemachine import StateChart
 
-from engine.data import check_argument, payload_fits
-from engine.data import fits as data_fits
-from engine.errors import ChartError, ChartErrors, did_you_mean, sort_problems
-from engine.registry import Registry
-from engine.source import LoadedSource, PathKey, SourceMap
-from engine.spec import (
+from engine.chart.data import check_argument, payload_fits
+from engine.chart.data import fits as data_fits
+from engine.chart.errors import ChartError, ChartErrors, did_you_mean, sort_problems
+from engine.chart.registry import Registry
+from engine.chart.source import LoadedSource, PathKey, SourceMap
+from engine.chart.spec import (
     DATA_TYPES,
     DONE_PREFIX,
     NAME_RE,
@@ -38,7 +38,7 @@ from engine.spec import (
     TransitionSpec,
     TurnSpec,
 )
-from engine.turn import END_MODES, MAX_TURN_MS
+from engine.chart.turn import END_MODES, MAX_TURN_MS
 
 # Names that clash with attributes of python-statemachine's StateChart: a state
 # or event called `send` silently hijacks `sm.send`, `model` crashes, etc.
@@ -595,7 +595,7 @@ class _Semantic:
             elif not alt.guard:
                 unguarded_at = i
 
-    # typed data (engine/data.py) -------------------------------------------
+    # typed data (engine/chart/data.py) -------------------------------------------
     def _check_data(self) -> None:
         for name, spec in self.spec.data.items():
             path = ("data", name)

@@ -1,1 +1,1 @@
-"""The session runtime: events, sessions and their manager, clock, ports, snapshots, the typed trace."""
+"""The session runtime: events, sessions, their manager, clock, ports, snapshots, trace."""

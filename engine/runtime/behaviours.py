@@ -6,11 +6,11 @@ the same code runs live (FastRTC, offline TTS) and in simulation (fakes).
 
 from __future__ import annotations
 
-from engine.context import ActivityContext, EffectContext
-from engine.dialogue import Dialogue, ToolCall, ToolResult, check_call
-from engine.ports import DialogueResponder
-from engine.registry import GuardInput, Registry
-from engine.trace import EventInvalid, PlaybackCleared, ResponderFailed, StateTimeout
+from engine.chart.registry import GuardInput, Registry
+from engine.runtime.context import ActivityContext, EffectContext
+from engine.runtime.dialogue import Dialogue, ToolCall, ToolResult, check_call
+from engine.runtime.ports import DialogueResponder
+from engine.runtime.trace import EventInvalid, PlaybackCleared, ResponderFailed, StateTimeout
 
 
 def has_text(event: GuardInput) -> bool:

@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.clock import Clock
-from engine.dialogue import Dialogue
-from engine.ports import AudioChunk, Ports
-from engine.spec import EventSpec
-from engine.trace import TraceEvent
+from engine.chart.spec import EventSpec
+from engine.runtime.clock import Clock
+from engine.runtime.dialogue import Dialogue
+from engine.runtime.ports import AudioChunk, Ports
+from engine.runtime.trace import TraceEvent
 
 LogFn = Callable[[str, str, str, dict[str, Any]], None]
 

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.events import EventProblem, VoiceEvent, check_payload
-from engine.spec import EventSpec, parse_payload_type
+from engine.chart.spec import EventSpec, parse_payload_type
+from engine.runtime.events import EventProblem, VoiceEvent, check_payload
 
 _JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
                "list": "array", "dict": "object"}

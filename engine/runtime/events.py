@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.spec import EventSpec, parse_payload_type
+from engine.chart.spec import EventSpec, parse_payload_type
 
 RAW_LIMIT = 300
 

@@ -2,7 +2,7 @@
 `session_id` on every line, emoji only in the human `message`.
 
 `EventLog` is where the trace goes: sessions, the manager and the adapters
-publish typed events (engine/trace.py) to it, and it tells every subscribed
+publish typed events (engine/runtime/trace.py) to it, and it tells every subscribed
 listener (metrics, the Redis contract publisher, the inspector, OpenTelemetry)
 whatever the level. The JSON log is one more listener, `JsonLog`: the only
 place where the log level applies and the only code that turns events into
@@ -16,10 +16,10 @@ import sys
 from collections import Counter
 from typing import Any, Protocol, TextIO
 
-from engine.clock import Clock
-from engine.trace import KINDS as _TYPED
-from engine.trace import Listener, LogLine, TraceEvent, from_record
-from engine.trace import iso_utc as iso_utc  # re-exported: older imports
+from engine.runtime.clock import Clock
+from engine.runtime.trace import KINDS as _TYPED
+from engine.runtime.trace import Listener, LogLine, TraceEvent, from_record
+from engine.runtime.trace import iso_utc as iso_utc  # re-exported: older imports
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
 _NOTHING = 1_000
@@ -128,7 +128,7 @@ class EventLog:
     def emit(self, level: str, session_id: str, event_type: str, message: str,
              data: dict[str, Any]) -> None:
         """Publish a line given by its parts (adapters' own lines, effects' notes):
-        a kind with a class in engine/trace.py becomes that typed event."""
+        a kind with a class in engine/runtime/trace.py becomes that typed event."""
         line = LogLine(session_id, self.clock.now_ms(), self.clock.wall(), level=level,
                        name=event_type, text=message, fields=data)
         if event_type in _TYPED:

@@ -11,16 +11,16 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from engine.clock import Clock
-from engine.compiler import CompiledChart
-from engine.events import EventProblem, VoiceEvent, parse_event, truncate_raw
-from engine.kernel import Kernel
-from engine.logs import EventLog
-from engine.ports import Ports
-from engine.registry import Registry
-from engine.session import Ack, Envelope, Session
-from engine.snapshot import Snapshot, SnapshotStore
-from engine.trace import ChartVersionMissing, EventInvalid, SessionUnknown
+from engine.chart.compiler import CompiledChart
+from engine.chart.kernel import Kernel
+from engine.chart.registry import Registry
+from engine.runtime.clock import Clock
+from engine.runtime.events import EventProblem, VoiceEvent, parse_event, truncate_raw
+from engine.runtime.logs import EventLog
+from engine.runtime.ports import Ports
+from engine.runtime.session import Ack, Envelope, Session
+from engine.runtime.snapshot import Snapshot, SnapshotStore
+from engine.runtime.trace import ChartVersionMissing, EventInvalid, SessionUnknown
 
 NO_SESSION = "-"
 

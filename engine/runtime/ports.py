@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from engine.dialogue import Dialogue, ToolCall
+from engine.runtime.dialogue import Dialogue, ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ class Responder(Protocol):
 @runtime_checkable
 class DialogueResponder(Protocol):
     """A responder that follows the chart's flow: asked with the current state's prompt
-    and tools (engine/dialogue.py), it yields text pieces and tool calls. `dialogue`
+    and tools (engine/runtime/dialogue.py), it yields text pieces and tool calls. `dialogue`
     carries the results of this turn's earlier calls, so a bad call is told back."""
 
     def converse(self, text: str, session_id: str,

@@ -18,21 +18,21 @@ from typing import Any
 
 from statemachine.exceptions import TransitionNotAllowed
 
-from engine.clock import Clock, TimerHandle
-from engine.compiler import CompiledChart, StepRecord, Timer, TransitionRow
-from engine.context import ActivityContext, EffectContext
-from engine.data import apply_sets
-from engine.data import defaults as data_defaults
-from engine.dialogue import Dialogue, dialogue_of
-from engine.events import EventProblem, VoiceEvent, check_payload, parse_event
-from engine.kernel import Kernel
-from engine.latency import LatencyStats
-from engine.logs import EventLog
-from engine.ports import AudioChunk, Ports
-from engine.registry import GuardInput, Registry
-from engine.snapshot import Snapshot, SnapshotStore
-from engine.spec import DONE_PREFIX
-from engine.trace import (
+from engine.chart.compiler import CompiledChart, StepRecord, Timer, TransitionRow
+from engine.chart.data import apply_sets
+from engine.chart.data import defaults as data_defaults
+from engine.chart.kernel import Kernel
+from engine.chart.registry import GuardInput, Registry
+from engine.chart.spec import DONE_PREFIX
+from engine.runtime.clock import Clock, TimerHandle
+from engine.runtime.context import ActivityContext, EffectContext
+from engine.runtime.dialogue import Dialogue, dialogue_of
+from engine.runtime.events import EventProblem, VoiceEvent, check_payload, parse_event
+from engine.runtime.latency import LatencyStats
+from engine.runtime.logs import EventLog
+from engine.runtime.ports import AudioChunk, Ports
+from engine.runtime.snapshot import Snapshot, SnapshotStore
+from engine.runtime.trace import (
     SESSION_CLOSED,
     STATE_EXIT,
     SUPERSEDED,
@@ -126,7 +126,7 @@ class Session:
         self.cancel_timeout_s = cancel_timeout_s
         self.effect_timeout_s = effect_timeout_s
         self.latency = LatencyStats()
-        # the chart's typed data (`data:`, engine/data.py); guards see it, `set:` changes it
+        # the chart's typed data (`data:`, engine/chart/data.py); guards see it, `set:` changes it
         self.context: dict[str, Any] = data_defaults(chart.data)
         self.trigger: dict[str, Any] = {}
         self.epoch = 0
@@ -701,7 +701,7 @@ class Session:
         return True
 
     def _dialogue(self) -> Dialogue | None:
-        """The responder's brief in the active states now (engine/dialogue.py)."""
+        """The responder's brief in the active states now (engine/runtime/dialogue.py)."""
         return dialogue_of(self.chart.states, self.chart.events, self.leaves, self.context)
 
     async def _settle(self) -> None:

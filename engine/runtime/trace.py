@@ -3,7 +3,7 @@
 Every observation is one frozen dataclass below, one per `event_type` of
 docs/chart-format.md §3 (and its extensions). `Session` and `SessionManager`
 publish them to the listeners subscribed to their `EventLog`
-(engine/logs.py); the JSON log is one of those listeners and the only place
+(engine/runtime/logs.py); the JSON log is one of those listeners and the only place
 where the log level applies. Metrics, the Redis contract publisher, the
 inspector, OpenTelemetry, `timeline`, `paths`, `replay` and `simulate` read
 the typed fields, never a log dict by string name.
@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+
+from engine.chart.contract import Contract as Contract  # a state's contract, as traced
 
 Record = dict[str, Any]
 
@@ -57,40 +59,6 @@ def _parse_iso(ts: Any) -> float:
 
 def _r3(value: Any) -> Any:
     return round(value, 3) if isinstance(value, float) and math.isfinite(value) else value
-
-
-# ------------------------------------------------------------------ contract
-@dataclass(frozen=True, slots=True)
-class Contract(Mapping[str, str]):
-    """A state's value for each channel of the chart's `contracts` (after
-    inheritance), in the chart's order. Channels are the chart's own; the two
-    the audio adapters act on have properties (None: the chart has no such channel)."""
-
-    channels: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def of(cls, values: Mapping[str, Any]) -> Contract:
-        return cls(tuple((str(k), str(v)) for k, v in values.items()))
-
-    @property
-    def microphone(self) -> str | None:
-        return self.get("microphone")
-
-    @property
-    def playback(self) -> str | None:
-        return self.get("playback")
-
-    def __getitem__(self, channel: str) -> str:
-        for name, value in self.channels:
-            if name == channel:
-                return value
-        raise KeyError(channel)
-
-    def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self.channels)
-
-    def __len__(self) -> int:
-        return len(self.channels)
 
 
 # ------------------------------------------------------------------ the base

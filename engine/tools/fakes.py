@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.clock import Clock
-from engine.dialogue import Dialogue, ToolCall
-from engine.ports import AudioChunk, Ports
+from engine.runtime.clock import Clock
+from engine.runtime.dialogue import Dialogue, ToolCall
+from engine.runtime.ports import AudioChunk, Ports
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ How the sequences are made (docs/paths.md):
 - Guards are code, so inputs come from the examples a guard declares in the
   registry (`Registry.guard(..., examples=...)`); the real guard is evaluated
   on each candidate payload to pick one, with the session's data and the row's
-  arguments, exactly as the kernel evaluates it (engine/guards.py). A guard
+  arguments, exactly as the kernel evaluates it (engine/chart/guards.py). A guard
   without examples gets its outcome *forced* for that one evaluation, and the
   report says so.
 - Events that timers and activities post may be injected as outside events (at
@@ -45,19 +45,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.compiler import CompiledChart, TransitionRow, compile_chart
-from engine.data import defaults as data_defaults
-from engine.events import EventProblem, VoiceEvent, check_payload
-from engine.fakes import FakeSettings
-from engine.guards import RowGuard
-from engine.logs import Record
-from engine.registry import GuardFn, GuardInput, Registry
-from engine.sandbox import Sandbox
-from engine.session import Session
-from engine.simulator import transitions
-from engine.source import Position, SourceMap
-from engine.spec import DONE_PREFIX, parse_payload_type
-from engine.trace import (
+from engine.chart.compiler import CompiledChart, TransitionRow, compile_chart
+from engine.chart.data import defaults as data_defaults
+from engine.chart.guards import RowGuard
+from engine.chart.registry import GuardFn, GuardInput, Registry
+from engine.chart.source import Position, SourceMap
+from engine.chart.spec import DONE_PREFIX, parse_payload_type
+from engine.chart.validator import ValidatedChart
+from engine.runtime.events import EventProblem, VoiceEvent, check_payload
+from engine.runtime.logs import Record
+from engine.runtime.session import Session
+from engine.runtime.trace import (
     SESSION_CLOSED,
     ActivityCancelled,
     ContractViolation,
@@ -73,7 +71,9 @@ from engine.trace import (
     TraceEvent,
     TransitionRejected,
 )
-from engine.validator import ValidatedChart
+from engine.tools.fakes import FakeSettings
+from engine.tools.sandbox import Sandbox
+from engine.tools.simulator import transitions
 
 SESSION_ID = "s1"
 SOURCE = "simulate"                   # the source `turnchart simulate` stamps on its steps
@@ -271,7 +271,7 @@ class _Evaluation:
 
 class _Guards:
     """Evaluates guards the way the kernel does (rows in order, guards in order,
-    first failing one stops the row; each guard through engine/guards.py, as the
+    first failing one stops the row; each guard through engine/chart/guards.py, as the
     kernel's conditions) and knows which can only be forced: a guard with no
     example that fits the event (one naming at least one of its payload fields,
     or empty)."""

@@ -20,7 +20,7 @@ by their `source`:
   and a `replay_unanswered` line says so. That counts as a divergence.
 
 Recorded payloads are the logged ones, with strings over 200 characters cut
-(`engine.session._loggable`); guards only look at whether text is there, so
+(`engine.runtime.session._loggable`); guards only look at whether text is there, so
 that is good enough to replay. The Python code of activities is not run (its
 recorded outputs stand in for it); guards and effects are the real ones, with
 fake ports. The recorded transitions (`state_transition`, and
@@ -41,14 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.compiler import CompiledChart
-from engine.context import ActivityContext
-from engine.events import EventProblem, parse_event
-from engine.logs import LEVELS, Record
-from engine.manager import NO_SESSION
-from engine.registry import ActivityFn, Kind, Registered, Registry
-from engine.sandbox import Sandbox
-from engine.trace import (
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import ActivityFn, Kind, Registered, Registry
+from engine.runtime.context import ActivityContext
+from engine.runtime.events import EventProblem, parse_event
+from engine.runtime.logs import LEVELS, Record
+from engine.runtime.manager import NO_SESSION
+from engine.runtime.trace import (
     SESSION_CLOSED,
     ActivityCancelled,
     ActivityDone,
@@ -69,6 +68,7 @@ from engine.trace import (
     from_record,
     is_log_line,
 )
+from engine.tools.sandbox import Sandbox
 
 CHART_SOURCES = ("activity:", "timer", "internal")
 """Sources of events the chart makes itself: never re-sent, the replayed chart makes its own."""

@@ -1,13 +1,13 @@
 """One sandbox: a chart run on the virtual clock with fake ports, fed inputs, traced.
 
-`turnchart simulate` (engine/simulator.py), `turnchart paths` (engine/paths.py)
-and `turnchart replay` (engine/replay.py) all run charts here: the same
+`turnchart simulate` (engine/tools/simulator.py), `turnchart paths` (engine/tools/paths.py)
+and `turnchart replay` (engine/tools/replay.py) all run charts here: the same
 `SessionManager` → `Session` path a live server runs, on a `VirtualClock`
 (a ten-second call takes milliseconds and gives the same trace every time),
-with the ports of engine/fakes.py unless a tool brings its own registry or
+with the ports of engine/tools/fakes.py unless a tool brings its own registry or
 ports (replay answers activities from a recording).
 
-The trace is the typed events (engine/trace.py) in the order they happened,
+The trace is the typed events (engine/runtime/trace.py) in the order they happened,
 every level; `records()` gives them as §3 log lines, and `sink` gets each line
 as it happens (`turnchart simulate --out`).
 """
@@ -18,16 +18,16 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-from engine.clock import VirtualClock
-from engine.compiler import CompiledChart
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, LogSink, NullSink, Record
-from engine.manager import SessionManager
-from engine.ports import Ports
-from engine.registry import Registry
-from engine.session import Session
-from engine.snapshot import MemorySnapshotStore
-from engine.trace import EventReceived, TraceEvent
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.runtime.clock import VirtualClock
+from engine.runtime.logs import EventLog, LogSink, NullSink, Record
+from engine.runtime.manager import SessionManager
+from engine.runtime.ports import Ports
+from engine.runtime.session import Session
+from engine.runtime.snapshot import MemorySnapshotStore
+from engine.runtime.trace import EventReceived, TraceEvent
+from engine.tools.fakes import FakeSettings, fake_ports
 
 
 class Sandbox:

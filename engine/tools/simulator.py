@@ -14,15 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from engine.chart import load_chart
-from engine.compiler import CompiledChart
-from engine.errors import ChartErrors
-from engine.fakes import FakeSettings
-from engine.logs import LogSink, Record
-from engine.registry import Registry
-from engine.sandbox import Sandbox
-from engine.source import load_yaml
-from engine.trace import StateTransition, TraceEvent, from_record
+from engine.chart.chart import load_chart
+from engine.chart.compiler import CompiledChart
+from engine.chart.errors import ChartErrors
+from engine.chart.registry import Registry
+from engine.chart.source import load_yaml
+from engine.runtime.logs import LogSink, Record
+from engine.runtime.trace import StateTransition, TraceEvent, from_record
+from engine.tools.fakes import FakeSettings
+from engine.tools.sandbox import Sandbox
 
 
 class Fakes(BaseModel):
@@ -113,7 +113,7 @@ def resolve_chart_path(scenario: Scenario, scenario_path: str | Path,
 
 async def run_scenario(scenario: Scenario, chart: CompiledChart, registry: Registry,
                        sink: LogSink | None = None) -> list[Record]:
-    """Run in a sandbox (engine/sandbox.py); return the trace as §3 log lines (also
+    """Run in a sandbox (engine/tools/sandbox.py); return the trace as §3 log lines (also
     written to `sink` as they happen)."""
     steps = sorted(enumerate(scenario.steps), key=lambda p: (p[1].at, p[0]))
     last = max((s.at for s in scenario.steps), default=0.0)
@@ -144,7 +144,7 @@ def simulate_file(scenario_path: str | Path, chart_path: str | None = None,
     """Load, run, return the trace. Raises ScenarioError / ChartErrors / OSError."""
     import asyncio
 
-    from engine.behaviours import default_registry
+    from engine.runtime.behaviours import default_registry
     scenario = load_scenario(scenario_path)
     registry = registry or default_registry()
     path = resolve_chart_path(scenario, scenario_path, chart_path)

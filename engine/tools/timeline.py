@@ -1,4 +1,4 @@
-"""A session's timeline, built from its trace (engine/trace.py; docs/chart-format.md §3).
+"""A session's timeline, built from its trace (engine/runtime/trace.py; docs/chart-format.md §3).
 
 Pure: typed events (or log records, parsed) in, timeline out, so the live inspector (`GET /inspect`)
 and replay tooling reading a saved trace draw the same picture. Every time in
@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from engine.trace import (
+from engine.runtime.trace import (
     SESSION_CLOSED,
     ActivityCancelled,
     ActivityDone,
@@ -82,7 +82,7 @@ MARKED = frozenset({
     *(cls.kind for cls in (TransitionRejected, EventStale, EventInvalid, ContractViolation,
                            InternalTransition, TimerFired, SessionFailed, SessionResumed,
                            RoutingRejected)),
-    # the audio adapter's own lines (engine/trace.py LogLine)
+    # the audio adapter's own lines (engine/runtime/trace.py LogLine)
     "turn_latency", "false_interruption", "adapter_error",
 })
 """Line types shown as marks on the time axis."""
@@ -101,8 +101,8 @@ _BARGE_IN_DETECTED = "barge_in_detected"       # the audio adapter's (a LogLine)
 _BARGE_IN_EVENT = "barge_in"
 _DETECTION_JOINS_EVENT_MS = 2_000.0
 """A `barge_in` event this soon after the adapter's `barge_in_detected` is that same barge-in."""
-_TOOL_CALLED = "tool_called"               # engine/behaviours.py (a LogLine)
-_DATA_CHANGED = "data_changed"             # engine/session.py (a LogLine)
+_TOOL_CALLED = "tool_called"               # engine/runtime/behaviours.py (a LogLine)
+_DATA_CHANGED = "data_changed"             # engine/runtime/session.py (a LogLine)
 ARGUMENTS_MAX_CHARS = 120
 """A tool call's arguments are shown as `name=value, …`, cut to this many characters."""
 

@@ -1,4 +1,4 @@
-"""The booking line's own guards, next to turnchart's (engine/behaviours.py).
+"""The booking line's own guards, next to turnchart's (engine/runtime/behaviours.py).
 
 The tools' payload types are checked before any of these run (a date that is
 not a `str` never gets here: `event_invalid`, and the responder is told); these
@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from engine.behaviours import default_registry
-from engine.registry import GuardInput, Registry
+from engine.chart.registry import GuardInput, Registry
+from engine.runtime.behaviours import default_registry
 
 MAX_PARTY = 20
 

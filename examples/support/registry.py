@@ -1,4 +1,4 @@
-"""The support line's own behaviours, next to turnchart's (engine/behaviours.py).
+"""The support line's own behaviours, next to turnchart's (engine/runtime/behaviours.py).
 
 - guard `understood`: the FAQ (`faq.yaml`) has an answer for the caller's words
   (`stt_final`'s `text`). Its examples (`turnchart paths`, docs/paths.md) come
@@ -31,9 +31,9 @@ from typing import Any
 
 import yaml
 
-from engine.behaviours import default_registry, speak
-from engine.context import ActivityContext, EffectContext
-from engine.registry import GuardInput, Registry
+from engine.chart.registry import GuardInput, Registry
+from engine.runtime.behaviours import default_registry, speak
+from engine.runtime.context import ActivityContext, EffectContext
 
 FAQ_PATH = Path(__file__).with_name("faq.yaml")
 NOT_UNDERSTOOD = "Sorry, I did not get that. Could you say it another way?"

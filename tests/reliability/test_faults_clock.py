@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from engine.clock import RealClock, VirtualClock
-from engine.events import VoiceEvent
-from engine.fakes import FakeResponder, FakeSettings, fake_ports
-from engine.session import Envelope
+from engine.runtime.clock import RealClock, VirtualClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.session import Envelope
+from engine.tools.fakes import FakeResponder, FakeSettings, fake_ports
 from tests.support.fault_rig import HELLO, FaultRig, never, other_tasks
 
 HOUR = 3600.0

@@ -23,9 +23,9 @@ import httpx
 import pytest
 
 from adapters.redis import RedisEventBus
-from engine.clock import RealClock
-from engine.events import VoiceEvent
-from engine.logs import EventLog, NullSink
+from engine.runtime.clock import RealClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, NullSink
 from tests.support.redis_server import RedisServer, free_port, read_log, wait_for_log
 from tests.support.webrtc_client import ServerProcess
 

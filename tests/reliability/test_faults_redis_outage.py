@@ -22,14 +22,14 @@ from adapters.responder.builtin import BuiltinResponder
 from adapters.responder.knowledge import Knowledge
 from adapters.server.metrics import Metrics
 from adapters.server.remote_voice import RemoteVoiceService
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import RealClock
-from engine.compiler import CompiledChart
-from engine.events import VoiceEvent
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, ListSink, Record
-from engine.registry import Registry
+from engine.chart.chart import load_chart
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, ListSink, Record
+from engine.tools.fakes import FakeSettings, fake_ports
 from tests.support.fault_rig import HELLO, VOICE_TURN, deadlines, other_tasks
 from tests.support.redis_server import RedisServer, publish_through
 from tests.support.voice_fakes import EnergyDetector, ScriptedTranscriber, ToneSpeech

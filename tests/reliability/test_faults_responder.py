@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from adapters.responder.openai_http import OpenAICompatibleResponder
-from engine.clock import RealClock, VirtualClock
-from engine.fakes import FakeResponder, FakeSettings, fake_ports
+from engine.runtime.clock import RealClock, VirtualClock
+from engine.tools.fakes import FakeResponder, FakeSettings, fake_ports
 from tests.support.fault_rig import HELLO, VOICE_TURN, FaultRig, deadlines, never, other_tasks
 from tests.support.waiting import wait_until
 

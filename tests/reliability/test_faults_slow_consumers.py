@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 
 from adapters.fastrtc.output import FRAME_MS, OutputRouter, OutputStream
 from adapters.redis import RedisEventBus, RedisSnapshotStore, RedisWorker
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.clock import RealClock, VirtualClock
-from engine.events import VoiceEvent
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, ListSink
-from engine.ports import AudioChunk
+from engine.chart.chart import compile_text
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock, VirtualClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, ListSink
+from engine.runtime.ports import AudioChunk
+from engine.tools.fakes import FakeSettings, fake_ports
 from tests.support.fault_rig import HELLO, FaultRig, other_tasks
 from tests.support.redis_server import RING_CHART, RedisServer, ring_state
 

@@ -13,9 +13,9 @@ from typing import Any
 from adapters.fastrtc.output import OutputRouter, OutputStream
 from adapters.speech.espeak import EspeakEngine
 from adapters.speech.tts import EspeakTTS
-from engine.clock import RealClock, VirtualClock
-from engine.fakes import FakeSettings, FakeSpeech, fake_ports
-from engine.ports import AudioChunk
+from engine.runtime.clock import RealClock, VirtualClock
+from engine.runtime.ports import AudioChunk
+from engine.tools.fakes import FakeSettings, FakeSpeech, fake_ports
 from tests.support.fault_rig import HELLO, FaultRig, never, other_tasks
 from tests.support.waiting import wait_until
 

@@ -32,15 +32,15 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.compiler import CompiledChart
-from engine.context import ActivityContext, EffectContext
-from engine.errors import ChartError, ChartErrors
-from engine.registry import GuardInput, Registry
-from engine.source import Position, SourceMap, load_yaml
-from engine.spec import DONE_PREFIX, GuardRef
-from engine.validator import RESERVED_NAMES
+from engine.chart.chart import compile_text
+from engine.chart.compiler import CompiledChart
+from engine.chart.errors import ChartError, ChartErrors
+from engine.chart.registry import GuardInput, Registry
+from engine.chart.source import Position, SourceMap, load_yaml
+from engine.chart.spec import DONE_PREFIX, GuardRef
+from engine.chart.validator import RESERVED_NAMES
+from engine.runtime.behaviours import default_registry
+from engine.runtime.context import ActivityContext, EffectContext
 from tests.reliability import FUZZ_BUDGETS, fuzz_settings
 
 ROOT = Path(__file__).resolve().parents[2]

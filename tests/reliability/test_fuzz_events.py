@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from adapters.redis import Keys, RedisEventBus, RedisWorker
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import RealClock, VirtualClock
-from engine.events import (
+from engine.chart.chart import load_chart
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock, VirtualClock
+from engine.runtime.events import (
     RAW_LIMIT,
     EventProblem,
     VoiceEvent,
@@ -42,9 +42,9 @@ from engine.events import (
     parse_event,
     truncate_raw,
 )
-from engine.fakes import FakeSettings, fake_ports
-from engine.logs import EventLog, FanOutSink, JsonLinesSink, ListSink, Record
-from engine.manager import SessionManager
+from engine.runtime.logs import EventLog, FanOutSink, JsonLinesSink, ListSink, Record
+from engine.runtime.manager import SessionManager
+from engine.tools.fakes import FakeSettings, fake_ports
 from tests.reliability import FUZZ_BUDGETS, fuzz_settings
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until

@@ -36,7 +36,7 @@ from starlette.types import Message
 
 from adapters.config import LimitsSettings, ServerSettings, Settings
 from adapters.server.app import create_app
-from engine.logs import FanOutSink, JsonLinesSink, ListSink
+from engine.runtime.logs import FanOutSink, JsonLinesSink, ListSink
 from tests.reliability import FUZZ_BUDGETS, fuzz_settings
 from tests.support.voice_fakes import fake_voice_factory
 from tests.support.waiting import wait_for

@@ -13,15 +13,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from engine.behaviours import default_registry
-from engine.chart import load_chart
-from engine.clock import Clock
-from engine.compiler import CompiledChart
-from engine.logs import EventLog, ListSink, Record
-from engine.manager import SessionManager
-from engine.ports import Ports
-from engine.registry import Registry
-from engine.snapshot import SnapshotStore
+from engine.chart.chart import load_chart
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import Clock
+from engine.runtime.logs import EventLog, ListSink, Record
+from engine.runtime.manager import SessionManager
+from engine.runtime.ports import Ports
+from engine.runtime.snapshot import SnapshotStore
 
 ROOT = Path(__file__).resolve().parents[2]
 VOICE_TURN = ROOT / "charts" / "voice_turn.yaml"

@@ -29,12 +29,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.redis.bus import RedisEventBus
 from adapters.redis.worker import RedisWorker
-from engine.behaviours import default_registry
-from engine.chart import compile_text
-from engine.clock import RealClock
-from engine.events import VoiceEvent
-from engine.fakes import fake_ports
-from engine.logs import EventLog, ListSink
+from engine.chart.chart import compile_text
+from engine.runtime.behaviours import default_registry
+from engine.runtime.clock import RealClock
+from engine.runtime.events import VoiceEvent
+from engine.runtime.logs import EventLog, ListSink
+from engine.tools.fakes import fake_ports
 
 INSTALL_HINT = ("redis-server is not installed; the Redis tests need it. Install it with "
                 "`apt-get install redis-server` (scripts/test does this).")

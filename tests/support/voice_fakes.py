@@ -15,10 +15,10 @@ from adapters.responder.builtin import BuiltinResponder
 from adapters.responder.knowledge import Knowledge
 from adapters.server.metrics import Metrics
 from adapters.server.voice import VoiceService
-from engine.compiler import CompiledChart
-from engine.logs import EventLog
-from engine.ports import AudioChunk
-from engine.registry import Registry
+from engine.chart.compiler import CompiledChart
+from engine.chart.registry import Registry
+from engine.runtime.logs import EventLog
+from engine.runtime.ports import AudioChunk
 
 RATE = 16_000
 

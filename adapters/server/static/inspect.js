@@ -47,7 +47,7 @@ function fmtFor(ms) {
 function contractText(c) {   // words, not emoji: no emoji font, no emoji (empty boxes)
   return Object.entries(c || {}).map(([k, v]) => k + " " + v).join(" · ");
 }
-function turnText(t) {   // engine/turn.py TurnPolicy.text: only the keys a state sets
+function turnText(t) {   // engine/chart/turn.py TurnPolicy.text: only the keys a state sets
   if (!t) return "";
   const parts = [];
   if (t.end) parts.push("end " + t.end);
@@ -551,13 +551,13 @@ function bargeText(b) {
     + `: ${b.outcome}; audio cut ${fmtMs(b.time_to_silence_ms)} after the decision,`
     + ` playback cleared ${fmtMs(b.playback_cleared_ms)} after the chart got it`;
 }
-function toolText(c) {   // one tool call (engine/timeline.py ToolUse)
+function toolText(c) {   // one tool call (engine/tools/timeline.py ToolUse)
   const head = `tool ${c.tool}(${c.arguments})` + (c.state ? ` in ${c.state}` : "");
   if (!c.ok) return `${head}: invalid ${c.field || ""}`.trimEnd() + (c.error ? ` (${c.error})` : "");
   return `${head}: ${c.result}` + (c.detail ? (c.result === "moved" ? ` → ${c.detail}` : ` (${c.detail})`) : "");
 }
 function valueText(v) { return v === undefined ? "—" : JSON.stringify(v); }
-function dataText(d) {   // one data change (engine/timeline.py DataChange)
+function dataText(d) {   // one data change (engine/tools/timeline.py DataChange)
   return d.changes.map((c) => `${c.field}: ${valueText(c.from)} → ${valueText(c.to)}`).join(", ")
     + (d.event ? ` (${d.event})` : "");
 }
