@@ -64,3 +64,11 @@ def test_quick_redis_bench_reports_worker_cpu_over_the_session_step() -> None:
     assert result["worker"]["publish_to_applied"]["n"] == 200
     assert cost["worker_cpu_us_per_event"] == result["worker"]["cpu_us_per_event"]["worker"]
     assert cost["ratio"] > 0 and cost["target_ratio_le"] == 1.5
+    # the ratio is to the step paced as the worker's events arrive; the same
+    # steps back to back (warm caches) are reported beside it
+    step = result["session_step"]
+    assert cost["session_step"] == "paced" and step["rate_hz"] == 400
+    assert cost["session_step_cpu_us"] == step["paced_cpu_us_per_event"] > 0
+    assert cost["session_step_back_to_back_cpu_us"] == step["back_to_back_cpu_us_per_event"] > 0
+    assert cost["ratio_to_back_to_back_step"] == round(
+        cost["worker_cpu_us_per_event"] / cost["session_step_back_to_back_cpu_us"], 2)

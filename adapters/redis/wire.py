@@ -13,10 +13,17 @@ pending). `client_id` is the connection's CLIENT ID when asked for, so another
 connection can end a blocking read early with `CLIENT UNBLOCK`.
 
 `read_timeout_s` bounds each read (a blocking read: its BLOCK time plus a
-margin) with `asyncio.timeout` around it. The pool itself gets no socket
-timeout: redis-py wraps every *write* on such a connection in
+margin) with `asyncio.timeout` around it; `round_trip` bounds the whole
+exchange; connecting (with redis-py's handshake) is bounded by
+`OPEN_TIMEOUT_S`. The connection itself gets no socket timeout, whatever the
+pool says: redis-py wraps every *write* on a connection with one in
 `asyncio.wait_for`, a task per command, which was a visible part of a lane's
-cost per event.
+cost per event. redis-py 6 and later give every connection a 5 s socket
+timeout by default, which had brought that task back on every save and every
+lane read (about 25-35 µs per round trip on the development VM); so the wire
+sets it to None on its own connection. A write needs no timeout of its own:
+a lane writes one small command and then waits for its reply (bounded), the
+pipeline writes inside `round_trip`'s bound.
 """
 
 from __future__ import annotations
@@ -36,11 +43,15 @@ except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-p
     _hiredis_pack = None
 
 
+OPEN_TIMEOUT_S = 5.0      # connect + handshake (+ CLIENT ID): redis-py's default socket timeout
+
+
 class Wire:
     def __init__(self, pool: ConnectionPool, *, node: str = "-", identify: bool = False,
                  read_timeout_s: float | None = None) -> None:
         self._pool = pool
-        self.conn: Any = pool.connection_class(**pool.connection_kwargs)
+        self.conn: Any = pool.connection_class(**{**pool.connection_kwargs,
+                                                  "socket_timeout": None})
         self.node = node
         self.identify = identify
         self.read_timeout_s = read_timeout_s
@@ -60,10 +71,17 @@ class Wire:
         if self.connected:
             return
         self.client_id = None
-        await self.conn.connect()
-        if self.identify:
-            await self.conn.send_packed_command(self.pack(("CLIENT", "ID")), check_health=False)
-            self.client_id = int(await self.conn.read_response())
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                await self.conn.connect()
+                if self.identify:
+                    await self.conn.send_packed_command(self.pack(("CLIENT", "ID")),
+                                                        check_health=False)
+                    self.client_id = int(await self.conn.read_response())
+        except TimeoutError:
+            await self.disconnect()
+            raise RedisTimeoutError(f"no answer from {self.node} within {OPEN_TIMEOUT_S}s "
+                                    f"while connecting") from None
 
     async def send_packed(self, packed: Sequence[bytes]) -> None:
         await self.open()
