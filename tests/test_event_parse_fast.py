@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import events
+from engine.runtime import events
 from engine.runtime.events import EventProblem, VoiceEvent, _parse_general, parse_event
 
 
