@@ -106,7 +106,10 @@ async def test_speech_after_a_pause_is_decoded_again(whisper_stt: WhisperSTT) ->
                       quiet_from=len(second), realtime=False)
     whole = np.concatenate([first, pause, second, noise(300, seed=3)])
     final = await utterance.finish()
-    assert final == await whisper_stt.transcribe(whole[:len(whole) - 16 * 300 + FRAME])
+    # the snapshot: everything fed up to the first frame that reports silence (the frame
+    # that starts at or after the end of "a story"), that frame included
+    snapshot = len(first) + len(pause) + -(-len(second) // FRAME) * FRAME + FRAME
+    assert final == await whisper_stt.transcribe(whole[:snapshot])
     assert normalise(final).startswith("tell me") and len(normalise(final).split()) > 2
     assert utterance.speculations == 2
 
@@ -117,3 +120,28 @@ async def test_cancel_during_a_speculative_decode(whisper_stt: WhisperSTT) -> No
                       quiet_from=16 * 700, realtime=False)
     await utterance.cancel()
     assert await utterance.finish() == ""
+
+
+def test_a_short_utterance_is_decoded_with_a_15_s_window(whisper_stt: WhisperSTT) -> None:
+    """Up to 14.5 s the encoder hears 15 s, not 30 (about 2.5x faster here): same words,
+    and silence is still no words; a longer utterance takes the 30 s path."""
+    clip = np.concatenate([noise(100), speech("what time is it"), noise(300, seed=1)])
+    assert whisper_stt.context_s == 15.0
+    calls: list[int] = []
+    short = whisper_stt._transcribe_short
+
+    def counted(pcm: npt.NDArray[np.int16]) -> str:
+        calls.append(len(pcm))
+        return short(pcm)
+
+    whisper_stt._transcribe_short = counted  # type: ignore[method-assign]
+    try:
+        fast = whisper_stt.transcribe_now(clip)
+        assert normalise(fast) == "what time is it" and calls == [len(clip)]
+        assert whisper_stt.transcribe_now(noise(800, seed=4)) == ""
+        long = np.concatenate([clip] * 12)   # ~16 s: over 14.5 s
+        assert len(long) > 14.5 * 16_000
+        whisper_stt.transcribe_now(long)
+        assert len(calls) == 2   # the long one did not go through the 15 s window
+    finally:
+        del whisper_stt._transcribe_short
