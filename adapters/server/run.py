@@ -107,6 +107,8 @@ def serve(settings: Settings) -> int:
         from adapters.server.voice_factory import build_voice
         if is_loopback_host(host):
             restrict_to_loopback()  # WebRTC media stays on loopback like the HTTP side
+        from adapters.fastrtc.jitter import shorten_audio_jitter_buffer
+        shorten_audio_jitter_buffer()   # the caller's words reach the VAD 60 ms sooner
         app = create_app(settings, voice_factory=build_voice)
         warn_if_exposed(settings, app.state.log, sys.stderr)
         for entry in app.state.catalog.entries.values():
