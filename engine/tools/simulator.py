@@ -51,7 +51,7 @@ class Step(BaseModel):
         return self
 
 
-DEFAULT_CHART = Path(__file__).resolve().parent.parent / "charts" / "voice_turn.yaml"
+DEFAULT_CHART = Path(__file__).resolve().parents[2] / "charts" / "voice_turn.yaml"
 """The chart a scenario runs when it names none: the shipped one (`turnchart serve`'s
 default too), wherever the scenario file and the working directory are."""
 
