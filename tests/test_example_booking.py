@@ -157,7 +157,8 @@ def test_a_live_websocket_call_books_a_table_offline(tmp_path: Path) -> None:
             for n, words in enumerate(["a table for four please", "tomorrow",
                                        "half past seven", "yes please"], 1):
                 caller.say_text(words)
-                assert wait_for(lambda n=n: answered(n), 60), flow()   # a loaded machine
+                assert wait_for(lambda n=n: answered(n), 60), (   # a loaded machine
+                    flow(), [(r["event_type"], r["message"]) for r in json_records(log)][-25:])
             assert caller.audio_frames > 20 and caller.errors == []
         finally:
             caller.close()
