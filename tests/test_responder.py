@@ -294,7 +294,7 @@ async def test_builtin_implements_the_responder_port(builtin: BuiltinResponder) 
 
 
 @pytest.mark.parametrize("text", ["hello", "what time is it", "tell me a story", "help",
-                                  "thank you", "goodbye", "stop", "what is barge-in",
+                                  "thank you", "goodbye", "what is barge-in",
                                   "gibberish words", "", "Tell me a story about a cat"])
 async def test_builtin_answers_are_deterministic_non_empty_sentences(
         builtin: BuiltinResponder, knowledge: Knowledge, text: str) -> None:
@@ -303,6 +303,12 @@ async def test_builtin_answers_are_deterministic_non_empty_sentences(
     assert first == again
     assert first and all(piece.strip() for piece in first)
     assert "".join(first) == "".join(first).strip()
+
+
+@pytest.mark.parametrize("text", ["stop", "Stop.", "please stop talking", "be quiet"])
+async def test_stop_is_answered_with_silence(builtin: BuiltinResponder, text: str) -> None:
+    # said over an answer (the barge-in already stopped it), "stop" must not start a new one
+    assert await collect(builtin, text) == []
 
 
 @pytest.mark.parametrize(("now", "said"), [

@@ -75,6 +75,10 @@ async def test_stop_over_the_answer_silences_it(server: ServerProcess) -> None:
     moves = server.transitions("rtc-barge")
     assert "SPEAKING→INTERRUPT (barge_in)" in moves
     assert "INTERRUPT→LISTENING (ready_after_interrupt)" in moves
+    # the words of the barge-in are heard too ("stop"), and answered with silence
+    after = moves[moves.index("INTERRUPT→LISTENING (ready_after_interrupt)") + 1:]
+    assert after[:2] == ["LISTENING→THINKING (stt_final)", "THINKING→LISTENING (response_ready)"]
+    assert "THINKING→SPEAKING (response_ready)" not in after
     records = [r for r in server.records() if r["session_id"] == "rtc-barge"]
     decided = wall(next(r for r in records if r["event_type"] == "barge_in_detected"))
     cleared = wall(next(r for r in records if r["event_type"] == "playback_cleared"

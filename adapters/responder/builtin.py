@@ -40,7 +40,10 @@ _FIXED: dict[IntentName, str] = {
              "Say stop to interrupt me."),
     "thanks": "You are welcome!",
     "goodbye": "Goodbye! Talk to you soon.",
-    "stop": "Okay, I will stop.",
+    # Silence: "stop" is nearly always said over an answer, which the barge-in has
+    # already stopped; an "Okay, I will stop." would be more of what the caller just
+    # stopped. An empty answer takes THINKING back to LISTENING (guard has_text).
+    "stop": "",
 }
 
 STORIES = (
