@@ -233,6 +233,20 @@ class Said:
     part2: float | None = None
 
 
+async def dial(pc: RTCPeerConnection, base_url: str, session_id: str,
+               timeout: float = 30.0) -> None:
+    """Offer `pc` to `turnchart serve`'s /webrtc/offer as `session_id` and apply the
+    answer (the tests' WebRTC caller dials the same way)."""
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        response = await client.post(f"{base_url}/webrtc/offer", json={
+            "sdp": offer.sdp, "type": offer.type, "webrtc_id": session_id})
+    response.raise_for_status()
+    answer = response.json()
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+
+
 class Caller:
     def __init__(self, base_url: str, session_id: str, seed: int = 7) -> None:
         self.base_url, self.session_id = base_url, session_id
@@ -252,14 +266,7 @@ class Caller:
         def on_track(track: MediaStreamTrack) -> None:
             self._tasks.append(asyncio.ensure_future(self._listen(track)))
 
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        offer = self.pc.localDescription
-        async with httpx.AsyncClient(timeout=30) as client:
-            response = await client.post(f"{self.base_url}/webrtc/offer", json={
-                "sdp": offer.sdp, "type": offer.type, "webrtc_id": self.session_id})
-        response.raise_for_status()
-        answer = response.json()
-        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        await dial(self.pc, self.base_url, self.session_id)
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         while True:

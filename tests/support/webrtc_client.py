@@ -22,11 +22,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection
 from av import AudioFrame
 
 from adapters.fastrtc.ice import restrict_to_loopback
 from adapters.speech.audio import resample
+from benchmarks.caller_bench import dial
 
 RATE = 48_000
 FRAME = 960  # 20 ms
@@ -87,14 +88,7 @@ class Caller:
         def on_track(track: MediaStreamTrack) -> None:
             self._tasks.append(asyncio.ensure_future(self._listen(track)))
 
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        offer = self.pc.localDescription
-        async with httpx.AsyncClient(timeout=20) as client:
-            response = await client.post(f"{self.base_url}/webrtc/offer", json={
-                "sdp": offer.sdp, "type": offer.type, "webrtc_id": self.session_id})
-        response.raise_for_status()
-        answer = response.json()
-        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        await dial(self.pc, self.base_url, self.session_id, timeout=20)
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         while True:
