@@ -16,12 +16,12 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from adapters.speech.errors import SpeechConfigError
+from adapters.speech.process_wide import ProcessWide
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +55,8 @@ Sink = Callable[[npt.NDArray[np.int16]], bool]
 """Receives each chunk of int16 PCM as espeak makes it; returns False to stop synthesis."""
 
 
-class EspeakEngine:
+class EspeakEngine(ProcessWide):
     """espeak-ng, loaded once per process; `synthesize` is blocking and serialised."""
-
-    _shared: ClassVar[EspeakEngine | None] = None
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def shared(cls) -> EspeakEngine:
-        """The process-wide engine, initialised on first use."""
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
 
     def __init__(self) -> None:
         try:

@@ -25,13 +25,14 @@ import re
 import threading
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from adapters.speech.audio import StreamResampler
 from adapters.speech.errors import SpeechConfigError
+from adapters.speech.process_wide import ProcessWide
 from engine.runtime.ports import AudioChunk
 
 VOICES = ("slt", "rms", "awb", "kal16", "kal")
@@ -71,18 +72,8 @@ def split_sentences(text: str) -> list[str]:
     return [part.strip() for part in _SENTENCE.split(text) if part.strip()]
 
 
-class FliteEngine:
+class FliteEngine(ProcessWide):
     """libflite, loaded once per process; `synthesize` is blocking and serialised."""
-
-    _shared: ClassVar[FliteEngine | None] = None
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def shared(cls) -> FliteEngine:
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
 
     def __init__(self) -> None:
         try:

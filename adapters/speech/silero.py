@@ -17,12 +17,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from adapters.speech.errors import SpeechConfigError
+from adapters.speech.process_wide import ProcessWide
 
 SAMPLE_RATE = 16000
 
@@ -66,22 +67,11 @@ class SileroVadModel:
             self._pool.release(vad)
 
 
-class SileroVadFactory:
+class SileroVadFactory(ProcessWide):
     """Hands out per-stream silero models, reusing those of ended streams.
 
     Call it to get a model (thread-safe). `max_idle` bounds the instances kept for reuse.
     """
-
-    _shared: ClassVar[SileroVadFactory | None] = None
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def shared(cls) -> SileroVadFactory:
-        """The process-wide factory (loads the library on first use)."""
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
 
     def __init__(self, *, max_idle: int = 64, preload: int = 1) -> None:
         try:
