@@ -260,11 +260,20 @@ class RedisClusterServers:
 
 
 def signal_child(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-    """Signal one child process this test started, by its pid, and reap it."""
+    """Signal one child process this test started, by its pid, and reap it. A child
+    that has not exited 30 s after the signal (a loaded CI machine once took over 10 s
+    for a worker's graceful stop) is killed, so no process outlives its test, and the
+    test fails saying so."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, sig)
-    proc.wait(10)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired as slow:
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError(f"child {proc.pid} did not exit within 30 s of signal {sig}") \
+            from slow
 
 
 # ------------------------------------------------------------------ test rig
