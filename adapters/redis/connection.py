@@ -60,7 +60,7 @@ class LoggingRetry(Retry):
                  on_retry: RetryLog | None = None,
                  supported_errors: tuple[type[Exception], ...] = (RedisConnectionError,
                                                                   RedisTimeoutError)) -> None:
-        super().__init__(backoff, retries, supported_errors)
+        super().__init__(backoff, retries, supported_errors)  # type: ignore[arg-type,unused-ignore]
         self.on_retry = on_retry
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LoggingRetry:

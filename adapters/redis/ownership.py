@@ -56,6 +56,10 @@ class OwnershipLoop:
         self.stats = stats
         self.spawn = spawn
         self.stopping = False
+        # Set when the worker shuts down: the loop ends at its next turn even if its
+        # cancellation was lost (seen once under load: a worker kept looping on a
+        # dead Redis for 20 minutes after SIGTERM, its task group never left).
+        self.closed = False
         self.alive = 1
         self.peers: list[str] = []
         self.known: set[str] = set()
@@ -72,7 +76,7 @@ class OwnershipLoop:
     async def run(self) -> None:
         failures = 0
         options = self.options
-        while True:
+        while not self.closed:
             try:
                 now = time.monotonic()
                 if not self.stopping:

@@ -268,6 +268,8 @@ class RedisWorker:
             released = len(owned)
             await self.pipeline.drained(self.options.drain_timeout_s)
         finally:
+            if self.ownership is not None:
+                self.ownership.closed = True
             try:
                 await stack.aclose()
             finally:
