@@ -189,7 +189,7 @@ async def test_a_server_that_hangs_times_out(llm: FakeLLM) -> None:
 async def test_a_server_that_stalls_mid_answer_times_out(llm: FakeLLM) -> None:
     pieces: list[str] = []
     with pytest.raises(ResponderError, match="timed out") as info:
-        async for piece in responder(llm.url("stall"), timeout_s=0.3).answer("story", "s1"):
+        async for piece in responder(llm.url("stall"), timeout_s=2.0).answer("story", "s1"):
             pieces.append(piece)
     assert pieces == ["Once upon"]
     assert SECRET not in str(info.value)
