@@ -19,7 +19,6 @@ to eSpeak NG (see models.py).
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import re
 import threading
@@ -33,6 +32,7 @@ import numpy.typing as npt
 from adapters.speech.audio import StreamResampler
 from adapters.speech.errors import SpeechConfigError
 from adapters.speech.process_wide import ProcessWide
+from adapters.speech.thread_stream import Put, stream_from_thread
 from engine.runtime.ports import AudioChunk
 
 VOICES = ("slt", "rms", "awb", "kal16", "kal")
@@ -42,7 +42,6 @@ LEVEL = 150          # |sample| above this is sound (flite's silence stays under
 KEEP_BEFORE_MS = 15.0
 KEEP_AFTER_MS = 120.0   # the pause between two sentences
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
-_DONE = object()
 
 
 class _Wave(ctypes.Structure):
@@ -147,43 +146,20 @@ class FliteTTS:
         self.name = f"flite {voice}"
         self.sample_rate = output_rate
 
-    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+    def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
         """Yield 60 ms chunks, sentence by sentence; closing the iterator stops early."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        stop = threading.Event()
+        def produce(put: Put, stop: threading.Event) -> None:
+            resampler: StreamResampler | None = None
+            for sentence in split_sentences(text):
+                if stop.is_set():
+                    return
+                rate, pcm = self._engine.synthesize(sentence, self.voice)
+                resampler = resampler or StreamResampler(rate, self.sample_rate)
+                self._emit(resampler.push(pcm), put)
+            if resampler is not None and not stop.is_set():
+                self._emit(resampler.flush(), put)
 
-        def put(item: object) -> None:  # worker thread → event loop
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                stop.set()
-
-        def work() -> None:
-            try:
-                resampler: StreamResampler | None = None
-                for sentence in split_sentences(text):
-                    if stop.is_set():
-                        break
-                    rate, pcm = self._engine.synthesize(sentence, self.voice)
-                    resampler = resampler or StreamResampler(rate, self.sample_rate)
-                    self._emit(resampler.push(pcm), put)
-                if resampler is not None and not stop.is_set():
-                    self._emit(resampler.flush(), put)
-                put(_DONE)
-            except BaseException as exc:
-                put(exc)
-
-        job = loop.run_in_executor(self._engine.executor, work)
-        try:
-            while (item := await queue.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                assert isinstance(item, AudioChunk)
-                yield item
-        finally:
-            stop.set()
-            await asyncio.shield(job)
+        return stream_from_thread(self._engine.executor, produce)
 
     def synthesize_all(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
         """(rate, whole clip) synchronously: for filler clips at start-up and for tests."""
@@ -198,7 +174,7 @@ class FliteTTS:
         return self.sample_rate, (np.concatenate(parts) if parts
                                   else np.zeros(0, dtype=np.int16))
 
-    def _emit(self, pcm: npt.NDArray[np.generic], put: Any) -> None:
+    def _emit(self, pcm: npt.NDArray[np.generic], put: Put) -> None:
         step = int(self.sample_rate * CHUNK_MS / 1000)
         for at in range(0, len(pcm), step):
             piece = np.asarray(pcm[at:at + step], dtype="<i2")

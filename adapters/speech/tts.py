@@ -8,7 +8,6 @@ global and not re-entrant, and a sentence takes only a few milliseconds.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncGenerator
 
@@ -17,9 +16,8 @@ import numpy.typing as npt
 
 from adapters.speech.audio import StreamResampler
 from adapters.speech.espeak import EspeakEngine
+from adapters.speech.thread_stream import Put, stream_from_thread
 from engine.runtime.ports import AudioChunk
-
-_DONE = object()
 
 
 class EspeakTTS:
@@ -41,48 +39,26 @@ class EspeakTTS:
         self.wpm = wpm
         self.sample_rate = output_rate
 
-    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+    def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
         """Yield audio chunks as they are synthesised; closing the iterator stops espeak."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        stop = threading.Event()
         resampler = StreamResampler(self._engine.sample_rate, self.sample_rate)
 
-        def put(item: object) -> None:  # worker thread → event loop
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                stop.set()
+        def produce(put: Put, stop: threading.Event) -> None:
+            def sink(pcm: npt.NDArray[np.int16]) -> bool:
+                if stop.is_set():
+                    return False
+                out = resampler.push(pcm)
+                if len(out):
+                    put(self._chunk(out))
+                return True
 
-        def sink(pcm: npt.NDArray[np.int16]) -> bool:
-            if stop.is_set():
-                return False
-            out = resampler.push(pcm)
-            if len(out):
-                put(self._chunk(out))
-            return True
+            self._engine.synthesize(text, self.voice, self.wpm, sink)
+            if not stop.is_set():
+                tail = resampler.flush()
+                if len(tail):
+                    put(self._chunk(tail))
 
-        def work() -> None:
-            try:
-                self._engine.synthesize(text, self.voice, self.wpm, sink)
-                if not stop.is_set():
-                    tail = resampler.flush()
-                    if len(tail):
-                        put(self._chunk(tail))
-                put(_DONE)
-            except BaseException as exc:
-                put(exc)
-
-        job = loop.run_in_executor(self._engine.executor, work)
-        try:
-            while (item := await queue.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                assert isinstance(item, AudioChunk)
-                yield item
-        finally:
-            stop.set()
-            await asyncio.shield(job)  # the worker is done with our queue before we return
+        return stream_from_thread(self._engine.executor, produce)
 
     def synthesize_all(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
         """(rate, whole clip) synchronously: for filler clips at start-up and for tests."""
