@@ -9,6 +9,7 @@ scrubbed from every message this module builds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -79,30 +80,12 @@ class OpenAICompatibleResponder:
     async def answer(self, text: str, session_id: str) -> AsyncIterator[str]:
         """Yield the model's text pieces in the order they arrive."""
         body = {"model": self.model, "messages": await self._messages(text), "stream": True}
-        headers = {"Accept": "text/event-stream"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout_s, transport=self._transport,
-                                         follow_redirects=False) as client, \
-                    client.stream("POST", self.url, json=body, headers=headers) as response:
-                if not response.is_success:
-                    detail = _snippet(await _head(response)) or response.reason_phrase
-                    raise self._error(f"answered HTTP {response.status_code}: {detail}")
-                if response.headers.get("content-type", "").startswith("application/json"):
-                    yield self._whole_answer(await response.aread())
-                    return
-                async for piece in self._pieces(response):
-                    yield piece
-        except httpx.TimeoutException as exc:
-            raise self._error(f"timed out: no data within {self.timeout_s:g} s "
-                              f"({type(exc).__name__})") from None
-        except httpx.ConnectError as exc:
-            raise self._error(f"cannot be reached: {exc}") from None
-        except httpx.HTTPError as exc:
-            # `from None`: the message says what happened; a chained httpx error in a
-            # logged traceback is one more place a secret could leak from.
-            raise self._error(f"request failed: {type(exc).__name__}: {exc}") from None
+        async with self._post(body) as response:
+            if _is_json(response):
+                yield self._whole_answer(await response.aread())
+                return
+            async for piece in self._pieces(response):
+                yield piece
 
     async def converse(self, text: str, session_id: str,
                        dialogue: Dialogue) -> AsyncIterator[str | ToolCall]:
@@ -113,6 +96,18 @@ class OpenAICompatibleResponder:
                                 "messages": flow_messages(self.system_prompt, text, dialogue)}
         if dialogue.tools:
             body["tools"] = tools_param(dialogue)
+        async with self._post(body) as response:
+            if _is_json(response):
+                for piece in self._whole_turn(await response.aread()):
+                    yield piece
+                return
+            async for piece in self._turn_pieces(response):
+                yield piece
+
+    @contextlib.asynccontextmanager
+    async def _post(self, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """The streaming POST of `body`, answered with success; every failure, while
+        connecting or while the caller reads the stream, becomes one ResponderError."""
         headers = {"Accept": "text/event-stream"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -123,18 +118,15 @@ class OpenAICompatibleResponder:
                 if not response.is_success:
                     detail = _snippet(await _head(response)) or response.reason_phrase
                     raise self._error(f"answered HTTP {response.status_code}: {detail}")
-                if response.headers.get("content-type", "").startswith("application/json"):
-                    for piece in self._whole_turn(await response.aread()):
-                        yield piece
-                    return
-                async for piece in self._turn_pieces(response):
-                    yield piece
+                yield response
         except httpx.TimeoutException as exc:
             raise self._error(f"timed out: no data within {self.timeout_s:g} s "
                               f"({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
             raise self._error(f"cannot be reached: {exc}") from None
         except httpx.HTTPError as exc:
+            # `from None`: the message says what happened; a chained httpx error in a
+            # logged traceback is one more place a secret could leak from.
             raise self._error(f"request failed: {type(exc).__name__}: {exc}") from None
 
     async def _turn_pieces(self, response: httpx.Response) -> AsyncIterator[str | ToolCall]:
@@ -273,6 +265,11 @@ class OpenAICompatibleResponder:
         if self._api_key:
             message = message.replace(self._api_key, "[redacted]")
         return ResponderError(message)
+
+
+def _is_json(response: httpx.Response) -> bool:
+    """A whole (non-streamed) answer: some servers ignore `stream: true`."""
+    return str(response.headers.get("content-type", "")).startswith("application/json")
 
 
 async def _no_intent(text: str) -> None:
