@@ -92,6 +92,19 @@ class VoiceSettings(BaseModel):
     output_rate: int = Field(24_000, ge=8_000, le=48_000)
 
 
+class TelephoneSettings(BaseModel):
+    """The phone routes (/telephone/*, README "The phone"): who may use them."""
+
+    model_config = ConfigDict(extra="forbid")
+    # The NAME of the variable holding the Twilio auth token. When it has a value, every
+    # request to /telephone/* must carry a valid X-Twilio-Signature (403 otherwise);
+    # without it the routes are open and counted like other calls (limits.offers_per_minute).
+    auth_token_env: str = Field("TWILIO_AUTH_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # The public base URL Twilio calls (https://voice.example.com) when a proxy sits in
+    # front: signatures are checked against it, and the TwiML's stream URL is built on it.
+    public_url: str | None = Field(None, pattern=r"^https?://[^/?#\s]+$")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     server: ServerSettings = ServerSettings()
@@ -103,6 +116,7 @@ class Settings(BaseModel):
     voice: VoiceSettings = VoiceSettings()
     limits: LimitsSettings = LimitsSettings()
     otel: OtelSettings = OtelSettings()
+    telephone: TelephoneSettings = TelephoneSettings()
     # Your own guards, effects and activities: `package.module:factory` returning an
     # engine.chart.registry.Registry (as `--registry`); TURNCHART_REGISTRY overrides it.
     registry: str | None = None

@@ -54,17 +54,23 @@ UNSUPPORTED_DATA = 1003
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$")
 
 
-def twiml(host: str) -> str:
+def twiml(host: str, public_url: str | None = None) -> str:
     """TwiML that connects the call to this server's Media Streams WebSocket.
 
-    `wss://` as Twilio requires; `ws://` only for a loopback host (tests, a
-    local Twilio-protocol client). Raises ValueError for a Host header that is
-    not `host[:port]`."""
-    if not _HOST.match(host):
-        raise ValueError(f"Host header {host[:80]!r} is not host[:port]")
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    scheme = "ws" if _is_loopback(name.strip("[]")) else "wss"
-    url = f"{scheme}://{host}/telephone/handler"
+    On `public_url` (https://h → wss://h) when given (a proxy in front), else on the
+    request's Host: `wss://` as Twilio requires; `ws://` only for a loopback host (tests,
+    a local Twilio-protocol client). Raises ValueError for a Host header that is not
+    `host[:port]`."""
+    if public_url:
+        base = public_url.rstrip("/")
+        url = ("wss" if base.startswith("https") else "ws") + base[base.index("://"):]
+        url += "/telephone/handler"
+    else:
+        if not _HOST.match(host):
+            raise ValueError(f"Host header {host[:80]!r} is not host[:port]")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        scheme = "ws" if _is_loopback(name.strip("[]")) else "wss"
+        url = f"{scheme}://{host}/telephone/handler"
     return ('<?xml version="1.0" encoding="UTF-8"?>'
             f"<Response><Connect><Stream url={quoteattr(url)} /></Connect></Response>")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 
@@ -23,7 +24,7 @@ from adapters.server.limits import InputLimits, OfferRateLimit
 from adapters.server.loghub import LogHub
 from adapters.server.metrics import Metrics
 from adapters.server.origin import OriginCheck
-from adapters.server.telephone_routes import telephone_routes
+from adapters.server.telephone_routes import PHONE_STREAM, telephone_routes
 from adapters.server.voice import VoiceFrontEnd
 from adapters.server.voice_routes import JSON_PATHS, OFFER_PATHS, VoiceState, voice_routes
 from adapters.telemetry import start_telemetry
@@ -157,13 +158,15 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
         except RenderUnavailable as exc:
             return JSONResponse({"error": str(exc)}, status_code=501)
 
+    phone_token = os.environ.get(settings.telephone.auth_token_env) or None
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/charts", charts_index, methods=["GET"]),
         Route("/charts/{ref}", chart, methods=["GET"]),
         reload_route(reloader, settings.server.admin_token, version_uses),
         *voice_routes(voice),
-        *telephone_routes(voice, log),
+        *telephone_routes(voice, log, auth_token=phone_token,
+                          public_url=settings.telephone.public_url),
         *inspect_routes(inspector, catalog.charts),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
@@ -173,7 +176,9 @@ def create_app(settings: Settings | None = None, catalog: ChartCatalog | None = 
                        json_paths=JSON_PATHS, log=log)
     app.add_middleware(InputLimits, max_body_bytes=settings.limits.max_body_bytes,
                        max_ws_message_bytes=settings.limits.max_ws_message_bytes,
-                       offer_paths=OFFER_PATHS,
+                       # unsigned phone streams count as calls from their address
+                       offer_paths=OFFER_PATHS if phone_token
+                       else OFFER_PATHS | {PHONE_STREAM},
                        offers=OfferRateLimit(settings.limits.offers_per_minute), log=log)
     app.state.catalog = catalog
     app.state.settings = settings
