@@ -3,6 +3,8 @@ auth token is configured, the offer rate limit when none is."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
@@ -14,6 +16,7 @@ from engine.runtime.logs import ListSink
 from tests.support.voice_fakes import fake_voice_factory
 from tests.support.waiting import wait_for
 
+ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "12345"
 # Twilio's documented example (twilio.com/docs/usage/security, and its SDKs' tests)
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -124,3 +127,48 @@ def test_unsigned_phone_streams_count_against_the_offer_limit(
     assert second.value.status_code == 429   # the handshake is answered over HTTP
     limited = [r for r in sink.records if r["event_type"] == "request_refused"]
     assert limited and limited[0]["data"]["reason"] == "rate_limited"
+
+
+def _chart_with_dtmf(tmp_path: Path) -> Path:
+    """The shipped chart plus a `dtmf` event that LISTENING takes (a key menu)."""
+    text = (ROOT / "charts" / "voice_turn.yaml").read_text()
+    text = text.replace("  client_connected: {}\n",
+                        "  client_connected: {}\n  dtmf: {payload: {digit: str}}\n", 1)
+    text = text.replace("          stt_final: {target: THINKING, guard: has_final_text}\n",
+                        "          stt_final: {target: THINKING, guard: has_final_text}\n"
+                        "          dtmf: LISTENING\n", 1)
+    path = tmp_path / "voice_turn.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_key_press_is_the_charts_dtmf_event_when_it_has_one(tmp_path: Path) -> None:
+    sink = ListSink()
+    settings = Settings(charts=[str(_chart_with_dtmf(tmp_path))])
+    app = create_app(settings, voice_factory=fake_voice_factory(["hello"]), log_sink=sink)
+    with TestClient(app) as client, client.websocket_connect("/telephone/handler") as ws:
+        ws.send_json({"event": "start", "streamSid": "MZkeys"})
+        assert wait_for(lambda: sink.of_type("state_transition", "MZkeys"), 10)
+        ws.send_json({"event": "dtmf", "streamSid": "MZkeys",
+                      "dtmf": {"track": "inbound_track", "digit": "7"}})
+        assert wait_for(lambda: [r for r in sink.of_type("state_transition", "MZkeys")
+                                 if r["data"]["event"] == "dtmf"], 10)
+        ws.send_json({"event": "stop", "streamSid": "MZkeys"})
+    received = [r for r in sink.of_type("event_received", "MZkeys")
+                if r["data"]["event"] == "dtmf"]
+    assert received[0]["data"]["payload"] == {"digit": "7"}
+
+
+def test_without_a_dtmf_event_a_key_press_is_only_logged() -> None:
+    sink = ListSink()
+    app = create_app(Settings(), voice_factory=fake_voice_factory(["hello"]), log_sink=sink)
+    with TestClient(app) as client, client.websocket_connect("/telephone/handler") as ws:
+        ws.send_json({"event": "start", "streamSid": "MZplain"})
+        assert wait_for(lambda: sink.of_type("state_transition", "MZplain"), 10)
+        ws.send_json({"event": "dtmf", "streamSid": "MZplain", "dtmf": {"digit": "1"}})
+        assert wait_for(lambda: sink.of_type("phone_dtmf", "MZplain"), 10)
+        ws.send_json({"event": "stop", "streamSid": "MZplain"})
+    assert [r for r in sink.records if r["session_id"] == "MZplain"
+            and r["event_type"] in ("event_received", "event_invalid", "transition_rejected")
+            and r["data"].get("event", "dtmf") == "dtmf"] == []
+    assert not [r for r in sink.records if r["level"] in ("ERROR", "WARNING")]

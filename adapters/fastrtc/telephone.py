@@ -19,7 +19,10 @@ so every frame goes where the session's contract says, as on `/webrtc` and
   the stream's `streamSid`, so the phone stops playing what Twilio has
   buffered at once, not when its buffer runs dry;
 - when the answer audio stops, a `mark` follows it; Twilio echoes it once the
-  phone has played everything before it, logged as `phone_mark`.
+  phone has played everything before it, logged as `phone_mark`;
+- a key press (`dtmf`) is logged as `phone_dtmf` and, when the running chart
+  declares a `dtmf` event, posted to the session as that event (with `digit`
+  when its payload has it), so a chart can take "press 1" as well as words.
 
 Bad messages are logged (WARNING `phone_bad_message`) and skipped, never
 answered: Twilio reads only media, mark and clear. A `start` whose
@@ -36,7 +39,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from xml.sax.saxutils import quoteattr
 
 from fastrtc.websocket import WebSocketHandler
@@ -45,9 +48,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from adapters.fastrtc.handler import TurnStreamHandler, VoiceBackend
 from adapters.fastrtc.output import OutputStream
 from adapters.fastrtc.transport import CONNECTION_ID
+from engine.chart.compiler import CompiledChart
 from engine.runtime.logs import EventLog
 
 NO_SESSION = "-"
+DTMF_EVENT = "dtmf"            # the chart event a key press becomes, when declared
 PHONE_EVENTS = frozenset({"connected", "start", "media", "mark", "dtmf", "stop"})
 PHONE_RATE = 8_000
 UNSUPPORTED_DATA = 1003
@@ -172,17 +177,24 @@ class PhoneOutput(OutputStream):
         return dropped
 
 
+class PhoneBackend(VoiceBackend, Protocol):
+    """The voice service as the phone sees it: it also knows the running chart."""
+
+    chart: CompiledChart
+
+
 class PhoneStreamHandler(TurnStreamHandler):
     """`TurnStreamHandler` for a phone connection: a barge-in reaches the phone."""
 
-    def __init__(self, service: VoiceBackend, *, output_rate: int = 24_000) -> None:
+    def __init__(self, service: PhoneBackend, *, output_rate: int = 24_000) -> None:
         super().__init__(service, output_rate=output_rate)
+        self.phone_service = service
         self.phone_mode = True
         self.link: PhoneLink | None = None
         self.output = PhoneOutput(output_rate, self._clear_phone)
 
     def copy(self) -> PhoneStreamHandler:
-        return PhoneStreamHandler(self.service, output_rate=self.output_sample_rate)
+        return PhoneStreamHandler(self.phone_service, output_rate=self.output_sample_rate)
 
     def _clear_phone(self) -> None:
         if self.link is not None:
@@ -191,6 +203,14 @@ class PhoneStreamHandler(TurnStreamHandler):
     def barge_in(self, reason: str) -> None:
         super().barge_in(reason)
         self._clear_phone()     # even when nothing was queued here: the phone buffers too
+
+    def key_pressed(self, digit: str) -> None:
+        """A DTMF key: the chart's `dtmf` event, if the running chart has one."""
+        spec = self.phone_service.chart.events.get(DTMF_EVENT)
+        if spec is None or self.session_id is None:
+            return
+        payload = {"digit": digit} if "digit" in spec.payload else {}
+        self.service.post(self.session_id, DTMF_EVENT, payload)
 
     async def emit(self) -> Any:
         frame = await super().emit()
@@ -204,10 +224,12 @@ class TwilioWebSocket:
     are checked, `connected`/`mark`/`dtmf` are handled here, `start`, `media`
     and `stop` go on to FastRTC."""
 
-    def __init__(self, websocket: WebSocket, link: PhoneLink, log: EventLog) -> None:
+    def __init__(self, websocket: WebSocket, link: PhoneLink, log: EventLog,
+                 on_key: Callable[[str], None] = lambda digit: None) -> None:
         self._ws = websocket
         self.link = link
         self.log = log
+        self.on_key = on_key
         self.protocol: str | None = None
         self.started = False
 
@@ -250,6 +272,7 @@ class TwilioWebSocket:
                 digit = str(message.get("dtmf", {}).get("digit", ""))[:4]
                 self.log.emit("INFO", self.link.session_id, "phone_dtmf",
                               f"☎️ key {digit!r} pressed", {"digit": digit})
+                self.on_key(digit)
                 continue
             if event == "start":
                 fmt = message.get("start", {}).get("mediaFormat")
@@ -321,7 +344,7 @@ async def serve_telephone(websocket: WebSocket, handler: PhoneStreamHandler,
     socket; the session ends (client_disconnected) when the socket does."""
     link = PhoneLink(websocket, log)
     handler.link = link
-    wrapped = TwilioWebSocket(websocket, link, log)
+    wrapped = TwilioWebSocket(websocket, link, log, handler.key_pressed)
 
     async def set_handler(stream_id: str, ws_handler: WebSocketHandler) -> None:
         return None
