@@ -208,3 +208,18 @@ def test_close_returns_the_model() -> None:
     model = detector._model
     detector.close()
     assert isinstance(model, ScriptedModel) and model.closed
+
+
+def test_voiced_ms_says_whether_speech_goes_on_while_speaking_lasts_the_hangover() -> None:
+    # 4 speech windows, then quiet: `speaking` holds for the 320 ms hangover, `voiced_ms`
+    # drops to 0 at the first quiet window and counts again when speech comes back.
+    model = ScriptedModel([0.9] * 4 + [0.1] * 3 + [0.8] * 2)
+    detector = SpeechDetector(lambda: model, min_speech_ms=96, hangover_ms=320)
+    voiced = []
+    for _ in range(9):
+        detector.feed(np.zeros(512, dtype=np.int16))
+        voiced.append((detector.speaking, detector.voiced_ms))
+    assert voiced == [(True, 32.0), (True, 64.0), (True, 96.0), (True, 128.0),
+                      (True, 0.0), (True, 0.0), (True, 0.0), (True, 32.0), (True, 64.0)]
+    detector.reset()
+    assert detector.voiced_ms == 0.0

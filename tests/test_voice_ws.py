@@ -19,7 +19,13 @@ from starlette.websockets import WebSocketDisconnect
 from adapters.config import Settings, VoiceSettings
 from adapters.server.app import create_app
 from engine.runtime.logs import ListSink
-from tests.support.voice_fakes import fake_voice_factory, mulaw_encode, silence, tone
+from tests.support.voice_fakes import (
+    EnergyDetector,
+    fake_voice_factory,
+    mulaw_encode,
+    silence,
+    tone,
+)
 from tests.support.waiting import wait_for
 
 FRAME = 320  # 20 ms at 16 kHz
@@ -250,6 +256,34 @@ def test_false_interruptions_resume_the_answer_when_enabled(sink: ListSink) -> N
         send_audio(ws, tone(900), realtime=True)  # real speech: goes on past the pause
         assert wait_for(lambda: "SPEAKING → INTERRUPT (barge_in)"
                         in transitions(sink, "ws-cough"), 5)
+        ws.send_json({"event": "stop"})
+
+
+def test_a_cough_in_the_hangover_is_not_a_barge_in_with_little_speech_needed(
+        sink: ListSink) -> None:
+    """False-interruption mode asks whether the caller is still voicing when the pause
+    ends, not whether the detector is still in its hangover: with 120 ms of speech
+    needed, a 260 ms cough confirms, and 400 ms later it has been silent 260 ms (inside
+    the 320 ms hangover). It resumes the answer; speech still going on barges in, also
+    when it comes back inside the hangover after a short gap."""
+    settings = Settings(voice=VoiceSettings(false_interruption_ms=400))
+    factory = fake_voice_factory(["tell me a story"], detector=lambda: EnergyDetector(
+        min_speech_ms=120, hangover_ms=320))
+    with TestClient(create_app(settings, voice_factory=factory, log_sink=sink)) as client, \
+            client.websocket_connect("/websocket/offer") as ws:
+        ws.send_json({"event": "start", "websocket_id": "ws-hang"})
+        assert wait_for(lambda: transitions(sink, "ws-hang"))
+        send_audio(ws, np.concatenate([tone(500), silence(400)]))
+        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
+                        in transitions(sink, "ws-hang"), 10)
+        send_audio(ws, np.concatenate([tone(260), silence(700)]), realtime=True)  # a cough
+        assert wait_for(lambda: sink.of_type("false_interruption", "ws-hang"), 5)
+        assert "SPEAKING → INTERRUPT (barge_in)" not in transitions(sink, "ws-hang")
+        # speech with a gap: silent when the pause ends, voicing again before the hangover
+        send_audio(ws, np.concatenate([tone(250), silence(280), tone(700)]), realtime=True)
+        assert wait_for(lambda: "SPEAKING → INTERRUPT (barge_in)"
+                        in transitions(sink, "ws-hang"), 5)
+        assert len(sink.of_type("false_interruption", "ws-hang")) == 1
         ws.send_json({"event": "stop"})
 
 

@@ -32,6 +32,10 @@ from adapters.fastrtc.output import OutputStream
 from engine.chart.turn import TurnPolicy
 
 INPUT_RATE = 16_000
+VOICING_MS = 60.0
+"""False-interruption mode: speech this long without a quiet window (two silero windows)
+means the caller is still voicing; less, after a quiet one, may be the end of a cough."""
+RECHECK_S = 0.02   # while the detector is in its hangover, look again every frame
 
 
 class VadEventLike(Protocol):
@@ -43,6 +47,7 @@ class Detector(Protocol):
 
     speaking: bool
     quiet_ms: float   # the current run of silence inside speech (0 while speech goes on)
+    voiced_ms: float  # the current run of speech (0 once a quiet window comes: hangover)
 
     def feed(self, pcm: np.ndarray[Any, Any]) -> Sequence[VadEventLike]: ...
 
@@ -298,7 +303,10 @@ class TurnStreamHandler(AsyncStreamHandler):
 
     def _tentative_barge_in(self, false_ms: float) -> None:
         """False-interruption mode: pause playback; if the speech turns out to be
-        real (it goes on past `false_ms`) barge in, else resume where it paused."""
+        real (the caller is still voicing `false_ms` later) barge in, else resume where
+        it paused. The detector's `speaking` stays true through its hangover (~320 ms of
+        silence), so a cough that stopped counts only if voicing comes back before it ends:
+        until then the answer stays paused and the question is asked again every frame."""
         if self.barge_pending is not None:
             return
         self.output.pause()
@@ -306,7 +314,13 @@ class TurnStreamHandler(AsyncStreamHandler):
 
         def decide() -> None:
             self.barge_pending = None
-            if self.vad is not None and self.vad.speaking:
+            vad = self.vad
+            if self._closed:
+                return
+            if vad is not None and vad.speaking and vad.voiced_ms < VOICING_MS:
+                # in the hangover (or a flicker of sound after it): not yet decided
+                self.barge_pending = loop.call_later(RECHECK_S, decide)
+            elif vad is not None and vad.speaking:
                 self.barge_in("speech onset (confirmed after pause)")
             else:
                 self.output.resume()

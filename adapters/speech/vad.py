@@ -63,6 +63,7 @@ class SpeechDetector:
     _confirmed: bool
     _speech_ms: float
     _quiet_ms: float
+    _voiced_ms: float
     _fed: int  # samples fed
     _windowed: int  # samples consumed by complete windows
     _history: npt.NDArray[np.int16]  # recent audio: unwindowed tail plus pre-roll
@@ -111,6 +112,13 @@ class SpeechDetector:
         """The current run of silence inside speech (0 while speech goes on); after
         `speech_end`, the silence that ended it (so speech stopped that long before)."""
         return self._quiet_ms
+
+    @property
+    def voiced_ms(self) -> float:
+        """The current run of speech windows (0 after a window below `offset_threshold`):
+        whether the caller is voicing now, unlike `speaking`, which stays true through the
+        hangover after the sound stopped (the end of a cough)."""
+        return self._voiced_ms
 
     @property
     def stream_ms(self) -> float:
@@ -162,18 +170,21 @@ class SpeechDetector:
                 return ()
             self._speaking, self._confirmed = True, False
             self._speech_ms, self._quiet_ms = self._window_ms, 0.0
+            self._voiced_ms = self._window_ms
             if self._speech_ms >= self.min_speech_ms:
                 self._confirmed = True
                 return ("speech_start", "speech_confirmed")
             return ("speech_start",)
         if p >= self.offset_threshold:
             self._speech_ms += self._window_ms
+            self._voiced_ms += self._window_ms
             self._quiet_ms = 0.0
             if not self._confirmed and self._speech_ms >= self.min_speech_ms:
                 self._confirmed = True
                 return ("speech_confirmed",)
             return ()
         self._quiet_ms += self._window_ms
+        self._voiced_ms = 0.0
         if self._quiet_ms >= self.hangover_ms:
             self._speaking = self._confirmed = False
             return ("speech_end",)
@@ -192,6 +203,7 @@ class SpeechDetector:
         self._confirmed = False
         self._speech_ms = 0.0
         self._quiet_ms = 0.0
+        self._voiced_ms = 0.0
         self._fed = 0
         self._windowed = 0
         self._history = np.zeros(0, dtype=np.int16)

@@ -38,6 +38,7 @@ class EnergyDetector:
         self.t_ms = 0.0
         self.speech_ms = 0.0
         self.silence_ms = 0.0
+        self.voiced_ms = 0.0   # the current run of loud audio (0 after a quiet frame)
         self.confirmed = False
         self._pre: list[np.ndarray[Any, Any]] = []
 
@@ -47,6 +48,7 @@ class EnergyDetector:
         loud = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) > 500.0 if len(pcm) else False
         events: list[Event] = []
         self._pre = ([*self._pre, pcm])[-5:]
+        self.voiced_ms = self.voiced_ms + ms if loud else 0.0
         if loud:
             self.silence_ms = 0.0
             if not self.speaking:
@@ -69,6 +71,7 @@ class EnergyDetector:
 
     def reset(self) -> None:
         self.speaking, self.confirmed, self.speech_ms, self.silence_ms = False, False, 0.0, 0.0
+        self.voiced_ms = 0.0
 
     def preroll(self) -> np.ndarray[Any, Any]:
         return np.concatenate(self._pre) if self._pre else np.zeros(0, dtype=np.int16)
@@ -128,14 +131,15 @@ class ToneSpeech:
 
 
 def fake_voice_factory(script: list[str], *, ms_per_word: float = 300.0,
-                       knowledge: Knowledge | None = None
+                       knowledge: Knowledge | None = None,
+                       detector: Callable[[], EnergyDetector] = EnergyDetector,
                        ) -> Callable[[Settings, CompiledChart, Registry, EventLog, Metrics],
                                      VoiceService]:
     def build(settings: Settings, chart: CompiledChart, registry: Registry, log: EventLog,
               metrics: Metrics) -> VoiceService:
         return VoiceService(
             chart, registry, log, metrics, stt=ScriptedTranscriber(script),
-            detector_factory=EnergyDetector,
+            detector_factory=detector,
             speech=ToneSpeech(settings.voice.output_rate, ms_per_word),
             responder=BuiltinResponder(knowledge or Knowledge([])),
             false_interruption_ms=settings.voice.false_interruption_ms,
