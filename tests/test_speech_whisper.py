@@ -14,12 +14,17 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from adapters.responder.knowledge import Knowledge
 from adapters.responder.text import normalise
+from adapters.speech.audio import read_wav, wav_bytes
 from adapters.speech.errors import SpeechConfigError
-from adapters.speech.samples import noise, padded_speech, speech
+from adapters.speech.flite import FliteTTS
+from adapters.speech.samples import noise, padded_speech, speech, tone
 from adapters.speech.whisper import (
     PACKAGED_FILES,
+    Vocabulary,
     WhisperSTT,
+    once_per_sentence,
     packaged_model_dir,
     verify_packaged_model,
 )
@@ -145,3 +150,73 @@ def test_a_short_utterance_is_decoded_with_a_15_s_window(whisper_stt: WhisperSTT
         assert len(calls) == 2   # the long one did not go through the 15 s window
     finally:
         del whisper_stt._transcribe_short
+
+
+def test_the_vocabulary_fixes_a_domain_word(whisper_stt: WhisperSTT, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """flite's slt voice says "what is a statechart": tiny.en alone hears "a state touch
+    art"; with the responder's questions as its vocabulary, the word said."""
+    path = tmp_path / "statechart.wav"
+    rate, pcm = FliteTTS(output_rate=16000).synthesize_all("What is a statechart?")
+    path.write_bytes(wav_bytes(pcm, rate))
+    clip = np.concatenate([noise(200), read_wav(path)[1], noise(300, seed=1)])
+    plain = normalise(whisper_stt.transcribe_now(clip))
+    assert plain != "what is a statechart", plain   # else this test shows nothing
+    monkeypatch.setattr(whisper_stt, "vocabulary",
+                        Vocabulary(Knowledge.default().questions(), whisper_stt._tokenizer))
+    assert "statechart" in whisper_stt.vocabulary.key_words
+    assert normalise(whisper_stt.transcribe_now(clip)) == "what is a statechart"
+
+
+@pytest.mark.parametrize("said", ["tell me a joke", "turn off the lights in the kitchen",
+                                  "I am planning a trip to Paris next week"])
+def test_the_vocabulary_leaves_other_speech_alone(whisper_stt: WhisperSTT, said: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out-of-domain speech comes back exactly as without a vocabulary ("tell me a joke"
+    stays a joke, not the nearest known question)."""
+    clip = padded_speech(said, lead_ms=200, tail_ms=300)
+    plain = whisper_stt.transcribe_now(clip)
+    monkeypatch.setattr(whisper_stt, "vocabulary",
+                        Vocabulary(Knowledge.default().questions(), whisper_stt._tokenizer))
+    assert whisper_stt.transcribe_now(clip) == plain
+    if said == "tell me a joke":
+        assert normalise(plain) == said
+
+
+@pytest.mark.parametrize("clip", [
+    np.zeros(16_000, dtype=np.int16),
+    noise(1000, sigma=30, seed=3),
+    noise(600, sigma=2500, seed=5),                                # a loud burst
+    np.concatenate([noise(200), speech("uh huh"), noise(200)]),    # a backchannel
+    np.concatenate([noise(200), tone(1000, 700), noise(200)]),
+], ids=["silence", "room", "burst", "backchannel", "tone"])
+def test_non_speech_stays_empty_with_the_vocabulary(whisper_stt: WhisperSTT,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    clip: npt.NDArray[np.int16]) -> None:
+    """A prompt is what Whisper "hears" in noise ("gated, gated, gated", measured before
+    the guard): with the vocabulary, non-speech gives what it gives without one (silence
+    and room noise nothing; a tone tiny.en's own habit), never a word of the prompt."""
+    plain = whisper_stt.transcribe_now(clip)
+    monkeypatch.setattr(whisper_stt, "vocabulary",
+                        Vocabulary(Knowledge.default().questions(), whisper_stt._tokenizer))
+    heard = whisper_stt.transcribe_now(clip)
+    assert heard == plain
+    assert not set(normalise(heard).split()) & set(normalise(whisper_stt.vocabulary.text).split())
+    if len(clip) == 16_000:   # silence, room noise
+        assert normalise(heard) in ("", "you"), heard
+
+
+def test_the_vocabulary_is_its_key_words_and_a_prompt(whisper_stt: WhisperSTT) -> None:
+    vocabulary = Vocabulary(["What is a statechart?", "Zorblax", "the kitchen", "Zorblax"],
+                            whisper_stt._tokenizer)
+    assert vocabulary.text == "What is a statechart? Zorblax, the kitchen"
+    assert vocabulary.key_words == {"statechart", "zorblax"}   # common words need no help
+    assert vocabulary.adds_key_word("what is a state at chart", "What is a statechart?")
+    assert not vocabulary.adds_key_word("I forgot.", "What is the")
+    assert not Vocabulary([], whisper_stt._tokenizer)
+
+
+def test_a_repeated_sentence_is_kept_once() -> None:
+    assert once_per_sentence("Tell me a joke. Tell me a joke. Tell me a joke.") == \
+        "Tell me a joke."
+    assert once_per_sentence("Stop. Stop it.") == "Stop. Stop it."

@@ -124,6 +124,11 @@ class Knowledge:
         people ask them aloud (a grammar-only recogniser hears nothing else)."""
         return list(dict.fromkeys(q for e in self.entries if (q := normalise(e.question))))
 
+    def questions(self) -> list[str]:
+        """The questions as written, unique: the Whisper STT vocabulary shows them to the
+        model so that a caller asking them is heard in the knowledge's own words."""
+        return list(dict.fromkeys(q for e in self.entries if (q := e.question.strip())))
+
     def __len__(self) -> int:
         return len(self.entries)
 

