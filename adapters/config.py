@@ -89,6 +89,9 @@ class VoiceSettings(BaseModel):
     chart: str = "voice_turn"                 # which loaded chart live sessions run
     concurrency_limit: int = Field(50, ge=1, le=10_000)
     false_interruption_ms: float = Field(0.0, ge=0, le=5_000)   # 0 = off
+    # how a state whose turn policy leaves `end` unset ends the caller's turn
+    # (docs/chart-format.md, "Turn policy"): the words heard and Smart Turn together
+    end_of_turn: Literal["silence", "smart", "hybrid"] = "hybrid"
     output_rate: int = Field(24_000, ge=8_000, le=48_000)
 
 

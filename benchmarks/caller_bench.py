@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import numpy as np
@@ -56,6 +56,7 @@ from av import AudioFrame
 from adapters.fastrtc.ice import restrict_to_loopback
 from adapters.speech.audio import read_wav, resample
 from benchmarks.common import machine
+from benchmarks.paused_speech import split_at_pause
 from engine.runtime.latency import percentile
 from engine.runtime.trace import EventReceived, StateTransition, TraceEvent, from_record
 
@@ -506,7 +507,9 @@ def make_corpus(voice: Voice, quick: bool, seed: int = 11) -> Corpus:
         return _clip(text, kind, text, voice.say(text), rng)
 
     def paused(first: str, second: str, pause_ms: int) -> Clip:
-        a, b = voice.say(first), voice.say(second)
+        # spoken as one sentence and cut at the comma (benchmarks/paused_speech.py): the
+        # first part keeps the intonation of an unfinished sentence, as a caller's would
+        a, b = split_at_pause(voice.say(f"{first}, {second}"), len(voice.say(first)), RATE)
         gap = _room(pause_ms, rng)
         return _clip(f"{first} … {second} ({pause_ms} ms)", "paused", f"{first} {second}",
                      np.concatenate([a, gap, b]), rng, part2_start=len(a) + len(gap))
@@ -777,12 +780,12 @@ def baseline_config(workdir: Path) -> tuple[dict[str, Any], list[str]]:
     config, changed = shipped_config(), []
     chart = ROOT / "charts" / "voice_turn.yaml"
     text = chart.read_text(encoding="utf-8")
-    silenced = re.sub(r"(\bend:\s*)smart\b", r"\1silence", text)
+    silenced = re.sub(r"(\bend:\s*)(smart|hybrid)\b", r"\1silence", text)
     if silenced != text:
         copy = workdir / "voice_turn_silence.yaml"
         copy.write_text(silenced, encoding="utf-8")
         config["charts"] = [str(copy)]
-        changed.append("chart: every turn policy `end: smart` → `end: silence`")
+        changed.append("chart: every turn policy `end: smart`/`hybrid` → `end: silence`")
     from pydantic import BaseModel
 
     from adapters.config import Settings
@@ -797,9 +800,10 @@ def baseline_config(workdir: Path) -> tuple[dict[str, Any], list[str]]:
             if isinstance(default, bool) and default:
                 config.setdefault(section, {})[key] = False
                 changed.append(f"{section}.{key}: true → false")
-            elif isinstance(default, str) and default == "smart":
+            elif isinstance(default, str) and default != "silence" and \
+                    "silence" in get_args(field.annotation):   # e.g. voice.end_of_turn
                 config.setdefault(section, {})[key] = "silence"
-                changed.append(f"{section}.{key}: smart → silence")
+                changed.append(f"{section}.{key}: {default} → silence")
     return config, changed
 
 

@@ -1,9 +1,10 @@
-"""False cut-offs and end-of-turn delay: `end: silence` against `end: smart`.
+"""False cut-offs and end-of-turn delay: `end: silence` against `smart` and `hybrid`.
 
     python -m benchmarks.turn_cutoffs [--takes 3]
 
 Drives the real endpointing (silero VAD through SpeechDetector, the TurnGate, Smart
-Turn v3.2 when installed) with synthetic speech (espeak): sentences with a pause where a
+Turn v3.2 when installed, and for `end: hybrid` Whisper tiny.en's early decode, run in
+audio time by `EarlyWords`) with synthetic speech (espeak): sentences with a pause where a
 caller stops to think ("my number is five five five ... one two three four"), and whole
 sentences. A paused sentence is spoken whole with a comma at the pause (so the words
 before it carry the intonation of an unfinished sentence, not of a finished fragment),
@@ -11,7 +12,9 @@ and espeak's short comma gap is widened to 400, 600 or 900 ms of room noise. Cou
 
 - false cut-offs: a pause that ended the turn (the rest would be a second turn);
 - end-of-turn delay: end of the caller's speech → the turn ends, on whole sentences:
-  audio time (silence waited) plus the model's own compute (wall time per decision).
+  audio time (silence waited) plus the model's own compute (wall time per decision;
+  for hybrid the early decode's wall time is in the audio time: its words count only
+  once that much audio has passed).
 
 Audio is fed faster than real time; the figures are in audio time, compute added.
 """
@@ -29,8 +32,10 @@ import numpy as np
 from adapters.speech.samples import noise, speech
 from adapters.speech.silero import SileroVadFactory
 from adapters.speech.vad import SpeechDetector
+from adapters.speech.whisper import WhisperSTT
 from adapters.turn import smart
 from adapters.turn.gate import TurnGate
+from benchmarks.paused_speech import split_at_pause
 from engine.chart.turn import TurnPolicy
 
 FRAME = 320
@@ -51,21 +56,48 @@ PAUSES_MS = (400, 600, 900)
 
 def paused(first: str, second: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """`first, second` spoken as one sentence, cut at the comma's gap: (before, after)."""
-    whole = speech(f"{first}, {second}")
-    guess = len(speech(first))
-    energy = np.array([np.sqrt(np.mean(whole[i:i + 160].astype(np.float64) ** 2))
-                       for i in range(0, len(whole) - 160, 160)])
-    quiet = energy < max(50.0, 0.02 * float(energy.max()))
-    best_len, best_end, run = 0, 0, 0
-    for i in range(int(guess * 0.6 / 160), min(len(energy), int(guess * 1.3 / 160))):
-        run = run + 1 if quiet[i] else 0
-        if run > best_len:
-            best_len, best_end = run, i
-    start = best_end - best_len + 1
-    return whole[:start * 160], whole[(best_end + 1) * 160:]
-MODES = {"silence (server default, 320 ms)": TurnPolicy(end="silence"),
+    return split_at_pause(speech(f"{first}, {second}"), len(speech(first)), 16_000)
+
+
+MODES = {"silence (320 ms, the baseline)": TurnPolicy(end="silence"),
          "silence, patience 1000 ms": TurnPolicy(end="silence", patience_ms=1000),
-         "smart (patience 1500 ms)": TurnPolicy(end="smart")}
+         "smart (patience 1500 ms)": TurnPolicy(end="smart"),
+         "hybrid (shipped default)": TurnPolicy(end="hybrid")}
+
+
+class EarlyWords:
+    """Whisper's speculative decode as the live path runs it (adapters/speech/whisper.py),
+    in audio time: at the first silent frame the utterance so far is decoded; its text
+    is there once as much audio has passed as the decode took in wall time, and speech
+    that resumes makes it stale until the next silence."""
+
+    def __init__(self, stt: Any) -> None:
+        self.stt = stt
+        self.start = 0          # sample where the utterance began (pre-roll included)
+        self.ready_at = 0.0     # audio ms when the current decode's text is in
+        self.text: str | None = None
+        self.decode_ms: list[float] = []
+
+    def heard(self, now_ms: float) -> str | None:
+        return self.text if self.text is not None and now_ms >= self.ready_at else None
+
+    def after(self, pcm: np.ndarray[Any, Any], end: int, kinds: list[str],
+              detector: SpeechDetector, preroll: int) -> None:
+        """Follow the handler: a new utterance at speech_start, a decode at the first
+        silence, nothing left after the turn ends."""
+        if "speech_end" in kinds:
+            self.text = None
+            return
+        if "speech_start" in kinds:   # a new utterance (a continued one keeps its start)
+            self.start = max(0, end - preroll)
+        if detector.speaking and detector.quiet_ms == 0:
+            self.text = None   # speech goes on: any early text is stale
+        elif detector.quiet_ms > 0 and self.text is None:
+            started = time.perf_counter()
+            self.text = self.stt.transcribe_now(pcm[self.start:end])
+            wall = 1000.0 * (time.perf_counter() - started)
+            self.decode_ms.append(wall)
+            self.ready_at = end / 16.0 + wall
 
 
 @dataclass
@@ -77,22 +109,29 @@ class Tally:
 
 
 async def run(gate: TurnGate, detector: SpeechDetector, policy: TurnPolicy,
-              pcm: np.ndarray[Any, Any]) -> list[float]:
+              pcm: np.ndarray[Any, Any], words: EarlyWords | None = None) -> list[float]:
     """Audio times (ms) at which the gate ended a turn."""
     detector.reset()
+    if words is not None:
+        words.text = None
     ends: list[float] = []
     for at in range(0, len(pcm), FRAME):
         frame = pcm[at:at + FRAME]
+        now = (at + len(frame)) / 16.0
         gate.configure(policy, OPEN)
         kinds = [e.kind for e in detector.feed(frame)]
-        if "speech_end" in await gate.listen(frame, kinds):
-            ends.append((at + len(frame)) / 16.0)
+        out = await gate.listen(frame, kinds, None if words is None else words.heard(now))
+        if words is not None:
+            words.after(pcm, at + len(frame), out, detector, len(detector.preroll()))
+        if "speech_end" in out:
+            ends.append(now)
     return ends
 
 
 async def measure(takes: int) -> dict[str, Tally]:
     factory = SileroVadFactory(preload=1)
     model = smart.load()
+    stt = WhisperSTT(threads=2)
     results: dict[str, Tally] = {}
     walls: list[float] = []
     for name, policy in MODES.items():
@@ -103,7 +142,8 @@ async def measure(takes: int) -> dict[str, Tally]:
             tally.decisions += 1
             walls.append(decision.wall_ms)
 
-        gate = TurnGate(detector, model, note)
+        gate = TurnGate(detector, model, note, words=True)
+        words = EarlyWords(stt) if policy.end == "hybrid" else None
         for take in range(takes):
             for first, second in SPLIT:
                 for pause in PAUSES_MS:
@@ -111,14 +151,14 @@ async def measure(takes: int) -> dict[str, Tally]:
                     pcm = np.concatenate([noise(300, seed=take), a, noise(pause, seed=take + 1),
                                           b, noise(2500, seed=take + 2)])
                     pause_from, pause_to = (300 + len(a) / 16), (300 + len(a) / 16 + pause)
-                    ends = await run(gate, detector, policy, pcm)
+                    ends = await run(gate, detector, policy, pcm, words)
                     tally.pauses += 1
                     tally.cut += any(pause_from <= t <= pause_to + 150 for t in ends)
             for text in WHOLE:
                 said = speech(text)
                 pcm = np.concatenate([noise(300, seed=take), said, noise(2500, seed=take + 3)])
                 before = len(walls)
-                ends = await run(gate, detector, policy, pcm)
+                ends = await run(gate, detector, policy, pcm, words)
                 if ends:
                     compute = sum(walls[before:])
                     tally.delays_ms.append(ends[0] - (300 + len(said) / 16) + compute)

@@ -1,14 +1,18 @@
 """The raw connection's time bounds (adapters/redis/wire.py): a read or a round
 trip that outlives its bound fails as a timeout and leaves the wire usable;
 exchanges that each finish in time never time out, however long the wire
-lives; and a cancellation from outside stays a cancellation."""
+lives; a cancellation from outside stays a cancellation; a dropped connection
+fails the read in progress and the next exchange reconnects; error replies
+come back in place."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.redis.wire import Wire
@@ -81,5 +85,32 @@ async def test_a_task_that_timed_out_is_not_left_cancelled(server: RedisServer) 
         current = asyncio.current_task()
         assert current is not None and current.cancelling() == 0
         await asyncio.sleep(0.01)
+    finally:
+        await w.aclose()
+
+
+async def test_a_connection_the_server_drops_mid_read_fails_and_the_wire_reconnects(
+        server: RedisServer, redis: Redis) -> None:
+    w = Wire(ConnectionPool.from_url(server.url, decode_responses=True), identify=True)
+    try:
+        await w.open()
+        await w.send([("BLPOP", "nothing", 30)])
+        reading = asyncio.create_task(w.read())
+        await asyncio.sleep(0.1)
+        await redis.client_kill_filter(_id=str(w.client_id))
+        with pytest.raises(RedisConnectionError):
+            await reading
+        assert await w.round_trip([("ECHO", "again")], 5.0) == ["again"]
+    finally:
+        await w.aclose()
+
+
+async def test_error_replies_come_back_in_place(server: RedisServer) -> None:
+    """One bad command never desynchronises the connection."""
+    w = wire(server)
+    try:
+        first, bad, last = await w.round_trip([("SET", "n", "x"), ("INCR", "n"),
+                                               ("GET", "n")], 5.0)
+        assert first in ("OK", True) and isinstance(bad, ResponseError) and last == "x"
     finally:
         await w.aclose()

@@ -113,7 +113,7 @@ def test_the_service_loads_the_model_only_for_a_chart_that_asks(
         "    contract: {microphone: open, playback: stopped}\n    turn: {end: smart}\n", 1),
         "smart.yaml")
     front = VoiceFrontEnd.__new__(VoiceFrontEnd)
-    front.end_of_turn = None
+    front.end_of_turn, front.default_end = None, "silence"
     front.load_end_of_turn(plain)
     assert front.end_of_turn is None and calls == []
     front.load_end_of_turn(asks)

@@ -73,7 +73,7 @@ def test_a_chart_without_turn_keeps_its_hash_and_one_with_it_changes() -> None:
 
 @pytest.mark.parametrize(("turn", "where", "code", "message"), [
     ("{end: fast}", "24:17", "E153", "bad end-of-turn mode 'fast' in the turn policy of state "
-     "'LISTENING': use silence or smart"),
+     "'LISTENING': use silence, smart or hybrid"),
     ("{patience_ms: 700ms}", "24:25", "E154", "bad patience_ms '700ms' in the turn policy of "
      "state 'LISTENING': write whole milliseconds from 0 to 10000, e.g. 700"),
     ("{patience_ms: 0.7}", "24:25", "E154", "bad patience_ms 0.7"),

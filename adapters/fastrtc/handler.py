@@ -70,6 +70,9 @@ class Utterance(Protocol):
         start decoding speculatively so the transcript is ready at the end of turn."""
         ...
 
+    # optional: `early_transcript() -> str | None`, that early decode's text once it
+    # covers all the speech so far (Whisper has it); the turn gate reads the words with it
+
 
 class Transcriber(Protocol):
     def open_utterance(self) -> Utterance: ...
@@ -83,7 +86,8 @@ class TurnGateLike(Protocol):
 
     def configure(self, policy: TurnPolicy, contract: Mapping[str, str]) -> None: ...
 
-    async def listen(self, pcm: np.ndarray[Any, Any], kinds: Sequence[str]) -> list[str]: ...
+    async def listen(self, pcm: np.ndarray[Any, Any], kinds: Sequence[str],
+                     heard: str | None = None) -> list[str]: ...
 
 
 class VoiceBackend(Protocol):
@@ -205,9 +209,16 @@ class TurnStreamHandler(AsyncStreamHandler):
         self.turn.configure(self.service.turn_policy(self.session_id), contract)
         events = self.vad.feed(pcm)
         if mic == "open":
-            await self._listen(pcm, await self.turn.listen(pcm, [e.kind for e in events]))
+            kinds = await self.turn.listen(pcm, [e.kind for e in events], self._heard())
+            await self._listen(pcm, kinds)
         else:
             await self._guard_barge_in(pcm, [e.kind for e in events])
+
+    def _heard(self) -> str | None:
+        """The open utterance's early transcript, when its STT has one ready (`end:
+        hybrid` decides with the words; None: not yet, or no early decodes)."""
+        early = getattr(self.utterance, "early_transcript", None)
+        return early() if early is not None else None
 
     async def _listen(self, pcm: np.ndarray[Any, Any], kinds: list[str]) -> None:
         assert self.session_id is not None and self.vad is not None

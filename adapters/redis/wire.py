@@ -7,6 +7,11 @@ commands are packed by hiredis (about 8× faster) and replies are read as the
 server sent them, which is also stable across redis-py versions and RESP2/3.
 Many commands go out in one write; an error reply is returned as that
 command's result, so one bad command never desynchronises the connection.
+When the whole write fits the socket (always, for these commands) it goes
+straight to the transport, and replies are read straight off redis-py's
+hiredis reader (`_reply`): the same bytes and errors as redis-py's
+`send_packed_command`/`read_response`, ~5 µs less per exchange on the
+development VM (two exchanges per applied event).
 
 No retries here: the owner decides (backoff, re-send, a sweep of what was
 pending). `client_id` is the connection's CLIENT ID when asked for, so another
@@ -39,12 +44,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+_HiredisParser: Any = None      # redis-py's parser class when hiredis reads replies
+_MORE: Any = object()           # what its reader returns while a reply is incomplete
+_PUSH: Any = ()                 # a RESP3 push message (never a reply)
 try:
+    import hiredis
     from hiredis import pack_command as _hiredis_pack
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _MORE
+    from redis._parsers.hiredis import _AsyncHiredisParser as _HiredisParser
+    _PUSH = getattr(hiredis, "PushNotification", ())
 except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py works too
     _hiredis_pack = None
 
@@ -91,8 +104,17 @@ class Wire:
                                     f"while connecting") from None
 
     async def send_packed(self, packed: Sequence[bytes]) -> None:
-        await self.open()
-        await self.conn.send_packed_command(packed, check_health=False)
+        writer = self.conn._writer
+        if writer is None or not self.connected:
+            await self.open()
+            await self.conn.send_packed_command(packed, check_health=False)
+            return
+        writer.writelines(packed)
+        transport = writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():
+            # Not all sent at once, or the connection failed: redis-py's own
+            # path waits for the buffer (and turns an error into its own).
+            await self.conn.send_packed_command([], check_health=False)
 
     async def send(self, commands: Sequence[Sequence[Any]]) -> None:
         await self.send_packed([chunk for args in commands for chunk in self.pack(args)])
@@ -101,13 +123,13 @@ class Wire:
         """The next reply; an error reply is returned (a ResponseError), not raised."""
         if self.read_timeout_s is None:
             try:
-                return await self.conn.read_response()
+                return await self._reply()
             except ResponseError as error:
                 return error
         deadline = self._deadline
         token = deadline.start(self.read_timeout_s)
         try:
-            return await self.conn.read_response()
+            return await self._reply()
         except ResponseError as error:
             return error
         except asyncio.CancelledError:
@@ -118,6 +140,42 @@ class Wire:
                                     f"{self.read_timeout_s}s") from None
         finally:
             deadline.end(token)
+
+    async def _reply(self) -> Any:
+        """The next reply, read straight off redis-py's hiredis reader: what
+        `read_response` does for these connections (error replies returned,
+        a dropped connection raised as redis' ConnectionError and closed, the
+        connection closed under any other failure, push messages skipped)
+        without its per-call checks and host string (about 2.5 µs of ~14 per
+        round trip). Any other parser: redis-py's own path."""
+        conn = self.conn
+        parser = conn._parser
+        stream = conn._reader
+        if type(parser) is not _HiredisParser or stream is None or parser._reader is None:
+            return await conn.read_response()
+        hiredis_reader = parser._reader
+        try:
+            while True:
+                reply = hiredis_reader.gets()
+                while reply is _MORE:
+                    data = await stream.read(65536)
+                    if not data:
+                        raise RedisConnectionError("Connection closed by server.")
+                    hiredis_reader.feed(data)
+                    reply = hiredis_reader.gets()
+                if not isinstance(reply, _PUSH):
+                    break
+        except OSError as exc:
+            await conn.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while reading from {self.node}: "
+                                       f"{exc.args}") from exc
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        if isinstance(reply, RedisConnectionError):
+            await conn.disconnect(nowait=True)
+            raise reply
+        return reply
 
     async def call(self, *args: Any) -> Any:
         """One command, its reply; an error reply is raised."""

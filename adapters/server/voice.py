@@ -70,6 +70,7 @@ class VoiceFrontEnd:
         self.handlers: dict[str, TurnStreamHandler] = {}
         self.stats = VoiceStats()
         self.end_of_turn: EndOfTurnModel | None = None   # Smart Turn, when loaded
+        self.default_end = "silence"   # `end` where a state's policy leaves it unset
         self.load_end_of_turn(chart)
 
     # what each host implements (the `VoiceHost` port and the connection's ends) ----
@@ -119,11 +120,20 @@ class VoiceFrontEnd:
         raise NotImplementedError
 
     def load_end_of_turn(self, chart: CompiledChart) -> None:
-        """Load Smart Turn (once per process) when a chart has a state with `end: smart`;
-        missing, it is logged once and those states end their turns on silence."""
-        if self.end_of_turn is None and \
-                any(s.turn.end == "smart" for s in chart.states.values()):
+        """Load Smart Turn (once per process) when a chart has a state with `end: smart`
+        or `end: hybrid`, or the server's default end (`voice.end_of_turn`) is one of
+        them; missing, it is logged once (smart states end their turns on silence,
+        hybrid ones on the words and silence)."""
+        learned = ("smart", "hybrid")
+        if self.end_of_turn is None and (self.default_end in learned or any(
+                s.turn.end in learned for s in chart.states.values())):
             self.end_of_turn = smart.load()
+
+    def use_default_end(self, end: str) -> None:
+        """The end of turn for states whose policy leaves `end` unset (`voice.end_of_turn`,
+        `hybrid` as shipped); new connections get it."""
+        self.default_end = end
+        self.load_end_of_turn(self.chart)
 
     def new_handler(self) -> TurnStreamHandler:
         return TurnStreamHandler(self, output_rate=self.output_rate)
@@ -131,7 +141,8 @@ class VoiceFrontEnd:
     def new_turn_gate(self, detector: Detector, note: Callable[[Any, bool], None]) -> TurnGate:
         """A connection's turn gate, with the end-of-turn model if one is loaded (the
         composition root joins adapters/turn to the FastRTC handler)."""
-        return TurnGate(detector, self.end_of_turn, note)
+        return TurnGate(detector, self.end_of_turn, note, default_end=self.default_end,
+                        words=bool(getattr(self.stt, "early_transcripts", False)))
 
     def new_detector(self) -> Detector:
         detector: Detector = self.detector_factory()
@@ -198,14 +209,25 @@ class VoiceFrontEnd:
                       "🤧 speech too short to interrupt: playback resumed", {})
 
     def note_end_of_turn(self, session_id: str, decision: Any, held: bool) -> None:
-        """One Smart Turn decision (`end: smart`): the turn ends now, or is held open."""
+        """One end-of-turn decision (`end: smart`, or `end: hybrid` with the words heard
+        and the silence it waits for): the turn ends now, or is held open."""
         verdict = "still talking: listening on" if held else "finished"
-        self.log.emit("INFO", session_id, "end_of_turn",
-                      f"🧠 smart turn: {verdict} (p={decision.probability:.2f}, "
-                      f"{decision.cpu_ms:.0f} ms CPU)",
-                      {"probability": round(float(decision.probability), 4), "held": held,
-                       "cpu_ms": round(float(decision.cpu_ms), 2),
-                       "wall_ms": round(float(decision.wall_ms), 2)})
+        probability = decision.probability
+        data: dict[str, Any] = {
+            "probability": None if probability is None else round(float(probability), 4),
+            "held": held, "cpu_ms": round(float(decision.cpu_ms), 2),
+            "wall_ms": round(float(decision.wall_ms), 2)}
+        heard = getattr(decision, "words", None)
+        if heard is None:
+            text = f"🧠 smart turn: {verdict} (p={probability:.2f}, " \
+                f"{decision.cpu_ms:.0f} ms CPU)"
+        else:
+            data.update(words=heard, verdict=decision.verdict,
+                        wait_ms=round(float(decision.wait_ms), 1))
+            model = "no model" if probability is None else f"p={probability:.2f}"
+            text = f"🧠 hybrid turn: {verdict} (words {decision.verdict}: {heard!r}, " \
+                f"{model}, ends after {decision.wait_ms:.0f} ms of silence)"
+        self.log.emit("INFO", session_id, "end_of_turn", text, data)
 
 
 class VoiceService(VoiceFrontEnd):

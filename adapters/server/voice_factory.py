@@ -56,16 +56,21 @@ def build_voice(settings: Settings, chart: CompiledChart, registry: Registry, ev
     responder = build_responder(settings.responder,
                                 on_problem=lambda problem: log.error("%s", problem))
     filler = filler_clip(models)
+    voice: VoiceFrontEnd
     if settings.bus.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
                                 "rediss+cluster://")):
         from adapters.server.remote_voice import RemoteVoiceService
-        return RemoteVoiceService(chart, registry, event_log, metrics, stt=models.stt,
-                                  detector_factory=models.detector, speech=models.tts,
-                                  responder=responder, filler=filler,
-                                  false_interruption_ms=settings.voice.false_interruption_ms,
-                                  output_rate=settings.voice.output_rate, redis_url=settings.bus)
-    return VoiceService(chart, registry, event_log, metrics, stt=models.stt,
-                        detector_factory=models.detector, speech=models.tts,
-                        responder=responder, filler=filler,
-                        false_interruption_ms=settings.voice.false_interruption_ms,
-                        output_rate=settings.voice.output_rate)
+        voice = RemoteVoiceService(chart, registry, event_log, metrics, stt=models.stt,
+                                   detector_factory=models.detector, speech=models.tts,
+                                   responder=responder, filler=filler,
+                                   false_interruption_ms=settings.voice.false_interruption_ms,
+                                   output_rate=settings.voice.output_rate,
+                                   redis_url=settings.bus)
+    else:
+        voice = VoiceService(chart, registry, event_log, metrics, stt=models.stt,
+                             detector_factory=models.detector, speech=models.tts,
+                             responder=responder, filler=filler,
+                             false_interruption_ms=settings.voice.false_interruption_ms,
+                             output_rate=settings.voice.output_rate)
+    voice.use_default_end(settings.voice.end_of_turn)
+    return voice

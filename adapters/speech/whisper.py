@@ -150,6 +150,8 @@ def verify_packaged_model(path: Path) -> None:
 class WhisperSTT:
     """Transcribes whole utterances with faster-whisper; one model per process."""
 
+    early_transcripts = True   # utterances have `early_transcript()` (end: hybrid reads it)
+
     def __init__(
         self,
         model_dir: str | Path | None = None,
@@ -301,6 +303,14 @@ class WhisperUtterance:
         self.speculations += 1
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._speculate())
+
+    def early_transcript(self) -> str | None:
+        """The early decode's text when it covers all the speech so far (the caller has
+        been silent since it started); None while it runs, or once speech went on.
+        Read-only: the end-of-turn gate (`end: hybrid`) reads the words with it."""
+        if self._stale or self._result is None or self._result[0] != self._wanted:
+            return None
+        return self._result[1]
 
     async def _speculate(self) -> None:
         while self._result is None or self._result[0] != self._wanted:

@@ -1,8 +1,9 @@
 """Per-state turn policy: how a state takes the caller's turn (chart key `turn:`).
 
 A chart says, per state and inherited from parents like a contract, how the audio
-adapter decides that the caller has finished (`end`: plain silence, or a learned
-end-of-turn model asked after a short silence), how long a pause may last before the
+adapter decides that the caller has finished (`end`: plain silence, a learned
+end-of-turn model asked after a short silence, or that model together with the words
+heard so far), how long a pause may last before the
 turn ends (`patience_ms`), and how much speech over the assistant is a barge-in
 (`barge_in.speaking_ms` while answer audio streams, `barge_in.thinking_ms` while the
 answer is being prepared). Every key is optional: an unset key means the audio
@@ -18,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-EndOfTurn = Literal["silence", "smart"]
-END_MODES: tuple[str, ...] = ("silence", "smart")
+EndOfTurn = Literal["silence", "smart", "hybrid"]
+END_MODES: tuple[str, ...] = ("silence", "smart", "hybrid")
 MAX_TURN_MS = 10_000
 """The longest duration a turn policy may name (patience or barge-in speech), in ms."""
 

@@ -312,7 +312,7 @@ def _turn_error(path: PathKey, kind: str, err: Any) -> tuple[str, str] | None:
     if key == "end" and path[-2] == "turn":
         hint = did_you_mean(value, END_MODES) if isinstance(value, str) else ""
         return "E153", (f"bad end-of-turn mode {_short(value)} in {where}: use "
-                        f"{' or '.join(END_MODES)}{hint}")
+                        f"{', '.join(END_MODES[:-1])} or {END_MODES[-1]}{hint}")
     if key in _TURN_MS_KEYS:
         return "E154", (f"bad {key} {_short(value)} in {where}: write whole milliseconds "
                         f"from 0 to {MAX_TURN_MS}, e.g. 700")

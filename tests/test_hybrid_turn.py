@@ -1,0 +1,190 @@
+"""`end: hybrid`: the words heard so far and the acoustic model decide together when the
+caller's turn ends (adapters/turn/gate.py, adapters/turn/words.py).
+
+The word rules are checked on sentences that are in neither turn benchmark; the gate's
+decisions with the deterministic energy detector, a scripted model and scripted early
+transcripts (what Whisper's speculative decode would have heard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from adapters.turn.gate import HYBRID_CHECK_MS, HYBRID_PATIENCE_MS, HybridDecision, TurnGate
+from adapters.turn.words import verdict
+from engine.chart.turn import NO_POLICY, TurnPolicy
+from tests.support.voice_fakes import EnergyDetector, tone
+from tests.test_turn_enforcement import ScriptedModel
+
+FRAME = 320   # 20 ms at 16 kHz
+OPEN = {"microphone": "open", "playback": "stopped"}
+SPEECH_MS = 400
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # cannot end an English sentence: the caller has more to say
+    ("Please put it on the", "incomplete"),                    # article
+    ("I'd like to speak to someone about my", "incomplete"),  # possessive determiner
+    ("We are flying out of", "incomplete"),                   # preposition
+    ("I need a room with", "incomplete"),
+    ("I want the blue one and", "incomplete"),                 # conjunction
+    ("I can come tomorrow but", "incomplete"),
+    ("We will cancel if", "incomplete"),
+    ("The problem is", "incomplete"),                          # copula after a noun
+    ("The doctor says the results will", "incomplete"),        # modal after a noun
+    ("I think that's", "incomplete"),                          # contracted auxiliary
+    ("Well, I'm", "incomplete"),
+    ("Could you give me", "incomplete"),                       # the thing given is missing
+    ("Please send us", "incomplete"),
+    ("Let me", "incomplete"),
+    ("Um", "incomplete"),                                      # hesitation
+    ("So I was wondering, uh", "incomplete"),
+    ("I would like", "incomplete"),                            # complement missing
+    ("We are going to", "incomplete"),
+    ("My card number is 4 1 1 1", "incomplete"),               # digits being dictated
+    ("The postcode is S W 1", "incomplete"),
+    ("My account number is four two seven", "incomplete"),
+    ("I'd like to order a pizza,", "incomplete"),              # Whisper trailed off
+    ("I was hoping...", "incomplete"),
+    # can end one
+    ("Please cancel my order.", "complete"),
+    ("Turn the lights off.", "complete"),                      # a particle, not a preposition
+    ("The concert is sold out.", "complete"),
+    ("Yes, it is.", "complete"),                               # short answer: pronoun + aux
+    ("I think we can.", "complete"),
+    ("I don't know where she is.", "complete"),                # wh-clause keeps its copula
+    ("That is the one that I asked for.", "complete"),         # stranded in a relative
+    ("I think so.", "complete"),
+    ("My card number is 4111 1111 1111 1111.", "complete"),    # a full number
+    ("I am 42 years old.", "complete"),
+    ("Who should I speak to?", "question"),                    # stranding after a wh-word
+    ("Where is the nearest pharmacy?", "question"),
+    ("Do you deliver on Sundays?", "question"),
+    ("", "unknown"),
+])
+def test_the_words_say_whether_a_sentence_can_end_there(text: str, expected: str) -> None:
+    assert verdict(text) == expected
+
+
+class Words:
+    """The early transcript as the handler passes it: None until the decode is in."""
+
+    def __init__(self, text: str, ready_after_quiet_ms: float = 0.0) -> None:
+        self.text, self.ready_after = text, ready_after_quiet_ms
+
+    def __call__(self, quiet_ms: float) -> str | None:
+        """`quiet_ms`: how long the caller has been silent (the decode starts at once)."""
+        return self.text if quiet_ms > 0 and quiet_ms >= self.ready_after else None
+
+
+async def turn_ends(gate: TurnGate, detector: EnergyDetector, words: Words,
+                    policy: TurnPolicy = NO_POLICY, silence_ms: float = 2500
+                    ) -> list[float]:
+    """Speech, then silence: when (ms of silence) each turn ended."""
+    pcm = np.concatenate([tone(SPEECH_MS), np.zeros(int(16 * silence_ms), np.int16)])
+    ends: list[float] = []
+    for at in range(0, len(pcm), FRAME):
+        frame = pcm[at:at + FRAME]
+        gate.configure(policy, OPEN)
+        kinds = [e.kind for e in detector.feed(frame)]
+        if "speech_end" in await gate.listen(frame, kinds, words(at / 16 - SPEECH_MS)):
+            ends.append((at + FRAME) / 16 - SPEECH_MS)
+    return ends
+
+
+def hybrid_gate(model: Any = None, notes: list[Any] | None = None, *, words: bool = True
+                ) -> tuple[TurnGate, EnergyDetector]:
+    detector = EnergyDetector(hangover_ms=320)
+    note = None if notes is None else (lambda d, held: notes.append((d, held)))
+    return TurnGate(detector, model, note, default_end="hybrid", words=words), detector
+
+
+async def test_unfinished_words_hold_the_turn_whatever_the_model_says() -> None:
+    notes: list[tuple[HybridDecision, bool]] = []
+    model = ScriptedModel(0.95)                    # the pitch sounds final
+    gate, detector = hybrid_gate(model, notes)
+    ends = await turn_ends(gate, detector, Words("My number is"))
+    assert ends == [pytest.approx(HYBRID_PATIENCE_MS, abs=25)]
+    decision, held = notes[0]
+    assert (decision.verdict, decision.wait_ms, held) == ("incomplete", HYBRID_PATIENCE_MS,
+                                                          True)
+
+
+async def test_a_question_ends_at_the_check_silence_sooner_than_plain_silence() -> None:
+    gate, detector = hybrid_gate(ScriptedModel(0.1))   # even if the model is unsure
+    ends = await turn_ends(gate, detector, Words("What time is it?"))
+    assert ends == [pytest.approx(HYBRID_CHECK_MS, abs=25)]
+    assert ends[0] < 320
+
+
+async def test_complete_words_end_early_only_when_the_model_agrees() -> None:
+    gate, detector = hybrid_gate(ScriptedModel(0.9))
+    assert await turn_ends(gate, detector, Words("I'll have the soup.")) == \
+        [pytest.approx(HYBRID_CHECK_MS, abs=25)]
+    notes: list[tuple[HybridDecision, bool]] = []
+    gate, detector = hybrid_gate(ScriptedModel(0.2), notes)   # they disagree
+    assert await turn_ends(gate, detector, Words("I'll have the soup.")) == \
+        [pytest.approx(320, abs=25)]                         # the server's own silence
+    assert (notes[0][0].verdict, notes[0][0].probability) == ("complete", 0.2)
+
+
+async def test_the_turn_waits_for_late_words_and_decides_when_they_come() -> None:
+    gate, detector = hybrid_gate(ScriptedModel(0.9))
+    ends = await turn_ends(gate, detector, Words("Thanks a lot.", ready_after_quiet_ms=260))
+    assert ends == [pytest.approx(260, abs=25)]
+
+
+async def test_the_caller_going_on_continues_the_same_utterance() -> None:
+    gate, detector = hybrid_gate(ScriptedModel(0.9))
+    pcm = np.concatenate([tone(SPEECH_MS), np.zeros(16 * 700, np.int16), tone(300),
+                          np.zeros(16 * 600, np.int16)])
+    heard = "I am flying to"
+    kinds: list[str] = []
+    for at in range(0, len(pcm), FRAME):
+        frame = pcm[at:at + FRAME]
+        gate.configure(TurnPolicy(), OPEN)
+        if at >= 16 * (SPEECH_MS + 700):
+            heard = "I am flying to Boston tomorrow."
+        quiet = detector.silence_ms
+        kinds += await gate.listen(frame, [e.kind for e in detector.feed(frame)],
+                                   heard if quiet > 0 else None)
+    assert kinds.count("speech_start") == 1 and kinds.count("speech_end") == 1
+
+
+async def test_without_a_model_the_words_decide_alone() -> None:
+    gate, detector = hybrid_gate(None)
+    assert await turn_ends(gate, detector, Words("Where's the station?")) == \
+        [pytest.approx(HYBRID_CHECK_MS, abs=25)]
+    gate, detector = hybrid_gate(None)
+    assert await turn_ends(gate, detector, Words("I'll have the soup.")) == \
+        [pytest.approx(320, abs=25)]
+    gate, detector = hybrid_gate(None)
+    assert await turn_ends(gate, detector, Words("I'll have the")) == \
+        [pytest.approx(HYBRID_PATIENCE_MS, abs=25)]
+
+
+async def test_without_early_transcripts_hybrid_is_plain_silence() -> None:
+    """The pocketsphinx backend has no early decode: silence decides, model unused."""
+    model = ScriptedModel(0.9)
+    gate, detector = hybrid_gate(model, words=False)
+    gate.configure(TurnPolicy(), OPEN)
+    assert (gate.mode, detector.hangover_ms) == ("silence", 320)
+    assert await turn_ends(gate, detector, Words("What time is it?")) == \
+        [pytest.approx(320, abs=25)]
+    assert model.heard == []
+
+
+async def test_the_server_default_applies_only_where_the_state_leaves_end_unset() -> None:
+    gate, detector = hybrid_gate(ScriptedModel(0.9))
+    gate.configure(TurnPolicy(), OPEN)
+    assert (gate.mode, detector.hangover_ms) == ("hybrid", HYBRID_CHECK_MS)
+    gate.configure(TurnPolicy(end="silence"), OPEN)
+    assert (gate.mode, detector.hangover_ms) == ("silence", 320)
+    gate.configure(TurnPolicy(end="smart"), OPEN)
+    assert gate.mode == "smart"
+    # a patient state holds unfinished words longer
+    assert await turn_ends(gate, detector, Words("My number is"),
+                           TurnPolicy(end="hybrid", patience_ms=2000)) == \
+        [pytest.approx(2000, abs=25)]
