@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Protocol
 
+import av
 import numpy as np
 from fastrtc import AsyncStreamHandler
 from fastrtc.utils import get_current_context
@@ -142,6 +143,7 @@ class TurnStreamHandler(AsyncStreamHandler):
         self._held: list[np.ndarray[Any, Any]] | None = None  # gated speech, not yet a barge-in
         self._talk_over = False    # the utterance began while the mic was gated
         self._closed = False
+        self._input_resampler: av.AudioResampler | None = None
 
     def copy(self) -> TurnStreamHandler:
         return TurnStreamHandler(self.service, output_rate=self.output_sample_rate)
@@ -184,6 +186,17 @@ class TurnStreamHandler(AsyncStreamHandler):
             await self.service.disconnect(self.connection_id)
 
     # input -------------------------------------------------------------------------
+    def resample(self, frame: av.AudioFrame) -> Generator[av.AudioFrame, None, None]:
+        """Each WebRTC frame at 16 kHz as soon as it is resampled. FastRTC's own resampler
+        emits frames of the input frame's sample count at the output rate: a 20 ms frame
+        at 48 kHz (960 samples) became 60 ms at 16 kHz, so the detector heard the caller
+        in 60 ms chunks, up to 40 ms late (a barge-in, an end of speech decided that much
+        later). Without a fixed output size, nothing waits."""
+        if self._input_resampler is None:
+            self._input_resampler = av.AudioResampler(
+                format="s16", layout=self.expected_layout, rate=self.input_sample_rate)
+        yield from self._input_resampler.resample(frame)
+
     async def receive(self, frame: tuple[int, np.ndarray[Any, Any]]) -> None:
         if self.session_id is None or self.vad is None or self._closed:
             return
