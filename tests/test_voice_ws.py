@@ -287,6 +287,27 @@ def test_a_cough_in_the_hangover_is_not_a_barge_in_with_little_speech_needed(
         ws.send_json({"event": "stop"})
 
 
+def test_less_speech_barges_in_over_the_answer_than_while_it_is_prepared(
+        sink: ListSink) -> None:
+    """The server's `speech.barge_in_speaking_ms` (the detector's `barge_in_speaking_ms`)
+    is the speech needed over streaming answer audio when the chart leaves
+    `barge_in.speaking_ms` unset (the shipped chart does): 160 ms of speech is a barge-in
+    with it at 120 ms although `min_speech_ms` is 200."""
+    factory = fake_voice_factory(["tell me a story"], detector=lambda: EnergyDetector(
+        min_speech_ms=200, barge_in_speaking_ms=120))
+    with TestClient(create_app(Settings(), voice_factory=factory, log_sink=sink)) as client, \
+            client.websocket_connect("/websocket/offer") as ws:
+        ws.send_json({"event": "start", "websocket_id": "ws-short"})
+        assert wait_for(lambda: transitions(sink, "ws-short"))
+        send_audio(ws, np.concatenate([tone(500), silence(400)]))
+        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
+                        in transitions(sink, "ws-short"), 10)
+        send_audio(ws, np.concatenate([tone(160), silence(400)]), realtime=True)
+        assert wait_for(lambda: "SPEAKING → INTERRUPT (barge_in)"
+                        in transitions(sink, "ws-short"), 5)
+        ws.send_json({"event": "stop"})
+
+
 def test_false_interruption_handling_is_off_by_default(sink: ListSink) -> None:
     with make_client(sink, ["tell me a story"]) as client, \
             client.websocket_connect("/websocket/offer") as ws:

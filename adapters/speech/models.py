@@ -37,6 +37,9 @@ class SpeechSettings(BaseModel):
     vad_onset_threshold: float = Field(0.5, gt=0, le=1)
     vad_offset_threshold: float = Field(0.35, gt=0, le=1)
     vad_min_speech_ms: int = Field(200, ge=0, le=5000)
+    # speech over streaming answer audio that is a barge-in, where the state's turn policy
+    # leaves barge_in.speaking_ms unset (the turn gate reads it from the detector)
+    barge_in_speaking_ms: int = Field(120, ge=0, le=5000)
     vad_hangover_ms: int = Field(320, ge=0, le=10000)
     vad_preroll_ms: int = Field(160, ge=0, le=2000)
     stt_backend: Literal["whisper", "pocketsphinx"] = "whisper"
@@ -103,6 +106,7 @@ class SpeechModels:
             onset_threshold=s.vad_onset_threshold,
             offset_threshold=s.vad_offset_threshold,
             min_speech_ms=s.vad_min_speech_ms,
+            barge_in_speaking_ms=s.barge_in_speaking_ms,
             hangover_ms=s.vad_hangover_ms,
             preroll_ms=s.vad_preroll_ms,
         )

@@ -79,17 +79,24 @@ class SpeechDetector:
         min_speech_ms: float = 200,
         hangover_ms: float = 320,
         preroll_ms: float = 160,
+        barge_in_speaking_ms: float | None = None,
     ) -> None:
         if not 0.0 < offset_threshold <= onset_threshold <= 1.0:
             raise ValueError(
                 "need 0 < offset_threshold <= onset_threshold <= 1, got "
                 f"{offset_threshold} and {onset_threshold}"
             )
-        if min(min_speech_ms, hangover_ms, preroll_ms) < 0:
-            raise ValueError("min_speech_ms, hangover_ms and preroll_ms must be >= 0")
+        speaking_ms = min_speech_ms if barge_in_speaking_ms is None else barge_in_speaking_ms
+        if min(min_speech_ms, hangover_ms, preroll_ms, speaking_ms) < 0:
+            raise ValueError("min_speech_ms, hangover_ms, preroll_ms and "
+                             "barge_in_speaking_ms must be >= 0")
         self.onset_threshold = onset_threshold
         self.offset_threshold = offset_threshold
         self.min_speech_ms = min_speech_ms
+        self.barge_in_speaking_ms = speaking_ms
+        """Not used here: the `min_speech_ms` the turn gate (adapters/turn/gate.py) sets
+        while answer audio streams and the state's policy leaves `barge_in.speaking_ms`
+        unset (default: `min_speech_ms`)."""
         self.hangover_ms = hangover_ms
         self._preroll_samples = round(preroll_ms * SAMPLE_RATE / 1000)
         self._model = model_factory()

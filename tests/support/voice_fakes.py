@@ -32,8 +32,11 @@ class Event:
 class EnergyDetector:
     """Speech = RMS above a threshold; same events as the real SpeechDetector."""
 
-    def __init__(self, min_speech_ms: float = 200.0, hangover_ms: float = 200.0) -> None:
+    def __init__(self, min_speech_ms: float = 200.0, hangover_ms: float = 200.0,
+                 barge_in_speaking_ms: float | None = None) -> None:
         self.min_speech_ms, self.hangover_ms = min_speech_ms, hangover_ms
+        if barge_in_speaking_ms is not None:   # else the gate uses min_speech_ms (as before)
+            self.barge_in_speaking_ms = barge_in_speaking_ms
         self.speaking = False
         self.t_ms = 0.0
         self.speech_ms = 0.0
