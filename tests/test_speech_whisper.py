@@ -212,8 +212,14 @@ def test_the_vocabulary_is_its_key_words_and_a_prompt(whisper_stt: WhisperSTT) -
     assert vocabulary.text == "What is a statechart? Zorblax, the kitchen"
     assert vocabulary.key_words == {"statechart", "zorblax"}   # common words need no help
     assert vocabulary.adds_key_word("what is a state at chart", "What is a statechart?")
-    assert not vocabulary.adds_key_word("I forgot.", "What is the")
+    assert not vocabulary.prefers("I forgot.", "What is the")
     assert not Vocabulary([], whisper_stt._tokenizer)
+    # a known question heard with other word breaks (live: "do I sit work offline")
+    offline = Vocabulary(["Does it work offline?"], whisper_stt._tokenizer)
+    assert not offline.key_words
+    assert offline.prefers("Do I sit work offline?", "Does it work offline?")
+    assert not offline.prefers("Does it work on Monday?", "Does it work offline?")
+    assert not offline.prefers("Do I sit work offline?", "Does it work offline now?")
 
 
 def test_a_repeated_sentence_is_kept_once() -> None:

@@ -62,10 +62,27 @@ SURE_SPEECH = 0.3
 """The vocabulary is used only when the plain decode's no-speech probability is below
 this: on doubtful audio (noise, a cough, a mumbled "uh-huh") a prompt is what Whisper
 would "hear" ("gated, gated, gated" from a noise burst, measured)."""
+RESPELL = 0.2
+"""A plain decode this close (letter edits ÷ letters) to a vocabulary sentence is that
+sentence heard with other word breaks."""
 
 
 def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower().replace("-", " "))
+
+
+def _letters(text: str) -> str:
+    return "".join(_words(text))
+
+
+def _distance(a: str, b: str) -> int:
+    """Levenshtein distance in characters."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[len(b)]
 
 
 class Vocabulary:
@@ -82,10 +99,12 @@ class Vocabulary:
     gated, …". So every utterance is decoded without the prompt first (the encoder runs
     once; a second decoder pass costs ~35 ms here), and the prompted text is taken only
     when the plain decode is sure it heard speech (`SURE_SPEECH`) and the prompted text
-    brings in a key word the plain one lacks. Key words are the vocabulary's words that
-    Whisper's tokenizer splits into several tokens (" statechart" is " state" + "chart"):
-    names and jargon, the words it mishears; common words need no help. Off-domain
-    speech therefore comes back exactly as without a vocabulary.
+    brings in a key word the plain one lacks, or is one of the vocabulary's sentences
+    that the plain text spells with nearly the same letters (`respells_a_sentence`).
+    Key words are the vocabulary's words that Whisper's tokenizer splits into several
+    tokens (" statechart" is " state" + "chart"): names and jargon, the words it
+    mishears; common words need no help. Other speech therefore comes back exactly as
+    without a vocabulary.
     """
 
     def __init__(self, phrases: Sequence[str], tokenizer: Any) -> None:
@@ -97,6 +116,7 @@ class Vocabulary:
         self.key_words = frozenset(
             word for phrase in phrases for word in _words(phrase)
             if len(word) > 2 and word.isalpha() and len(tokenizer.encode(" " + word)) > 1)
+        self._sentences = frozenset(_letters(p) for p in sentences)
 
     def __bool__(self) -> bool:
         return bool(self.tokens)
@@ -104,6 +124,19 @@ class Vocabulary:
     def adds_key_word(self, plain: str, biased: str) -> bool:
         """Whether `biased` has a key word that `plain` lacks."""
         return bool((set(_words(biased)) - set(_words(plain))) & self.key_words)
+
+    def respells_a_sentence(self, plain: str, biased: str) -> bool:
+        """Whether `biased` is one of the vocabulary's sentences and `plain` has nearly
+        its letters, split into other words ("do I sit work offline" for "Does it work
+        offline?", live): the same sounds, not other words ("tell me a joke" is 4 letters
+        from "tell me a story", over `RESPELL` of its 12)."""
+        target = _letters(biased)
+        return target in self._sentences and \
+            _distance(_letters(plain), target) <= RESPELL * len(target)
+
+    def prefers(self, plain: str, biased: str) -> bool:
+        """Whether the prompted decode `biased` replaces the plain one."""
+        return self.adds_key_word(plain, biased) or self.respells_a_sentence(plain, biased)
 
 
 def once_per_sentence(text: str) -> str:
@@ -253,7 +286,7 @@ class WhisperSTT:
             return text
         biased, _ = self._decode(encoded, self.vocabulary.tokens, seconds)
         biased = once_per_sentence(biased)
-        return biased if self.vocabulary.adds_key_word(text, biased) else text
+        return biased if self.vocabulary.prefers(text, biased) else text
 
     def _decode(self, encoded: Any, previous: list[int], seconds: float) -> tuple[str, float]:
         """One greedy pass over the encoded audio, after `previous` text tokens (the
