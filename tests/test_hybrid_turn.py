@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.turn.gate import HYBRID_CHECK_MS, HYBRID_PATIENCE_MS, HybridDecision, TurnGate
+from adapters.turn.gate import (
+    HYBRID_CHECK_MS,
+    HYBRID_DISAGREE_MS,
+    HYBRID_PATIENCE_MS,
+    HYBRID_UNCERTAIN_MS,
+    HybridDecision,
+    TurnGate,
+)
 from adapters.turn.words import verdict
 from engine.chart.turn import NO_POLICY, TurnPolicy
 from tests.support.voice_fakes import EnergyDetector, tone
@@ -48,10 +55,24 @@ SPEECH_MS = 400
     ("My account number is four two seven", "incomplete"),
     ("I'd like to order a pizza,", "incomplete"),              # Whisper trailed off
     ("I was hoping...", "incomplete"),
+    # grammatical, but a particle-or-preposition where the object usually follows
+    ("Dinner is on", "uncertain"),                             # after "be"
+    ("The results were in.", "uncertain"),
+    ("It's over", "uncertain"),                                # contracted "be"
+    ("They were walking around", "uncertain"),                 # after an -ing verb
+    ("He was sitting by.", "uncertain"),
+    ("You need to fill in", "uncertain"),                      # modal / to + bare verb
+    ("We'll drop off.", "uncertain"),
+    ("Could you please switch off", "uncertain"),
     # can end one
     ("Please cancel my order.", "complete"),
     ("Turn the lights off.", "complete"),                      # a particle, not a preposition
-    ("The concert is sold out.", "complete"),
+    ("The concert is sold out.", "complete"),                  # after a participle
+    ("Switch it on.", "complete"),                             # object before: a particle
+    ("Please put your coat on.", "complete"),
+    ("I give up.", "complete"),                                # pronoun subject + verb
+    ("That's what I was worried about.", "complete"),          # stranded after a wh-word
+    ("The wedding is in June.", "complete"),
     ("Yes, it is.", "complete"),                               # short answer: pronoun + aux
     ("I think we can.", "complete"),
     ("I don't know where she is.", "complete"),                # wh-clause keeps its copula
@@ -126,8 +147,27 @@ async def test_complete_words_end_early_only_when_the_model_agrees() -> None:
     notes: list[tuple[HybridDecision, bool]] = []
     gate, detector = hybrid_gate(ScriptedModel(0.2), notes)   # they disagree
     assert await turn_ends(gate, detector, Words("I'll have the soup.")) == \
-        [pytest.approx(320, abs=25)]                         # the server's own silence
+        [pytest.approx(HYBRID_DISAGREE_MS, abs=25)]          # closed with a stop: 240 ms
     assert (notes[0][0].verdict, notes[0][0].probability) == ("complete", 0.2)
+    gate, detector = hybrid_gate(ScriptedModel(0.2))
+    assert await turn_ends(gate, detector, Words("I'll have the soup")) == \
+        [pytest.approx(320, abs=25)]                         # no stop: the server's silence
+
+
+async def test_words_that_usually_go_on_wait_longer_than_complete_ones() -> None:
+    """"Dinner is on" may be finished ("the game is on") but usually has a time or a
+    place next: the turn waits 1000 ms whatever the model says, less than incomplete
+    words' patience and more than complete words' 240-320 ms."""
+    notes: list[tuple[HybridDecision, bool]] = []
+    gate, detector = hybrid_gate(ScriptedModel(0.95), notes)
+    ends = await turn_ends(gate, detector, Words("Dinner is on."))
+    assert ends == [pytest.approx(HYBRID_UNCERTAIN_MS, abs=25)]
+    assert (notes[0][0].verdict, notes[0][0].probability) == ("uncertain", None)
+    assert HYBRID_DISAGREE_MS < HYBRID_UNCERTAIN_MS < HYBRID_PATIENCE_MS
+    gate, detector = hybrid_gate(ScriptedModel(0.95))      # an impatient state: its patience
+    assert await turn_ends(gate, detector, Words("Dinner is on."),
+                           TurnPolicy(end="hybrid", patience_ms=600)) == \
+        [pytest.approx(600, abs=25)]
 
 
 async def test_the_turn_waits_for_late_words_and_decides_when_they_come() -> None:

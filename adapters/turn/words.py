@@ -37,13 +37,36 @@ general English grammar, not a list of expected requests. A transcript is
     account, pin, extension, id, address, reference) and fewer than 10 of them have come
     (a full phone number). Callers read numbers in groups and pause between them; the
     cost is that a complete short number (a PIN) waits out the state's patience.
+- `uncertain` when it is grammatical but usually goes on: the last word is one that is
+  a verb particle or a preposition ("on", "in", "off", "up", "out", "over", "about",
+  "after", ...) right after a word that makes it more often a preposition than not. As a
+  particle it ends a sentence ("the game is on", "I'm going out", "we should sign up");
+  as a preposition its object is still to come ("the meeting is on Tuesday", "we are
+  arriving on the third", "we should turn off the heating"). Nothing in the words tells
+  the two apart, so the turn waits longer than for complete words (gate.py's
+  `HYBRID_UNCERTAIN_MS`) and less than for incomplete ones. The word before is one of
+  - a form of "be" (is, are, was, 's, 're, ...): "the meeting is on", "the shop is
+    over" — a predicative particle ("the lights are on") or a place/time to come;
+  - a verb in -ing: "we are arriving on", "she's looking after", "I'm calling about";
+    a progressive that stops on a preposition-like word mostly has its object next;
+  - a bare verb after a modal or "to" ("we should turn off", "I need to pick up"):
+    phrasal verbs in requests are mostly transitive ("turn off the heating").
+  Not when the particle follows its object ("turn the lights off", "turn it off": an
+  object before the particle makes it a particle) or is stranded after a wh-word or a
+  relative "that" ("what are you looking at?"), nor after a past participle ("the
+  concert is sold out", "I signed up"), a noun or a pronoun subject ("I give up"),
+  which are left `complete`.
 - `question` when it is not incomplete and Whisper ended it with "?": a whole
   interrogative clause ("what time is it?");
 - `complete` otherwise (it ends on a content word: "I would like a table.");
 - `unknown` when nothing was heard (an empty transcript).
 
-Whisper tiny.en ends almost every decode with a full stop, so a final "." is no evidence
-either way; a "?" is (it reflects the interrogative word order the decoder heard).
+Whisper tiny.en ends almost every decode with a full stop, so a final "." is weak evidence
+(measured on first halves of paused sentences and on whole ones, in three voices: 30 of
+45 halves came back complete-looking with a ".", against 30 of 35 whole statements); a "?"
+is (it reflects the interrogative word order the decoder heard). `final_stop()` says
+whether it ended with "." or "!", which gate.py uses only to shorten a wait, never to end
+a turn on its own.
 """
 
 from __future__ import annotations
@@ -51,7 +74,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-Verdict = Literal["incomplete", "question", "complete", "unknown"]
+Verdict = Literal["incomplete", "uncertain", "question", "complete", "unknown"]
 
 TRAILING_OFF = (",", ";", ":", "-", "–", "—", "...", "…")
 HESITATIONS = frozenset({"um", "uh", "er", "erm", "uhm", "ah", "umm", "uhh", "hmm"})
@@ -69,6 +92,14 @@ CONTRACTIONS = frozenset({
 AUXILIARIES = frozenset({"is", "are", "was", "were", "am", "can",
                          "could", "will", "would", "shall", "should", "may", "might",
                          "must", "do", "does", "did", "has", "have", "had"})
+PARTICLE_OR_PREPOSITION = frozenset({
+    "on", "in", "off", "up", "out", "over", "about", "after", "around", "through", "down",
+    "by", "along", "across", "past", "under", "behind", "inside", "outside", "before"})
+BE_FORMS = frozenset({"is", "are", "was", "were", "am", "be", "been", "being"})
+MODALS_AND_TO = frozenset({"can", "could", "will", "would", "shall", "should", "may",
+                           "might", "must", "to", "please", "let's"})
+OBJECT_PRONOUNS = frozenset({"it", "them", "me", "us", "him", "her", "you", "this", "that",
+                             "everything", "something", "anything"})
 PRONOUNS = frozenset({"i", "you", "he", "she", "it", "we", "they", "there", "that", "this",
                       "who", "which", "not", "so"})
 WH_WORDS = frozenset({"what", "who", "whom", "whose", "which", "where", "when", "why",
@@ -102,7 +133,43 @@ def verdict(text: str) -> Verdict:
         return "unknown"
     if stripped.endswith(TRAILING_OFF) or _cannot_end(words):
         return "incomplete"
-    return "question" if stripped.endswith("?") else "complete"
+    if stripped.endswith("?"):
+        return "question"
+    return "uncertain" if _usually_goes_on(words) else "complete"
+
+
+def final_stop(text: str) -> bool:
+    """Whisper ended the words with a full stop or "!" (not "?", ",", "…" or nothing)."""
+    return text.rstrip().endswith((".", "!")) and not text.rstrip().endswith(TRAILING_OFF)
+
+
+def _usually_goes_on(words: list[str]) -> bool:
+    """A particle-or-preposition after be, an -ing verb, or modal/to + verb (see above)."""
+    last = words[-1]
+    if last not in PARTICLE_OR_PREPOSITION or len(words) < 2:
+        return False
+    if any(w in WH_WORDS for w in words) or "that" in words[:-1]:
+        return False   # stranded: "what are you looking at", "the one that I asked about"
+    before = words[-2]
+    if before in OBJECT_PRONOUNS:
+        return False   # "turn it off": the object came first, so it is a particle
+    if before in BE_FORMS or _split_be(before):
+        return True
+    if before.endswith("ing") and len(before) > 4 and before not in _NOT_VERBS:
+        return True
+    return len(words) >= 3 and (words[-3] in MODALS_AND_TO or
+                                words[-3].endswith(("'ll", "'d")))   # "we'll turn off"
+
+
+_NOT_VERBS = frozenset({"thing", "nothing", "something", "anything", "everything", "morning",
+                        "evening", "ceiling", "building", "wedding", "meeting", "during",
+                        "king", "ring", "spring", "string", "wing", "sing"})
+
+
+def _split_be(word: str) -> bool:
+    """A contracted "be" kept on its pronoun: "it's", "we're", "i'm" (but "let's" is not)."""
+    return word != "let's" and word.endswith(("'s", "'re", "'m")) and \
+        word[: word.index("'")] in PRONOUNS | {"i", "he", "she", "what", "where", "who"}
 
 
 def _cannot_end(words: list[str]) -> bool:
