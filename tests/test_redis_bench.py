@@ -77,6 +77,8 @@ def test_quick_redis_bench_reports_worker_cpu_over_the_session_step() -> None:
     assert cost["session_step_paced_cpu_us"] == step["paced_cpu_us_per_event"] > 0
     assert cost["ratio_to_paced_step"] == round(
         cost["worker_cpu_us_per_event"] / cost["session_step_paced_cpu_us"], 2)
+    assert cost["paced_step_over_back_to_back"] == round(
+        cost["session_step_paced_cpu_us"] / cost["session_step_cpu_us"], 2)
     # `targets` says whether it is met, and says so in words
     targets = result["targets"]
     assert targets["worker_cpu_per_event_over_step"] == cost
