@@ -56,24 +56,46 @@ def model() -> smart.SmartTurn:
 
 
 def probabilities(model: smart.SmartTurn, text: str) -> list[float]:
-    """Four takes (noise seed, trailing silence around the detector's 200 ms); espeak's
-    takes differ by a few ms, and the model hears that."""
+    """Four takes (noise seed, trailing silence around the detector's 200 ms). Each take
+    is synthesised afresh, and espeak-ng does not say the same text the same way twice
+    (four calls in one process: 25000, 24758, 24756, 24767 samples at 22.05 kHz, all
+    different bytes; the model itself is deterministic on the same audio), so the takes
+    differ by a few ms of timing and the model hears that."""
     return [model.decide(padded_speech(text, lead_ms=500, tail_ms=tail, seed=seed)).probability
             for tail in (100, 200) for seed in (0, 3)]
 
 
 def test_finished_sentences_are_complete_and_cut_off_ones_are_not(model: smart.SmartTurn
                                                                   ) -> None:
-    """Only what held over ten takes each (min-max measured: finished 0.94-0.99, cut off
-    0.01-0.14). The bare "my number is five five five" is not here: in espeak's flat
-    voice the model hears it either way (0.09-0.86 over ten takes)."""
-    for text in ("I would like to book a table for two tonight.", "Thank you very much.",
-                 "Tell me a story."):
-        assert min(probabilities(model, text)) > 0.7, text
-    for text in ("the number is five five five and then", "and then I went to the"):
-        assert max(probabilities(model, text)) < 0.4, text
+    """What must hold for a working model, with room for espeak's take-to-take variance.
+    Measured (24-48 takes each): finished 0.56-0.99 (the table sentence is the spread one:
+    min 0.56 over 24 takes, 0.63 over 48, median 0.91), cut off 0.01-0.06. An absolute
+    bound on every take (it was > 0.7) failed once on a 0.66 take; so: each finished
+    sentence is called finished by most of its takes (median above the model's own 0.5),
+    every cut-off take stays well below it, and every finished take scores above every
+    cut-off take by a clear margin. A model that answered a constant, at random or
+    inverted fails them. The bare "my number is five five five" is not here: in
+    espeak's flat voice the model hears it either way (0.09-0.86 over ten takes)."""
+    finished = {text: probabilities(model, text) for text in (
+        "I would like to book a table for two tonight.", "Thank you very much.",
+        "Tell me a story.")}
+    cut_off = {text: probabilities(model, text) for text in (
+        "the number is five five five and then", "and then I went to the")}
+    for text, takes in finished.items():
+        assert float(np.median(takes)) > smart.COMPLETE_AT, (text, takes)
+    for text, takes in cut_off.items():
+        assert max(takes) < 0.3, (text, takes)
+    lowest_finished = min(p for takes in finished.values() for p in takes)
+    highest_cut_off = max(p for takes in cut_off.values() for p in takes)
+    assert lowest_finished > highest_cut_off + 0.25, (finished, cut_off)
     decision = model.decide(padded_speech("Tell me a story."))
     assert decision.complete and decision.cpu_ms > 0 and decision.wall_ms > 0
+
+
+def test_the_model_gives_the_same_answer_for_the_same_audio(model: smart.SmartTurn) -> None:
+    """The variance between takes is the audio's, not the model's."""
+    clip = padded_speech("Thank you very much.", lead_ms=500, tail_ms=200)
+    assert len({model.decide(clip).probability for _ in range(3)}) == 1
 
 
 def test_a_missing_model_falls_back_to_silence_and_says_why_once(
