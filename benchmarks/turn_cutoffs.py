@@ -69,10 +69,12 @@ class EarlyWords:
     """Whisper's speculative decode as the live path runs it (adapters/speech/whisper.py),
     in audio time: at the first silent frame the utterance so far is decoded; its text
     is there once as much audio has passed as the decode took in wall time, and speech
-    that resumes makes it stale until the next silence."""
+    that resumes makes it stale until the next silence. `instant`: the text is there at
+    the frame the decode started (tests: decisions in audio time only, whatever the load)."""
 
-    def __init__(self, stt: Any) -> None:
+    def __init__(self, stt: Any, *, instant: bool = False) -> None:
         self.stt = stt
+        self.instant = instant
         self.start = 0          # sample where the utterance began (pre-roll included)
         self.ready_at = 0.0     # audio ms when the current decode's text is in
         self.text: str | None = None
@@ -97,7 +99,7 @@ class EarlyWords:
             self.text = self.stt.transcribe_now(pcm[self.start:end])
             wall = 1000.0 * (time.perf_counter() - started)
             self.decode_ms.append(wall)
-            self.ready_at = end / 16.0 + wall
+            self.ready_at = end / 16.0 + (0.0 if self.instant else wall)
 
 
 @dataclass

@@ -228,3 +228,55 @@ async def test_the_server_default_applies_only_where_the_state_leaves_end_unset(
     assert await turn_ends(gate, detector, Words("My number is"),
                            TurnPolicy(end="hybrid", patience_ms=2000)) == \
         [pytest.approx(2000, abs=25)]
+
+
+async def test_real_audio_a_question_ends_sooner_and_a_mid_sentence_pause_is_held(
+        whisper_stt: Any) -> None:
+    """The real parts end to end, in audio time: flite's slt voice (deterministic), the
+    silero detector, Smart Turn v3.2 and Whisper tiny.en's early decode (taken as ready at
+    the frame it started, so the load does not matter). "What time is it?" ends at the
+    check silence, sooner than 320 ms silence endpointing ends it on the same audio;
+    "my number is, (700 ms) five five five, (2.5 s)" is one turn, not cut at the pause."""
+    from adapters.speech.flite import FliteTTS
+    from adapters.speech.samples import noise
+    from adapters.speech.silero import SileroVadFactory
+    from adapters.speech.vad import SpeechDetector
+    from adapters.turn import smart
+    from benchmarks.paused_speech import split_at_pause
+    from benchmarks.turn_cutoffs import EarlyWords, run
+
+    model = smart.load()
+    assert model is not None, smart.unavailable_reason()
+    voice = FliteTTS(voice="slt", output_rate=16_000)
+    factory = SileroVadFactory(preload=1)
+    detector = SpeechDetector(factory)
+    try:
+        notes: list[HybridDecision] = []
+        gate = TurnGate(detector, model, lambda decision, held: notes.append(decision),
+                        default_end="hybrid", words=True)
+        question = voice.synthesize_all("What time is it?")[1]
+        pcm = np.concatenate([noise(300), question, noise(1500, seed=1)])
+        spoken_to = 300 + len(question) / 16
+        hybrid = await run(gate, detector, TurnPolicy(), pcm,
+                           EarlyWords(whisper_stt, instant=True))
+        silence = await run(gate, detector, TurnPolicy(end="silence"), pcm)
+        assert len(hybrid) == len(silence) == 1, (hybrid, silence)
+        assert hybrid[0] < silence[0] - 100, (hybrid, silence)
+        assert hybrid[0] - spoken_to < 320
+        assert [d.verdict for d in notes] == ["question"], notes
+        notes.clear()
+
+        first, rest = split_at_pause(voice.synthesize_all("My number is, five five five.")[1],
+                                     len(voice.synthesize_all("My number is")[1]), 16_000)
+        pcm = np.concatenate([noise(300), first, noise(700, seed=2), rest,
+                              noise(2500, seed=3)])
+        resumed_at = 300 + (len(first) + 16 * 700) / 16
+        held = await run(gate, detector, TurnPolicy(), pcm,
+                         EarlyWords(whisper_stt, instant=True))
+        assert len(held) == 1 and held[0] > resumed_at, held
+        assert {d.verdict for d in notes} == {"incomplete"}, notes   # "My number is..."
+        cut = await run(gate, detector, TurnPolicy(end="silence"), pcm)
+        assert len(cut) == 2, cut   # plain silence cuts it at the pause: the test shows that
+    finally:
+        detector.close()
+        factory.close()
