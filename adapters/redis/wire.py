@@ -172,6 +172,8 @@ class Wire:
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
+        if isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
+            reply = reply[0]              # as redis-py does (LOADING inside an EXEC reply)
         if isinstance(reply, RedisConnectionError):
             await conn.disconnect(nowait=True)
             raise reply
