@@ -220,6 +220,10 @@ def test_the_vocabulary_is_its_key_words_and_a_prompt(whisper_stt: WhisperSTT) -
     assert offline.prefers("Do I sit work offline?", "Does it work offline?")
     assert not offline.prefers("Does it work on Monday?", "Does it work offline?")
     assert not offline.prefers("Do I sit work offline?", "Does it work offline now?")
+    # a long vocabulary keeps its last PROMPT_TOKENS tokens (Whisper's prompt has room for 223)
+    many = Vocabulary([f"Question number {n}?" for n in range(100)], whisper_stt._tokenizer)
+    assert len(many.tokens) == 200 and many.dropped_tokens > 0
+    assert whisper_stt._tokenizer.decode(many.tokens).endswith("Question number 99?")
 
 
 def test_a_repeated_sentence_is_kept_once() -> None:

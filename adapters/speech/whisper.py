@@ -112,7 +112,9 @@ class Vocabulary:
         terms = [p.strip() for p in phrases if p.strip() and p.strip()[-1] not in ".?!"]
         text = " ".join([*dict.fromkeys(sentences), ", ".join(dict.fromkeys(terms))]).strip()
         self.text = text
-        self.tokens: list[int] = tokenizer.encode(" " + text)[-PROMPT_TOKENS:] if text else []
+        tokens: list[int] = tokenizer.encode(" " + text) if text else []
+        self.dropped_tokens = max(0, len(tokens) - PROMPT_TOKENS)   # from the front
+        self.tokens = tokens[self.dropped_tokens:]
         self.key_words = frozenset(
             word for phrase in phrases for word in _words(phrase)
             if len(word) > 2 and word.isalpha() and len(tokenizer.encode(" " + word)) > 1)
@@ -233,6 +235,12 @@ class WhisperSTT:
         self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
                                     task="transcribe", language=language)
         self.vocabulary = Vocabulary(vocabulary, self._tokenizer)
+        if self.vocabulary:
+            log.info("stt_vocabulary tokens=%d key_words=%s", len(self.vocabulary.tokens),
+                     ",".join(sorted(self.vocabulary.key_words)))
+        if self.vocabulary.dropped_tokens:
+            log.warning("stt_vocabulary too long: its first %d tokens are left out (Whisper "
+                        "is shown the last %d)", self.vocabulary.dropped_tokens, PROMPT_TOKENS)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
 
     def open_utterance(self) -> WhisperUtterance:
