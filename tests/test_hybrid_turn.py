@@ -72,6 +72,7 @@ SPEECH_MS = 400
     ("Please put your coat on.", "complete"),
     ("I give up.", "complete"),                                # pronoun subject + verb
     ("That's what I was worried about.", "complete"),          # stranded after a wh-word
+    ("Let me check what's on.", "complete"),
     ("The wedding is in June.", "complete"),
     ("Yes, it is.", "complete"),                               # short answer: pronoun + aux
     ("I think we can.", "complete"),

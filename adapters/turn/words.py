@@ -148,8 +148,9 @@ def _usually_goes_on(words: list[str]) -> bool:
     last = words[-1]
     if last not in PARTICLE_OR_PREPOSITION or len(words) < 2:
         return False
-    if any(w in WH_WORDS for w in words) or "that" in words[:-1]:
-        return False   # stranded: "what are you looking at", "the one that I asked about"
+    if any(w.split("'")[0] in WH_WORDS for w in words) or "that" in words[:-1]:
+        return False   # stranded: "what are you looking at", "see what's on", "the one
+                       # that I asked about"
     before = words[-2]
     if before in OBJECT_PRONOUNS:
         return False   # "turn it off": the object came first, so it is a particle
