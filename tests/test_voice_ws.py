@@ -47,6 +47,16 @@ def transitions(sink: ListSink, session: str) -> list[str]:
             for r in sink.of_type("state_transition", session)]
 
 
+def answering(ws: Any, sink: ListSink, session_id: str) -> None:
+    """Open the call as `session_id` and ask a first question; returns once the answer
+    plays (SPEAKING), ready for whatever is said over it."""
+    ws.send_json({"event": "start", "websocket_id": session_id})
+    assert wait_for(lambda: transitions(sink, session_id))
+    send_audio(ws, np.concatenate([tone(500), silence(400)]))
+    assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
+                    in transitions(sink, session_id), 10)
+
+
 
 
 @pytest.fixture
@@ -245,11 +255,7 @@ def test_without_voice_the_transports_say_so(sink: ListSink) -> None:
 def test_false_interruptions_resume_the_answer_when_enabled(sink: ListSink) -> None:
     with make_client(sink, ["tell me a story"], false_interruption_ms=300) as client, \
             client.websocket_connect("/websocket/offer") as ws:
-        ws.send_json({"event": "start", "websocket_id": "ws-cough"})
-        assert wait_for(lambda: transitions(sink, "ws-cough"))
-        send_audio(ws, np.concatenate([tone(500), silence(400)]))
-        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
-                        in transitions(sink, "ws-cough"), 10)
+        answering(ws, sink, "ws-cough")
         send_audio(ws, np.concatenate([tone(260), silence(600)]), realtime=True)  # a cough
         assert wait_for(lambda: sink.of_type("false_interruption", "ws-cough"), 5)
         assert "SPEAKING → INTERRUPT (barge_in)" not in transitions(sink, "ws-cough")
@@ -271,11 +277,7 @@ def test_a_cough_in_the_hangover_is_not_a_barge_in_with_little_speech_needed(
         min_speech_ms=120, hangover_ms=320))
     with TestClient(create_app(settings, voice_factory=factory, log_sink=sink)) as client, \
             client.websocket_connect("/websocket/offer") as ws:
-        ws.send_json({"event": "start", "websocket_id": "ws-hang"})
-        assert wait_for(lambda: transitions(sink, "ws-hang"))
-        send_audio(ws, np.concatenate([tone(500), silence(400)]))
-        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
-                        in transitions(sink, "ws-hang"), 10)
+        answering(ws, sink, "ws-hang")
         send_audio(ws, np.concatenate([tone(260), silence(700)]), realtime=True)  # a cough
         assert wait_for(lambda: sink.of_type("false_interruption", "ws-hang"), 5)
         assert "SPEAKING → INTERRUPT (barge_in)" not in transitions(sink, "ws-hang")
@@ -297,11 +299,7 @@ def test_less_speech_barges_in_over_the_answer_than_while_it_is_prepared(
         min_speech_ms=200, barge_in_speaking_ms=120))
     with TestClient(create_app(Settings(), voice_factory=factory, log_sink=sink)) as client, \
             client.websocket_connect("/websocket/offer") as ws:
-        ws.send_json({"event": "start", "websocket_id": "ws-short"})
-        assert wait_for(lambda: transitions(sink, "ws-short"))
-        send_audio(ws, np.concatenate([tone(500), silence(400)]))
-        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
-                        in transitions(sink, "ws-short"), 10)
+        answering(ws, sink, "ws-short")
         send_audio(ws, np.concatenate([tone(160), silence(400)]), realtime=True)
         assert wait_for(lambda: "SPEAKING → INTERRUPT (barge_in)"
                         in transitions(sink, "ws-short"), 5)
@@ -311,11 +309,7 @@ def test_less_speech_barges_in_over_the_answer_than_while_it_is_prepared(
 def test_false_interruption_handling_is_off_by_default(sink: ListSink) -> None:
     with make_client(sink, ["tell me a story"]) as client, \
             client.websocket_connect("/websocket/offer") as ws:
-        ws.send_json({"event": "start", "websocket_id": "ws-cough2"})
-        assert wait_for(lambda: transitions(sink, "ws-cough2"))
-        send_audio(ws, np.concatenate([tone(500), silence(400)]))
-        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
-                        in transitions(sink, "ws-cough2"), 10)
+        answering(ws, sink, "ws-cough2")
         send_audio(ws, np.concatenate([tone(260), silence(100)]), realtime=True)
         assert wait_for(lambda: "SPEAKING → INTERRUPT (barge_in)"
                         in transitions(sink, "ws-cough2"), 5)
@@ -328,11 +322,7 @@ def test_talk_over_keeps_the_words(sink: ListSink) -> None:
     held audio, pre-roll included, opens the utterance that is transcribed and answered."""
     with make_client(sink, ["tell me a story", "what time is it"]) as client, \
             client.websocket_connect("/websocket/offer") as ws:
-        ws.send_json({"event": "start", "websocket_id": "ws-over"})
-        assert wait_for(lambda: transitions(sink, "ws-over"))
-        send_audio(ws, np.concatenate([tone(500), silence(400)]))
-        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
-                        in transitions(sink, "ws-over"), 10)
+        answering(ws, sink, "ws-over")
         time.sleep(0.3)
         send_audio(ws, np.concatenate([tone(600), silence(400)]), realtime=True)
         assert wait_for(lambda: transitions(sink, "ws-over").count(
@@ -357,11 +347,7 @@ def test_speech_too_short_for_a_barge_in_is_not_a_turn(sink: ListSink) -> None:
     """A short noise over the answer is neither a barge-in nor a transcript."""
     with make_client(sink, ["tell me a story", "what time is it"]) as client, \
             client.websocket_connect("/websocket/offer") as ws:
-        ws.send_json({"event": "start", "websocket_id": "ws-click"})
-        assert wait_for(lambda: transitions(sink, "ws-click"))
-        send_audio(ws, np.concatenate([tone(500), silence(400)]))
-        assert wait_for(lambda: "THINKING → SPEAKING (response_ready)"
-                        in transitions(sink, "ws-click"), 10)
+        answering(ws, sink, "ws-click")
         send_audio(ws, np.concatenate([tone(100), silence(400)]), realtime=True)
         assert wait_for(lambda: "SPEAKING → LISTENING (playback_done)"
                         in transitions(sink, "ws-click"), 10)
