@@ -81,6 +81,11 @@ class OtelSettings(BaseModel):
     endpoint: str | None = None     # the OTLP/HTTP traces URL; None: the OTEL_* variables'
 
 
+DEFAULT_BACKCHANNELS = ("uh-huh", "mm-hmm", "mhm", "mm", "yeah", "yep", "yes", "okay", "ok",
+                        "right", "sure", "i see", "got it", "uh", "um")
+"""What a listener says to mean "go on" (`voice.backchannels`)."""
+
+
 class VoiceSettings(BaseModel):
     """The live audio side (FastRTC)."""
 
@@ -89,6 +94,12 @@ class VoiceSettings(BaseModel):
     chart: str = "voice_turn"                 # which loaded chart live sessions run
     concurrency_limit: int = Field(50, ge=1, le=10_000)
     false_interruption_ms: float = Field(0.0, ge=0, le=5_000)   # 0 = off
+    # speech over a streaming answer pauses it; when the words are only these (normalised:
+    # lower case, punctuation and hyphens stripped) the answer resumes, else it is a
+    # barge-in (docs/design.md, "Backchannels"); [] = off: every such speech barges in
+    backchannels: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKCHANNELS))
+    backchannel_max_ms: float = Field(750.0, ge=0, le=5_000)   # longer speech: barge in
+    backchannel_end_ms: float = Field(200.0, ge=20, le=2_000)  # silence that ends it
     # how a state whose turn policy leaves `end` unset ends the caller's turn
     # (docs/chart-format.md, "Turn policy"): the words heard and Smart Turn together
     end_of_turn: Literal["silence", "smart", "hybrid"] = "hybrid"

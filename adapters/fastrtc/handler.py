@@ -10,7 +10,11 @@ current contract says:
   (pre-roll included) but not transcribed. ≥ `min_speech_ms` of speech posts
   `barge_in` and clears the output queue at once, and the held audio becomes
   the start of the caller's next utterance (talk-over keeps the words); speech
-  that ends before it makes a barge-in is dropped;
+  that ends before it makes a barge-in is dropped. Over a streaming answer
+  (with `voice.backchannels` set) the threshold pauses the answer instead:
+  speech that goes on past `backchannel_max_ms` barges in; speech that ends
+  before is transcribed, and only backchannel words ("uh-huh") or none resume
+  the answer, anything else barges in (adapters/fastrtc/backchannel.py);
 - microphone `closed` → dropped.
 
 Output frames leave only while the contract's playback is `streaming`, or
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -29,6 +34,7 @@ import numpy as np
 from fastrtc import AsyncStreamHandler
 from fastrtc.utils import get_current_context
 
+from adapters.fastrtc.backchannel import is_backchannel
 from adapters.fastrtc.output import OutputStream
 from engine.chart.turn import TurnPolicy
 
@@ -37,6 +43,8 @@ VOICING_MS = 60.0
 """False-interruption mode: speech this long without a quiet window (two silero windows)
 means the caller is still voicing; less, after a quiet one, may be the end of a cough."""
 RECHECK_S = 0.02   # while the detector is in its hangover, look again every frame
+LISTENING_POLLS = 200   # × 5 ms: how long a talk-over transcript waits for LISTENING
+RECENT_FRAMES = 8  # ~160 ms of gated input: the onset of speech that follows a backchannel
 
 
 class VadEventLike(Protocol):
@@ -96,6 +104,9 @@ class VoiceBackend(Protocol):
 
     stt: Transcriber
     false_interruption_ms: float
+    backchannels: frozenset[str]   # normalised phrases (backchannel.phrases); empty: off
+    backchannel_max_ms: float      # speech over the answer this long barges in
+    backchannel_end_ms: float      # silence that ends a possible backchannel
 
     def new_detector(self) -> Detector: ...
 
@@ -122,6 +133,8 @@ class VoiceBackend(Protocol):
 
     def note_false_interruption(self, session_id: str) -> None: ...
 
+    def note_backchannel(self, session_id: str, words: str) -> None: ...
+
     def report_error(self, session_id: str, where: str, exc: BaseException) -> None: ...
 
 
@@ -142,6 +155,13 @@ class TurnStreamHandler(AsyncStreamHandler):
         self.speech_stopped_at: float | None = None  # when the caller's speech stopped
         self._held: list[np.ndarray[Any, Any]] | None = None  # gated speech, not yet a barge-in
         self._talk_over = False    # the utterance began while the mic was gated
+        self._deciding = False     # the answer is paused over speech: backchannel or not?
+        self._deciding_voiced_ms = 0.0
+        self._transcribing = False
+        self._decide_timer: asyncio.TimerHandle | None = None
+        self._decision: asyncio.Task[None] | None = None
+        self._after_backchannel = False   # the detector is still in that speech's hangover
+        self._recent: deque[np.ndarray[Any, Any]] = deque(maxlen=RECENT_FRAMES)
         self._closed = False
         self._input_resampler: av.AudioResampler | None = None
 
@@ -179,6 +199,7 @@ class TurnStreamHandler(AsyncStreamHandler):
             return
         self._closed = True
         self._held = None
+        self._stop_deciding()
         if self.utterance is not None:
             await self.utterance.cancel()
             self.utterance = None
@@ -212,6 +233,9 @@ class TurnStreamHandler(AsyncStreamHandler):
         assert self.turn is not None
         contract = self.service.contract(self.session_id)
         mic = contract.get("microphone", "closed")
+        streaming = contract.get("playback") == "streaming"
+        if self._deciding and not (mic == "gated" and streaming):
+            self._stop_deciding()   # the chart moved on (answer over, timeout, hang-up)
         if mic == "closed":
             self.vad.reset()
             self._held = None
@@ -225,7 +249,7 @@ class TurnStreamHandler(AsyncStreamHandler):
             kinds = await self.turn.listen(pcm, [e.kind for e in events], self._heard())
             await self._listen(pcm, kinds)
         else:
-            await self._guard_barge_in(pcm, [e.kind for e in events])
+            await self._guard_barge_in(pcm, [e.kind for e in events], streaming)
 
     def _heard(self) -> str | None:
         """The open utterance's early transcript, when its STT has one ready (`end:
@@ -268,14 +292,27 @@ class TurnStreamHandler(AsyncStreamHandler):
     async def _finish_utterance(self) -> None:
         assert self.session_id is not None
         utterance, self.utterance = self.utterance, None
-        self._talk_over = False
+        talk_over, self._talk_over = self._talk_over, False
         if utterance is None:
             return
         text = (await utterance.finish()).strip()
+        if text and talk_over:
+            await self._until_listening()
         if text:  # empty transcripts never start a turn
             self.service.post(self.session_id, "stt_final", {"text": text, "is_final": True})
         else:
             self.speech_stopped_at = None   # no turn: no answer to time
+
+    async def _until_listening(self) -> None:
+        """A barge-in decided at the end of the speech (not a backchannel) is followed at
+        once by its transcript: give the chart the moment it takes to go through
+        INTERRUPT to LISTENING first, or the words would arrive where nothing takes them."""
+        assert self.session_id is not None
+        for _ in range(LISTENING_POLLS):
+            if self._closed or self.service.contract(self.session_id).get(
+                    "microphone") != "gated":
+                return
+            await asyncio.sleep(RECHECK_S / 4)
 
     async def _keep_talk_over(self) -> None:
         """The held speech is the start of the caller's next utterance: open it with
@@ -288,8 +325,10 @@ class TurnStreamHandler(AsyncStreamHandler):
         self.last_partial = ""
         self._note_partial(await self.utterance.feed(np.concatenate(held)))
 
-    async def _guard_barge_in(self, pcm: np.ndarray[Any, Any], kinds: list[str]) -> None:
+    async def _guard_barge_in(self, pcm: np.ndarray[Any, Any], kinds: list[str],
+                              streaming: bool = False) -> None:
         assert self.session_id is not None and self.vad is not None
+        self._recent.append(pcm)
         if self.utterance is not None and not self._talk_over:
             await self.utterance.cancel()  # the floor was taken away mid-utterance
             self.utterance = None
@@ -299,25 +338,120 @@ class TurnStreamHandler(AsyncStreamHandler):
             self._held.append(pcm)
         elif self.utterance is not None:   # talk-over after the barge-in, still gated
             self._note_partial(await self.utterance.feed(pcm))
+        elif self._after_backchannel and self.vad.speaking and \
+                self.vad.voiced_ms >= VOICING_MS:
+            # voicing again inside the hangover of a backchannel ("uh-huh ... wait"): the
+            # detector starts no new speech, so this is the onset of the next candidate
+            self._after_backchannel = False
+            self._held = list(self._recent)
+            kinds = [*kinds, "speech_confirmed"]
         if "speech_confirmed" in kinds:
             false_ms = self.service.false_interruption_ms
             if false_ms:
                 self._tentative_barge_in(false_ms)
+            elif streaming and self.service.backchannels and self.utterance is None:
+                self._start_deciding()
             else:
                 self.barge_in("speech onset")
+        elif self._deciding:
+            await self._decide_step(pcm, kinds)
         if self._talk_over and self._held is not None:
             await self._keep_talk_over()
         if "speech_end" in kinds:
+            self._after_backchannel = False
             if self.utterance is not None and self._talk_over:
                 self._speech_ended(self.vad.quiet_ms)
                 await self._finish_utterance()
-            else:
+            elif not self._deciding:
                 self._held = None   # too short for a barge-in (or a false interruption)
+
+    # backchannels ------------------------------------------------------------------
+    def _start_deciding(self) -> None:
+        """Speech over a streaming answer: silence it now (as fast as a barge-in), keep
+        it resumable, and decide once the speech is longer than a backchannel or over."""
+        assert self.vad is not None
+        self.output.hold()
+        self._deciding = True
+        self._deciding_voiced_ms = self.vad.voiced_ms
+        self._arm_decide_timer()
+
+    async def _decide_step(self, pcm: np.ndarray[Any, Any], kinds: list[str]) -> None:
+        assert self.vad is not None
+        if self._transcribing:
+            return   # the words are being read; the frames are held meanwhile
+        if self.vad.voiced_ms > 0:
+            self._deciding_voiced_ms += 1000.0 * len(pcm) / INPUT_RATE
+        if self._deciding_voiced_ms >= self.service.backchannel_max_ms:
+            self.barge_in("speech onset (longer than a backchannel)")
+        elif "speech_end" in kinds or not self.vad.speaking or \
+                self.vad.quiet_ms >= self.service.backchannel_end_ms:
+            await self._decide_by_words()
+        else:
+            self._arm_decide_timer()
+
+    def _arm_decide_timer(self) -> None:
+        """No input for `backchannel_end_ms` ends the speech too (a transport that sends
+        nothing in silence): a paused answer never waits on frames that do not come."""
+        if self._decide_timer is not None:
+            self._decide_timer.cancel()
+        loop = asyncio.get_running_loop()
+
+        def quiet() -> None:
+            self._decide_timer = None
+            if self._deciding and not self._transcribing and not self._closed:
+                self._decision = loop.create_task(self._decide_by_words())
+
+        self._decide_timer = loop.call_later(self.service.backchannel_end_ms / 1000.0, quiet)
+
+    async def _decide_by_words(self) -> None:
+        """Transcribe the held speech: only backchannel words, or none (a cough, noise),
+        resume the answer where it paused; any other word is a barge-in, as before."""
+        assert self.session_id is not None
+        if self._decide_timer is not None:
+            self._decide_timer.cancel()
+            self._decide_timer = None
+        held = list(self._held or [])
+        self._transcribing = True
+        try:
+            utterance = self.service.stt.open_utterance()
+            if held:
+                await utterance.feed(np.concatenate(held))
+            text = (await utterance.finish()).strip()
+        except Exception as exc:
+            self.service.report_error(self.session_id, "backchannel", exc)
+            text = "?"   # unread words: a barge-in, the safe side
+        finally:
+            self._transcribing = False
+        if self._closed or not self._deciding:
+            return   # hung up, or the chart moved on while the words were read
+        if text and not is_backchannel(text, self.service.backchannels):
+            self.barge_in("speech onset (not a backchannel)")
+            return
+        self._stop_deciding()
+        self._held = None
+        self._after_backchannel = self.vad is not None and self.vad.speaking
+        if text:
+            self.service.note_backchannel(self.session_id, text)
+        else:
+            self.service.note_false_interruption(self.session_id)
+
+    def _stop_deciding(self) -> None:
+        """Resume the paused answer (what the chart stopped meanwhile stays stopped)."""
+        if self._decide_timer is not None:
+            self._decide_timer.cancel()
+            self._decide_timer = None
+        if self._deciding:
+            self._deciding = False
+            self.output.resume()
 
     def barge_in(self, reason: str) -> None:
         """Silence now (every queued frame of this connection), then tell the chart."""
         assert self.session_id is not None
         decided = time.monotonic()
+        self._deciding = False
+        if self._decide_timer is not None:
+            self._decide_timer.cancel()
+            self._decide_timer = None
         self.output.resume()
         dropped = self.output.clear()
         if self._held is not None:

@@ -47,6 +47,7 @@ class OutputStream:
         self.frames_out = 0
         self.first_frame_after: float | None = None  # monotonic time of the first frame out
         self.last_clear_at: float | None = None
+        self._handed: deque[tuple[Frame, float]] = deque(maxlen=16)  # frame, playout start
 
     # writer side -------------------------------------------------------------
     async def write(self, chunk: AudioChunk, *, filler: bool = False) -> None:
@@ -80,6 +81,7 @@ class OutputStream:
             self.frames = deque(f for f in self.frames if not f.filler)
         else:
             self.frames.clear()
+            self._handed.clear()
             self._pending = np.zeros(0, dtype=np.int16)
             if self.clear_downstream is not None:
                 self.clear_downstream()
@@ -120,6 +122,7 @@ class OutputStream:
         frame = self.frames.popleft()
         start = max(self._playout_end, time.monotonic())
         self._playout_end = start + FRAME_MS / 1000.0
+        self._handed.append((frame, start))
         self.frames_out += 1
         if self.first_frame_after is None:
             self.first_frame_after = time.monotonic()
@@ -129,6 +132,22 @@ class OutputStream:
 
     def pause(self) -> None:
         self.paused = True
+
+    def hold(self) -> int:
+        """Pause at once, as fast as `clear()` silences: the frames handed over but not
+        yet due to play (up to `lead_ms`, in the transport's queue) are taken back to
+        the front of the queue and the transport's copy dropped, so `resume()` plays
+        the answer on from where the caller stopped hearing it. Returns how many."""
+        self.paused = True
+        now = time.monotonic()
+        unplayed = [frame for frame, start in self._handed if start > now]
+        self._handed.clear()
+        if unplayed:
+            self.frames.extendleft(reversed(unplayed))
+            if self.clear_downstream is not None:
+                self.clear_downstream()
+            self._playout_end = now
+        return len(unplayed)
 
     def resume(self) -> None:
         self.paused = False

@@ -176,6 +176,14 @@ class PhoneOutput(OutputStream):
             self.on_cut()
         return dropped
 
+    def hold(self) -> int:
+        """Paused over a possible backchannel: the phone drops what it buffered too (it is
+        taken back here and sent again if the answer resumes)."""
+        taken = super().hold()
+        if taken:
+            self.on_cut()
+        return taken
+
 
 class PhoneBackend(VoiceBackend, Protocol):
     """The voice service as the phone sees it: it also knows the running chart."""

@@ -51,6 +51,8 @@ class Metrics:
                                  registry=r)
         self.false_interruptions = Counter("turnchart_false_interruptions",
                                            "Tentative barge-ins that resumed playback", registry=r)
+        self.backchannels = Counter("turnchart_backchannels",
+                                    "Backchannels over the answer that resumed it", registry=r)
         self.transition_latency = Histogram(
             "turnchart_transition_latency_seconds", "Event timestamp → transition done",
             buckets=_LATENCY_BUCKETS, registry=r)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from adapters.config import DEFAULT_BACKCHANNELS
 from adapters.redaction import redact_credentials
 from adapters.redis.bus import RedisEventBus
 from adapters.redis.connection import CONNECTION_ERRORS, Client, error_text, open_client
@@ -61,11 +62,15 @@ class RemoteVoiceService(VoiceFrontEnd):
     def __init__(self, chart: CompiledChart, registry: Registry, log: EventLog,
                  metrics: Metrics, *, redis_url: str, stt: Any, detector_factory: Any,
                  filler: AudioChunk | None = None, false_interruption_ms: float = 0.0,
-                 output_rate: int = 24_000, **_on_the_workers: Any) -> None:
+                 output_rate: int = 24_000, backchannels: Any = DEFAULT_BACKCHANNELS,
+                 backchannel_max_ms: float = 750.0, backchannel_end_ms: float = 200.0,
+                 **_on_the_workers: Any) -> None:
         # registry, speech and responder (`_on_the_workers`) are the workers' business.
         super().__init__(chart, log, metrics, stt=stt, detector_factory=detector_factory,
                          filler=filler, false_interruption_ms=false_interruption_ms,
-                         output_rate=output_rate)
+                         output_rate=output_rate, backchannels=backchannels,
+                         backchannel_max_ms=backchannel_max_ms,
+                         backchannel_end_ms=backchannel_end_ms)
         self.redis_url = redis_url
         self.bus = RedisEventBus.from_url(redis_url, self.log)
         self.out_redis: Client = open_client(redis_url)   # bytes: audio stays binary

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from adapters.config import DEFAULT_BACKCHANNELS
+from adapters.fastrtc.backchannel import phrases
 from adapters.fastrtc.handler import Detector, Transcriber, TurnStreamHandler
 from adapters.fastrtc.output import OutputRouter
 from adapters.fastrtc.registry import ConnectionRegistry
@@ -56,13 +58,18 @@ class VoiceFrontEnd:
 
     def __init__(self, chart: CompiledChart, log: EventLog, metrics: Metrics, *,
                  stt: Transcriber, detector_factory: Any, filler: AudioChunk | None = None,
-                 false_interruption_ms: float = 0.0, output_rate: int = 24_000) -> None:
+                 false_interruption_ms: float = 0.0, output_rate: int = 24_000,
+                 backchannels: Iterable[str] = DEFAULT_BACKCHANNELS,
+                 backchannel_max_ms: float = 750.0, backchannel_end_ms: float = 200.0) -> None:
         self.chart = chart
         self.log = log
         self.metrics = metrics
         self.stt = stt
         self.detector_factory = detector_factory
         self.false_interruption_ms = false_interruption_ms
+        self.backchannels = phrases(backchannels)   # `voice.backchannels`; empty: off
+        self.backchannel_max_ms = backchannel_max_ms
+        self.backchannel_end_ms = backchannel_end_ms
         self.output_rate = output_rate
         self.clock = RealClock()
         self.router = OutputRouter(lambda: filler)
@@ -208,6 +215,14 @@ class VoiceFrontEnd:
         self.log.emit("INFO", session_id, "false_interruption",
                       "🤧 speech too short to interrupt: playback resumed", {})
 
+    def note_backchannel(self, session_id: str, words: str) -> None:
+        """Speech over the answer was only a backchannel: the answer resumed, the chart
+        never heard it (no barge_in, no stt_final)."""
+        self.metrics.backchannels.inc()
+        self.log.emit("INFO", session_id, "backchannel",
+                      f"👂 backchannel {words!r} over the answer: playback resumed",
+                      {"words": words})
+
     def note_end_of_turn(self, session_id: str, decision: Any, held: bool) -> None:
         """One end-of-turn decision (`end: smart`, or `end: hybrid` with the words heard
         and the silence it waits for): the turn ends now, or is held open."""
@@ -236,10 +251,11 @@ class VoiceService(VoiceFrontEnd):
     def __init__(self, chart: CompiledChart, registry: Registry, log: EventLog,
                  metrics: Metrics, *, stt: Transcriber, detector_factory: Any,
                  speech: Speech, responder: Responder, filler: AudioChunk | None = None,
-                 false_interruption_ms: float = 0.0, output_rate: int = 24_000) -> None:
+                 false_interruption_ms: float = 0.0, output_rate: int = 24_000,
+                 **backchannels: Any) -> None:
         super().__init__(chart, log, metrics, stt=stt, detector_factory=detector_factory,
                          filler=filler, false_interruption_ms=false_interruption_ms,
-                         output_rate=output_rate)
+                         output_rate=output_rate, **backchannels)
         ports = Ports(playback=self.router, filler=self.router, responder=responder,
                       speech=speech)
         self.manager = SessionManager(chart, registry, ports, self.clock, log,

@@ -4,6 +4,7 @@ per process), the configured responder, and a filler clip synthesised at start-u
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from adapters.config import Settings
 from adapters.responder.intents import grammar_phrases
@@ -50,6 +51,13 @@ def filler_clip(models: SpeechModels) -> AudioChunk:
     return AudioChunk(pcm.tobytes(), len(pcm) / rate * 1000.0)
 
 
+def backchannel_settings(settings: Settings) -> dict[str, Any]:
+    """`voice.backchannels` and its two bounds, as the voice service takes them."""
+    voice = settings.voice
+    return {"backchannels": voice.backchannels, "backchannel_max_ms": voice.backchannel_max_ms,
+            "backchannel_end_ms": voice.backchannel_end_ms}
+
+
 def build_voice(settings: Settings, chart: CompiledChart, registry: Registry, event_log: EventLog,
                 metrics: Metrics) -> VoiceFrontEnd:
     models = shared_models(settings)
@@ -64,6 +72,7 @@ def build_voice(settings: Settings, chart: CompiledChart, registry: Registry, ev
                                    detector_factory=models.detector, speech=models.tts,
                                    responder=responder, filler=filler,
                                    false_interruption_ms=settings.voice.false_interruption_ms,
+                                   **backchannel_settings(settings),
                                    output_rate=settings.voice.output_rate,
                                    redis_url=settings.bus)
     else:
@@ -71,6 +80,7 @@ def build_voice(settings: Settings, chart: CompiledChart, registry: Registry, ev
                              detector_factory=models.detector, speech=models.tts,
                              responder=responder, filler=filler,
                              false_interruption_ms=settings.voice.false_interruption_ms,
+                             **backchannel_settings(settings),
                              output_rate=settings.voice.output_rate)
     voice.use_default_end(settings.voice.end_of_turn)
     return voice

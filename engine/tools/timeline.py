@@ -83,7 +83,7 @@ MARKED = frozenset({
                            InternalTransition, TimerFired, SessionFailed, SessionResumed,
                            RoutingRejected)),
     # the audio adapter's own lines (engine/runtime/trace.py LogLine)
-    "turn_latency", "false_interruption", "adapter_error",
+    "turn_latency", "false_interruption", "backchannel", "adapter_error",
 })
 """Line types shown as marks on the time axis."""
 

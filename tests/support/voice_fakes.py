@@ -146,6 +146,9 @@ def fake_voice_factory(script: list[str], *, ms_per_word: float = 300.0,
             speech=ToneSpeech(settings.voice.output_rate, ms_per_word),
             responder=BuiltinResponder(knowledge or Knowledge([])),
             false_interruption_ms=settings.voice.false_interruption_ms,
+            backchannels=settings.voice.backchannels,
+            backchannel_max_ms=settings.voice.backchannel_max_ms,
+            backchannel_end_ms=settings.voice.backchannel_end_ms,
             output_rate=settings.voice.output_rate)
     return build
 
