@@ -81,8 +81,8 @@ class OtelSettings(BaseModel):
     endpoint: str | None = None     # the OTLP/HTTP traces URL; None: the OTEL_* variables'
 
 
-DEFAULT_BACKCHANNELS = ("uh-huh", "mm-hmm", "mhm", "mm", "yeah", "yep", "yes", "okay", "ok",
-                        "right", "sure", "i see", "got it", "uh", "um")
+DEFAULT_BACKCHANNELS = ("uh-huh", "mm-hmm", "mm-hm", "mhm", "mm", "hmm", "yeah", "yep", "yes",
+                        "okay", "ok", "right", "sure", "i see", "got it", "uh", "um")
 """What a listener says to mean "go on" (`voice.backchannels`)."""
 
 
@@ -98,7 +98,7 @@ class VoiceSettings(BaseModel):
     # lower case, punctuation and hyphens stripped) the answer resumes, else it is a
     # barge-in (docs/design.md, "Backchannels"); [] = off: every such speech barges in
     backchannels: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKCHANNELS))
-    backchannel_max_ms: float = Field(750.0, ge=0, le=5_000)   # longer speech: barge in
+    backchannel_max_ms: float = Field(1200.0, ge=0, le=5_000)   # longer speech: barge in
     backchannel_end_ms: float = Field(200.0, ge=20, le=2_000)  # silence that ends it
     # how a state whose turn policy leaves `end` unset ends the caller's turn
     # (docs/chart-format.md, "Turn policy"): the words heard and Smart Turn together

@@ -15,8 +15,12 @@ from adapters.config import DEFAULT_BACKCHANNELS, Settings, VoiceSettings
 from adapters.fastrtc.backchannel import is_backchannel, phrases
 from adapters.server.app import create_app
 from engine.runtime.logs import ListSink
+from tests.support.live_clients import serve_app
+from tests.support.phone_client import PhoneCaller
 from tests.support.voice_fakes import fake_voice_factory, silence, tone
 from tests.support.waiting import wait_for
+from tests.test_voice_phone import RATE as PHONE_RATE
+from tests.test_voice_phone import moves, tone8k, wall
 from tests.test_voice_ws import answering, send_audio, transitions
 
 
@@ -109,13 +113,41 @@ def test_hanging_up_while_the_answer_is_paused_closes_the_call(sink: ListSink) -
     assert [r for r in sink.records if r["level"] == "ERROR"] == []
 
 
+def test_uh_huh_on_the_phone_resumes_the_answer(sink: ListSink) -> None:
+    """The phone drops what it buffered when the answer pauses (`clear`); the frames it
+    had not played are sent again when the answer resumes, and the answer finishes."""
+    app = create_app(Settings(), voice_factory=fake_voice_factory(
+        ["tell me a story", "uh-huh"], ms_per_word=60.0), log_sink=sink)
+    with serve_app(app) as served:
+        phone = PhoneCaller(served.base_url, "MZphone-bc")
+        phone.start()
+        try:
+            assert wait_for(lambda: moves(sink.records, "MZphone-bc"), 30)
+            phone.say(np.concatenate([tone8k(500), np.zeros(int(PHONE_RATE * 0.4), np.int16)]))
+            assert wait_for(lambda: any(m == "THINKING→SPEAKING (response_ready)"
+                                        for m, _ in moves(sink.records, "MZphone-bc")), 30)
+            phone.say(np.concatenate([tone8k(300), np.zeros(int(PHONE_RATE * 0.4), np.int16)]))
+            assert wait_for(lambda: any(m == "SPEAKING→LISTENING (playback_done)"
+                                        for m, _ in moves(sink.records, "MZphone-bc")), 30)
+        finally:
+            phone.hang_up()
+        assert wait_for(lambda: sink.of_type("session_closed", "MZphone-bc"), 10)
+    names = [m for m, _ in moves(sink.records, "MZphone-bc")]
+    assert "SPEAKING→INTERRUPT (barge_in)" not in names
+    resumed = wall(sink.of_type("backchannel", "MZphone-bc")[0])
+    assert phone.loud_media(since=resumed) >= 10, "the answer did not go on after uh-huh"
+    assert [r for r in sink.records if r["level"] == "ERROR"] == []
+
+
 @pytest.mark.parametrize("text", ["Uh-huh.", "uh huh", "Mm-hmm", "mhm", "Yeah, yeah. Okay.",
-                                  "I see.", "Got it!", "OK", "Right."])
+                                  "I see.", "Got it!", "OK", "Right.", "Mm hm",
+                                  "you"])
 def test_backchannel_words(text: str) -> None:
     assert is_backchannel(text, phrases(DEFAULT_BACKCHANNELS))
 
 
 @pytest.mark.parametrize("text", ["", "Stop.", "wait", "hold on", "yeah but why",
-                                  "what time is it", "okay stop"])
+                                  "what time is it", "okay stop",
+                                  "thank you", "you stop"])
 def test_words_that_interrupt(text: str) -> None:
     assert not is_backchannel(text, phrases(DEFAULT_BACKCHANNELS))

@@ -27,12 +27,20 @@ def phrases(configured: Iterable[str]) -> frozenset[str]:
     return frozenset(filter(None, ("".join(words(p)) for p in configured)))
 
 
+NOT_WORDS = frozenset({"you"})
+"""What Whisper writes for a short sound it cannot read (its best-known hallucination: a
+lone "you"; the caller bench's flite "yeah" came back so). Nobody interrupts with it."""
+
+
 def is_backchannel(text: str, known: frozenset[str]) -> bool:
     """True when the words are a non-empty run of known backchannel phrases ("yeah
-    yeah okay", "uh huh"); "stop", "wait", "yeah but why" are not."""
+    yeah okay", "uh huh"), or Whisper's lone "you"; "stop", "wait", "yeah but why",
+    "thank you" are not."""
     said = words(text)
     if not said or not known:
         return False
+    if len(said) == 1 and said[0] in NOT_WORDS:
+        return True
     longest = max(len(p) for p in known)
     covered = [True] + [False] * len(said)   # covered[i]: said[:i] is all backchannels
     for end in range(1, len(said) + 1):

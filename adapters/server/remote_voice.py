@@ -63,7 +63,7 @@ class RemoteVoiceService(VoiceFrontEnd):
                  metrics: Metrics, *, redis_url: str, stt: Any, detector_factory: Any,
                  filler: AudioChunk | None = None, false_interruption_ms: float = 0.0,
                  output_rate: int = 24_000, backchannels: Any = DEFAULT_BACKCHANNELS,
-                 backchannel_max_ms: float = 750.0, backchannel_end_ms: float = 200.0,
+                 backchannel_max_ms: float = 1200.0, backchannel_end_ms: float = 200.0,
                  **_on_the_workers: Any) -> None:
         # registry, speech and responder (`_on_the_workers`) are the workers' business.
         super().__init__(chart, log, metrics, stt=stt, detector_factory=detector_factory,

@@ -60,7 +60,7 @@ class VoiceFrontEnd:
                  stt: Transcriber, detector_factory: Any, filler: AudioChunk | None = None,
                  false_interruption_ms: float = 0.0, output_rate: int = 24_000,
                  backchannels: Iterable[str] = DEFAULT_BACKCHANNELS,
-                 backchannel_max_ms: float = 750.0, backchannel_end_ms: float = 200.0) -> None:
+                 backchannel_max_ms: float = 1200.0, backchannel_end_ms: float = 200.0) -> None:
         self.chart = chart
         self.log = log
         self.metrics = metrics
