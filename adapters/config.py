@@ -81,8 +81,8 @@ class OtelSettings(BaseModel):
     endpoint: str | None = None     # the OTLP/HTTP traces URL; None: the OTEL_* variables'
 
 
-DEFAULT_BACKCHANNELS = ("uh-huh", "mm-hmm", "mm-hm", "mhm", "mm", "hmm", "yeah", "yep", "yes",
-                        "okay", "ok", "right", "sure", "i see", "got it", "uh", "um")
+DEFAULT_BACKCHANNELS = ("uh-huh", "mm-hmm", "mm-hm", "mhm", "mhmm", "mm", "hmm", "yeah", "yep",
+                        "yes", "okay", "ok", "right", "sure", "i see", "got it", "uh", "um")
 """What a listener says to mean "go on" (`voice.backchannels`)."""
 
 

@@ -140,7 +140,7 @@ def test_uh_huh_on_the_phone_resumes_the_answer(sink: ListSink) -> None:
 
 
 @pytest.mark.parametrize("text", ["Uh-huh.", "uh huh", "Mm-hmm", "mhm", "Yeah, yeah. Okay.",
-                                  "I see.", "Got it!", "OK", "Right.", "Mm hm",
+                                  "I see.", "Got it!", "OK", "Right.", "Mm hm", "M-H-M-M",
                                   "you"])
 def test_backchannel_words(text: str) -> None:
     assert is_backchannel(text, phrases(DEFAULT_BACKCHANNELS))
