@@ -426,6 +426,12 @@ class TurnStreamHandler(AsyncStreamHandler):
             return   # hung up, or the chart moved on while the words were read
         if text and not is_backchannel(text, self.service.backchannels):
             self.barge_in("speech onset (not a backchannel)")
+            if self.vad is not None and not self.vad.speaking:
+                # the speech ended while its words were read (no frame will say so again):
+                # the talk-over is the whole utterance
+                await self._keep_talk_over()
+                self._speech_ended(self.vad.quiet_ms)
+                await self._finish_utterance()
             return
         self._stop_deciding()
         self._held = None
