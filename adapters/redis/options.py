@@ -25,6 +25,7 @@ class WorkerOptions:
     rebalance: bool = True             # hand quiet sessions off when over the fair share
     max_sessions: int | None = None
     drain_timeout_s: float = 2.0       # how long a hand-off waits for in-flight events
+    close_timeout_s: float = 5.0       # how long a closed session may take to finish
     ended_ttl_ms: int = 600_000        # an ended session's stream expires after this
     adopt_concurrency: int = 16        # concurrent adoptions (and other Redis batches)
     block_all_max: int = 32            # streams per lane (one blocking read); 0: no lanes

@@ -177,10 +177,29 @@ class Releaser:
         sessions = [s for o in owned if (s := self.manager.get(o.sid)) is not None]
         for session in sessions:
             session.close()
-        if sessions:
-            await asyncio.gather(*(s.finished.wait() for s in sessions))
+        await self._until_finished(sessions)
         for o in owned:
             self.table.forget(o)
+
+    async def _until_finished(self, sessions: list[Session]) -> None:
+        """Wait for closed sessions to finish, but not for ever: one whose activity
+        ignores its cancellation must not keep a hand-off, or the worker's shutdown,
+        waiting (its saves are fenced by the lease, so it can no longer change state)."""
+        waits = {asyncio.ensure_future(s.finished.wait()): s for s in sessions}
+        if not waits:
+            return
+        try:
+            _, late = await asyncio.wait(waits, timeout=self.options.close_timeout_s)
+        finally:
+            for wait in waits:
+                wait.cancel()   # no-op for the finished; the late (or all, if we are cancelled)
+        for wait in late:
+            sid = waits[wait].id
+            self.log.emit("WARNING", sid, "session_stop_timeout",
+                          f"⏳ {sid} did not finish within {self.options.close_timeout_s:g} s "
+                          "of being closed (an activity ignores cancellation); released anyway",
+                          {"worker_id": self.worker_id,
+                           "timeout_s": self.options.close_timeout_s})
 
     async def hand_back(self, sids: list[str], reason: str) -> None:
         """Give leases straight to live peers (round robin from a random start), or
