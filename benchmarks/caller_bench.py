@@ -55,6 +55,7 @@ from av import AudioFrame
 
 from adapters.fastrtc.ice import restrict_to_loopback
 from adapters.speech.audio import read_wav, resample
+from adapters.speech.distance import edit_distance
 from benchmarks.common import machine
 from benchmarks.paused_speech import split_at_pause
 from engine.runtime.latency import percentile
@@ -479,15 +480,6 @@ def words(text: str) -> list[str]:
         elif word:
             out.append(_NUMBERS.get(word, word))
     return out
-
-
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
 
 
 @dataclass

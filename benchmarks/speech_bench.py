@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from adapters.responder.text import normalise
 from adapters.speech.audio import resample
+from adapters.speech.distance import edit_distance
 from adapters.speech.flite import FliteTTS
 from adapters.speech.samples import noise
 from adapters.speech.stt import PocketsphinxSTT
@@ -66,12 +67,7 @@ ANSWERS = ("It is ten past three.",
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
     """(edit distance in words, words in the reference), after normalisation."""
     ref, hyp = normalise(reference).split(), normalise(hypothesis).split()
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)], len(ref)
+    return edit_distance(ref, hyp), len(ref)
 
 
 def _clip(pcm: npt.NDArray[np.int16], rate: int, seed: int) -> npt.NDArray[np.int16]:

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.caller_bench import TARGETS, edit_distance, verdicts, words
+from adapters.speech.distance import edit_distance
+from benchmarks.caller_bench import TARGETS, verdicts, words
 from engine.runtime.latency import percentile
 
 

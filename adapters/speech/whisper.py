@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.speech.audio import pcm_bytes, to_float32
+from adapters.speech.distance import edit_distance
 from adapters.speech.errors import SpeechConfigError
 
 log = logging.getLogger(__name__)
@@ -73,16 +74,6 @@ def _words(text: str) -> list[str]:
 
 def _letters(text: str) -> str:
     return "".join(_words(text))
-
-
-def _distance(a: str, b: str) -> int:
-    """Levenshtein distance in characters."""
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-    return row[len(b)]
 
 
 class Vocabulary:
@@ -134,7 +125,7 @@ class Vocabulary:
         from "tell me a story", over `RESPELL` of its 12)."""
         target = _letters(biased)
         return target in self._sentences and \
-            _distance(_letters(plain), target) <= RESPELL * len(target)
+            edit_distance(_letters(plain), target) <= RESPELL * len(target)
 
     def prefers(self, plain: str, biased: str) -> bool:
         """Whether the prompted decode `biased` replaces the plain one."""
