@@ -84,6 +84,8 @@ class OtelSettings(BaseModel):
 DEFAULT_BACKCHANNELS = ("uh-huh", "mm-hmm", "mm-hm", "mhm", "mhmm", "mm", "hmm", "yeah", "yep",
                         "yes", "okay", "ok", "right", "sure", "i see", "got it", "uh", "um")
 """What a listener says to mean "go on" (`voice.backchannels`)."""
+BACKCHANNEL_MAX_MS = 1200.0   # speech over the answer this long barges in, words unread
+BACKCHANNEL_END_MS = 200.0    # silence that ends a possible backchannel
 
 
 class VoiceSettings(BaseModel):
@@ -98,8 +100,8 @@ class VoiceSettings(BaseModel):
     # lower case, punctuation and hyphens stripped) the answer resumes, else it is a
     # barge-in (docs/design.md, "Backchannels"); [] = off: every such speech barges in
     backchannels: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKCHANNELS))
-    backchannel_max_ms: float = Field(1200.0, ge=0, le=5_000)   # longer speech: barge in
-    backchannel_end_ms: float = Field(200.0, ge=20, le=2_000)  # silence that ends it
+    backchannel_max_ms: float = Field(BACKCHANNEL_MAX_MS, ge=0, le=5_000)
+    backchannel_end_ms: float = Field(BACKCHANNEL_END_MS, ge=20, le=2_000)
     # how a state whose turn policy leaves `end` unset ends the caller's turn
     # (docs/chart-format.md, "Turn policy"): the words heard and Smart Turn together
     end_of_turn: Literal["silence", "smart", "hybrid"] = "hybrid"

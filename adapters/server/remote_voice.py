@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from adapters.config import DEFAULT_BACKCHANNELS
+from adapters.config import BACKCHANNEL_END_MS, BACKCHANNEL_MAX_MS, DEFAULT_BACKCHANNELS
 from adapters.redaction import redact_credentials
 from adapters.redis.bus import RedisEventBus
 from adapters.redis.connection import CONNECTION_ERRORS, Client, error_text, open_client
@@ -63,7 +63,8 @@ class RemoteVoiceService(VoiceFrontEnd):
                  metrics: Metrics, *, redis_url: str, stt: Any, detector_factory: Any,
                  filler: AudioChunk | None = None, false_interruption_ms: float = 0.0,
                  output_rate: int = 24_000, backchannels: Any = DEFAULT_BACKCHANNELS,
-                 backchannel_max_ms: float = 1200.0, backchannel_end_ms: float = 200.0,
+                 backchannel_max_ms: float = BACKCHANNEL_MAX_MS,
+                 backchannel_end_ms: float = BACKCHANNEL_END_MS,
                  **_on_the_workers: Any) -> None:
         # registry, speech and responder (`_on_the_workers`) are the workers' business.
         super().__init__(chart, log, metrics, stt=stt, detector_factory=detector_factory,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from adapters.config import DEFAULT_BACKCHANNELS
+from adapters.config import BACKCHANNEL_END_MS, BACKCHANNEL_MAX_MS, DEFAULT_BACKCHANNELS
 from adapters.fastrtc.backchannel import phrases
 from adapters.fastrtc.handler import Detector, Transcriber, TurnStreamHandler
 from adapters.fastrtc.output import OutputRouter
@@ -60,7 +60,8 @@ class VoiceFrontEnd:
                  stt: Transcriber, detector_factory: Any, filler: AudioChunk | None = None,
                  false_interruption_ms: float = 0.0, output_rate: int = 24_000,
                  backchannels: Iterable[str] = DEFAULT_BACKCHANNELS,
-                 backchannel_max_ms: float = 1200.0, backchannel_end_ms: float = 200.0) -> None:
+                 backchannel_max_ms: float = BACKCHANNEL_MAX_MS,
+                 backchannel_end_ms: float = BACKCHANNEL_END_MS) -> None:
         self.chart = chart
         self.log = log
         self.metrics = metrics
