@@ -151,7 +151,6 @@ class TurnGate:
                                               self.base_min_speech_ms))
         self.policy: TurnPolicy = NO_POLICY
         self.mode = "silence"   # what this frame's state gets: silence, smart or hybrid
-        self.smart = False      # end: smart with the model loaded
         self.patience_ms = self.base_hangover_ms
         self.holding = False
         self.quiet_ms = 0.0
@@ -165,6 +164,11 @@ class TurnGate:
         self.ended_silence_ms = 0.0
         """The silence before the last end of speech passed on (the detector's hangover,
         or the whole pause of a held turn): the caller stopped speaking that long ago."""
+
+    @property
+    def smart(self) -> bool:
+        """`end: smart` with the model loaded (this frame's state)."""
+        return self.mode == "smart"
 
     # before each frame -------------------------------------------------------------
     def configure(self, policy: TurnPolicy, contract: Mapping[str, str]) -> None:
@@ -189,7 +193,6 @@ class TurnGate:
             self.mode = "hybrid"
         else:   # silence, or a learned end whose inputs are missing
             self.mode = "silence"
-        self.smart = self.mode == "smart"
         if self.mode == "silence":
             self.patience_ms = self.base_hangover_ms if policy.patience_ms is None \
                 else float(policy.patience_ms)
