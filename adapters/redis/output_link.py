@@ -155,6 +155,14 @@ class OutputFollower:
         self.poll_ms = poll_ms
         self.positions: dict[str, str] = {}
         self._changed = asyncio.Event()
+        self.stopped = False
+
+    def stop(self) -> None:
+        """End `run()` at its next turn, even if a cancellation of it was lost inside the
+        Redis client (its read error is caught and retried below): the front-end's
+        shutdown must not wait for ever on this loop."""
+        self.stopped = True
+        self._changed.set()
 
     def follow(self, session_id: str) -> None:
         self.positions.setdefault(output_key(self.keys, session_id), "0-0")
@@ -164,12 +172,13 @@ class OutputFollower:
         self.positions.pop(output_key(self.keys, session_id), None)
 
     async def run(self) -> None:
+        self.stopped = False
         if isinstance(self.redis, RedisCluster):
             if self.url is None:
                 raise ValueError("OutputFollower on a cluster needs the cluster's url")
             await self._poll(await Topology.of(self.url, self.redis))
             return
-        while True:
+        while not self.stopped:
             if not self.positions:
                 self._changed.clear()
                 await self._changed.wait()
@@ -216,7 +225,7 @@ class OutputFollower:
             return wires[node]
 
         try:
-            while True:
+            while not self.stopped:
                 if not self.positions:
                     self._changed.clear()
                     await self._changed.wait()

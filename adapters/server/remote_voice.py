@@ -101,6 +101,7 @@ class RemoteVoiceService(VoiceFrontEnd):
             try:
                 yield
             finally:
+                self.follower.stop()   # ends even if its cancellation is lost in redis-py
                 for task in loops:
                     task.cancel()
 
